@@ -1,0 +1,62 @@
+"""What every command shares: turning errors into one line, logging setup."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from dalle_data.errors import DalleDataError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEBUG_ENV = "DALLE_DATA_DEBUG"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def cli_errors(func: F) -> F:
+    """Errors become one line on stderr and a non-zero exit; a traceback only
+    when DALLE_DATA_DEBUG is set."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(os.environ.get(DEBUG_ENV))
+        logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except DalleDataError as err:
+            if debug:
+                raise
+            raise fail(str(err), err.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as err:  # noqa: BLE001 - the CLI edge: never a bare traceback
+            if debug:
+                raise
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise fail(f"internal error: {type(err).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)", 1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def split_list(values: list[str] | None) -> list[str]:
+    """Repeatable options that also accept comma-separated lists."""
+    out: list[str] = []
+    for value in values or []:
+        out.extend(part.strip() for part in value.split(","))
+    return out
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,116 @@
+"""``dalle-data generate``: the main job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from dalle_data.cli.common import cli_errors, split_list
+from dalle_data.errors import SpecError
+
+EPILOG = """\
+Examples:
+
+  dalle-data generate --classes dalmatian --per-class 500
+
+  dalle-data generate --classes cat,dog --model tiny --out demo-out --format parquet --format imagefolder
+
+  dalle-data generate --classes-file classes.txt --mode vanilla=0.7,adversarial=0.3 --per-class 100
+
+  dalle-data generate --config spec.yaml --seed 7        # a saved spec, one flag overridden
+
+  dalle-data prompts --classes dalmatian -n 50 > p.jsonl  # edit, then:
+  dalle-data generate --prompts p.jsonl --per-class 50
+"""
+
+
+def read_classes_file(path: Path) -> list[str]:
+    """One class per line; blank lines and lines starting with # are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"--classes-file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read --classes-file {path}: {err}") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def collect_values(config: Optional[Path], flags: dict[str, Any]) -> dict[str, Any]:
+    """Config-file values overridden by the flags that were given."""
+    from dalle_data.config import load_config
+
+    values: dict[str, Any] = load_config(config) if config else {}
+    values.update({k: v for k, v in flags.items() if v is not None and v != []})
+    return values
+
+
+def classes_from_prompts(values: dict[str, Any]) -> None:
+    """With --prompts and no classes/modes given, take them from the file."""
+    from dalle_data.prompts import read_prompts_jsonl
+
+    items = read_prompts_jsonl(values["prompts"])
+    values.setdefault("classes", list(dict.fromkeys(i.cls for i in items)))
+    values.setdefault("modes", list(dict.fromkeys(i.mode for i in items)))
+
+
+@cli_errors
+def generate(
+    classes: Optional[list[str]] = typer.Option(None, "--classes", "-c", metavar="NAME", help="Class name; repeat or comma-separate (a,b,c)."),
+    classes_file: Optional[Path] = typer.Option(None, "--classes-file", metavar="FILE", help="File with one class per line (# comments allowed)."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", "-n", metavar="N", help="Kept images wanted per class (quota)."),
+    mode: Optional[list[str]] = typer.Option(None, "--mode", metavar="MODE", help="vanilla | style | adversarial; repeat, or give shares: vanilla=0.7,adversarial=0.3. [default: vanilla]"),
+    model: Optional[str] = typer.Option(None, "--model", metavar="MODEL", envvar="DALLE_DATA_MODEL", help="Preset (kandinsky-2-2, tiny), hub id of a Kandinsky 2.2 decoder, or a local model directory. [default: kandinsky-2-2]"),
+    prior: Optional[str] = typer.Option(None, "--prior", metavar="PRIOR", help="Prior hub id or folder for a hub decoder. [default: kandinsky-community/kandinsky-2-2-prior]"),
+    scorer: Optional[str] = typer.Option(None, "--scorer", metavar="SCORER", envvar="DALLE_DATA_SCORER", help="CLIP scorer: auto, tiny, open_clip ARCH/TAG (ViT-L-14/openai), hf-hub:org/repo or a folder. [default: auto]"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Output directory of the run. [default: out]"),
+    fmt: Optional[list[str]] = typer.Option(None, "--format", "-f", metavar="FORMAT", help="parquet | imagefolder; repeat for both. [default: parquet]"),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="INT", help="Run seed; the same spec and seed give the same images. [default: 0]"),
+    min_clip: Optional[float] = typer.Option(None, "--min-clip", metavar="COSINE", help="Also reject images whose CLIP cosine to their prompt is below this (-1..1; off by default)."),
+    filter_: Optional[str] = typer.Option(None, "--filter", metavar="FILTER", help="zero-shot (keep when the image's own class wins) or none. [default: zero-shot]"),
+    max_attempts: Optional[int] = typer.Option(None, "--max-attempts", metavar="N", help="Most images generated per class to meet its quota. [default: 5 x --per-class]"),
+    keep_rejected: Optional[bool] = typer.Option(None, "--keep-rejected/--no-keep-rejected", help="Store rejected images apart (OUT/rejected/) for audit and review."),
+    templates: Optional[str] = typer.Option(None, "--templates", metavar="PACK.yaml", help="YAML template pack to use instead of the built-in one."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", metavar="FILE.jsonl", help="JSONL prompt list (from `dalle-data prompts`, edited) used as is."),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="SPEC.yaml", help="YAML run spec (e.g. a saved OUT/spec.yaml); flags override it."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", metavar="N", help="Images per generator call. [default: 8]"),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", envvar="DALLE_DATA_DEVICE", help="auto, cpu, cuda, cuda:N or mps. [default: auto]"),
+    steps: Optional[int] = typer.Option(None, "--steps", metavar="N", help="Decoder denoising steps. [default: the model's]"),
+    prior_steps: Optional[int] = typer.Option(None, "--prior-steps", metavar="N", help="Prior denoising steps. [default: the model's]"),
+    size: Optional[int] = typer.Option(None, "--size", metavar="PX", help="Image width and height in pixels. [default: the model's]"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout (for CI)."),
+) -> None:
+    """Generate a labeled, CLIP-filtered image dataset for the given classes."""
+    names = split_list(classes)
+    if classes_file is not None:
+        names += read_classes_file(classes_file)
+    flags: dict[str, Any] = {
+        "classes": names or None, "per_class": per_class, "modes": split_list(mode) or None,
+        "model": model, "prior": prior, "scorer": scorer, "out": out, "formats": split_list(fmt) or None,
+        "seed": seed, "min_clip": min_clip, "filter": filter_, "max_attempts": max_attempts,
+        "keep_rejected": keep_rejected, "templates": templates, "prompts": prompts,
+        "batch_size": batch_size, "device": device, "steps": steps, "prior_steps": prior_steps,
+        "width": size, "height": size,
+    }
+    values = collect_values(config, flags)
+    if values.get("prompts"):
+        classes_from_prompts(values)
+    if classes is None and classes_file is None and "classes" not in values:
+        raise SpecError("no classes given; pass --classes NAME (repeatable or comma-separated) or --classes-file FILE")
+    if "per_class" not in values:
+        raise SpecError("--per-class N is required (kept images wanted per class)")
+
+    from dalle_data.config import build_spec
+    from dalle_data.job import run_generate
+
+    spec = build_spec(values, source=f"config {config}" if config and not any(v is not None for v in flags.values()) else "options")
+    summary = run_generate(spec, quiet=quiet or json_output)
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+    elif not quiet:
+        from dalle_data.cli.report import print_summary
+
+        print_summary(summary)

@@ -1,0 +1,218 @@
+"""The run spec: everything that decides what a run produces.
+
+A ``RunSpec`` is built from a YAML config file and/or CLI flags (flags win),
+validated with pydantic (unknown keys are rejected) and saved beside the
+output as ``spec.yaml`` with a hash. The hash covers only what decides the
+dataset's content, so the same run resumed on another machine with another
+batch size or device is still the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dalle_data.errors import SpecError
+from dalle_data.naming import clean_class_names
+
+TEXT_MODES: tuple[str, ...] = ("vanilla", "style", "adversarial")
+FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
+FILTERS: tuple[str, ...] = ("zero-shot", "none")
+
+# Fields that do not change what a run writes; left out of the spec hash.
+EXECUTION_FIELDS = frozenset({"out", "batch_size", "device", "quiet", "json_output"})
+
+
+class RunSpec(BaseModel):
+    """A validated run specification (see ``dalle-data generate --help``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    classes: tuple[str, ...]
+    per_class: int = Field(gt=0, le=10_000_000)
+    modes: dict[str, float] = Field(default_factory=lambda: {"vanilla": 1.0})
+    model: str = "kandinsky-2-2"
+    prior: str | None = None
+    scorer: str = "auto"
+    out: Path = Path("out")
+    formats: tuple[Literal["parquet", "imagefolder"], ...] = ("parquet",)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    min_clip: float | None = Field(default=None, ge=-1.0, le=1.0)
+    filter: Literal["zero-shot", "none"] = "zero-shot"
+    max_attempts: int | None = Field(default=None, gt=0)
+    keep_rejected: bool = False
+    templates: str | None = None
+    prompts: str | None = None
+    batch_size: int = Field(default=8, gt=0, le=4096)
+    device: str = "auto"
+    width: int | None = Field(default=None, ge=16, le=4096)
+    height: int | None = Field(default=None, ge=16, le=4096)
+    steps: int | None = Field(default=None, gt=0, le=1000)
+    prior_steps: int | None = Field(default=None, gt=0, le=1000)
+    guidance_scale: float = Field(default=4.0, ge=0.0, le=50.0)
+    negative_label: str = "hard_negative"
+    split: str = Field(default="train", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError("classes must be a list of names")
+        return tuple(clean_class_names(value))
+
+    @field_validator("modes", mode="before")
+    @classmethod
+    def _modes(cls, value: Any) -> dict[str, float]:
+        return parse_modes(value)
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _formats(cls, value: Any) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else list(value)
+        out: list[str] = []
+        for item in items:
+            for part in str(item).split(","):
+                part = part.strip().lower()
+                if part and part not in out:
+                    out.append(part)
+        unknown = [p for p in out if p not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+        if not out:
+            raise ValueError("at least one format is needed")
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _checks(self) -> "RunSpec":
+        if self.negative_label.casefold() in {c.casefold() for c in self.classes} and "adversarial" in self.modes:
+            raise ValueError(
+                f"class {self.negative_label!r} collides with the hard-negative label; set negative_label to another name"
+            )
+        if self.max_attempts is not None and self.max_attempts < self.per_class:
+            raise ValueError(f"max_attempts ({self.max_attempts}) must be at least per_class ({self.per_class})")
+        return self
+
+    # -- derived values -------------------------------------------------
+    @property
+    def attempt_budget(self) -> int:
+        """Most images generated per class, over all its modes."""
+        return self.max_attempts if self.max_attempts is not None else 5 * self.per_class
+
+    def mode_targets(self, total: int) -> dict[str, int]:
+        """Split ``total`` over the modes by share (largest remainder, stable order)."""
+        return apportion(total, self.modes)
+
+    def content_dict(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        return {k: v for k, v in data.items() if k not in EXECUTION_FIELDS}
+
+    def spec_hash(self, extra: dict[str, str] | None = None) -> str:
+        """Hash of what decides the output (plus digests of input files in ``extra``)."""
+        payload = {"spec": self.content_dict(), "inputs": extra or {}}
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def parse_modes(value: Any) -> dict[str, float]:
+    """Modes as ``{"vanilla": 0.6, "adversarial": 0.4}`` from any accepted form.
+
+    Accepts a dict, a list of ``name`` / ``name=share`` items, or a comma
+    separated string of those. Shares are normalized to sum to 1.
+    """
+    if isinstance(value, dict):
+        items = [(str(k), v) for k, v in value.items()]
+    else:
+        parts: list[str] = []
+        for item in [value] if isinstance(value, str) else list(value or []):
+            parts.extend(p.strip() for p in str(item).split(",") if p.strip())
+        items = []
+        for part in parts:
+            name, _, share = part.partition("=")
+            items.append((name, share or None))
+    shares: dict[str, float] = {}
+    for name, share in items:
+        name = name.strip().lower()
+        if name not in TEXT_MODES:
+            raise ValueError(f"unknown mode {name!r}; choose from {', '.join(TEXT_MODES)}")
+        try:
+            weight = 1.0 if share is None else float(share)
+        except (TypeError, ValueError):
+            raise ValueError(f"mode share {share!r} for {name} is not a number") from None
+        if not math.isfinite(weight) or weight <= 0:
+            raise ValueError(f"mode share for {name} must be a positive number")
+        shares[name] = shares.get(name, 0.0) + weight
+    if not shares:
+        raise ValueError("at least one mode is needed")
+    total = sum(shares.values())
+    return {k: v / total for k, v in shares.items()}
+
+
+def apportion(total: int, shares: dict[str, float]) -> dict[str, int]:
+    """Integer split of ``total`` by ``shares`` (largest remainder, ties by order)."""
+    raw = {k: total * s for k, s in shares.items()}
+    base = {k: math.floor(v) for k, v in raw.items()}
+    left = total - sum(base.values())
+    order = sorted(shares, key=lambda k: (-(raw[k] - base[k]), list(shares).index(k)))
+    for k in order[:left]:
+        base[k] += 1
+    return base
+
+
+def _one_line(err: ValidationError, as_flags: bool) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ())) or "spec"
+    if as_flags and loc in RunSpec.model_fields:
+        loc = "--" + loc.replace("_", "-")
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    return f"{loc}: {msg}{more}"
+
+
+def build_spec(values: dict[str, Any], source: str = "options") -> RunSpec:
+    """Validate ``values`` into a ``RunSpec``; errors become one-line ``SpecError``s."""
+    try:
+        return RunSpec(**values)
+    except ValidationError as err:
+        raise SpecError(f"invalid {source}: {_one_line(err, source == 'options')}") from None
+    except SpecError as err:
+        raise SpecError(f"invalid {source}: {err}") from None
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML spec file into a dict of spec fields (hyphens allowed in keys)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read config file {path}: {err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise SpecError(f"config file {path}{where}: {problem}") from None
+    if data is None:
+        raise SpecError(f"config file {path} is empty")
+    if not isinstance(data, dict):
+        raise SpecError(f"config file {path} must be a mapping of spec fields (classes:, per_class:, ...)")
+    for key in ("spec_hash", "dalle_data_version", "input_digests"):
+        data.pop(key, None)
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def dump_spec(spec: RunSpec, spec_hash: str, version: str, inputs: dict[str, str] | None = None) -> str:
+    """The YAML text saved as ``OUT/spec.yaml``; ``--config`` reads it back."""
+    data = spec.model_dump(mode="json")
+    data = {"dalle_data_version": version, "spec_hash": spec_hash, "input_digests": inputs or {}, **data}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

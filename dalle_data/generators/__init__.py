@@ -1,0 +1,10 @@
+"""Image generators: one backend per module behind the ``Generator`` protocol.
+
+``load_generator`` turns the user's ``--model`` (a preset name, a hub id or a
+local directory) into a ready generator.
+"""
+
+from dalle_data.generators.base import GenerationSettings, Generator
+from dalle_data.generators.registry import MODEL_PRESETS, load_generator, resolve_settings
+
+__all__ = ["GenerationSettings", "Generator", "MODEL_PRESETS", "load_generator", "resolve_settings"]

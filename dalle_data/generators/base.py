@@ -1,0 +1,50 @@
+"""The generator contract every backend implements.
+
+A generator turns prompts and per-image seeds into images. It is built once
+per worker (models loaded, moved to the device) and then called in batches.
+Argument names follow diffusers: ``prompt``, ``num_inference_steps``,
+``guidance_scale``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationSettings:
+    """Sampling settings shared by every image of a run."""
+
+    width: int
+    height: int
+    num_inference_steps: int
+    prior_num_inference_steps: int
+    guidance_scale: float = 4.0
+    prior_guidance_scale: float = 4.0
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A text-to-image backend.
+
+    ``backend`` names the implementation (``"kandinsky2.2"``), ``model`` the
+    weights (a hub id, a local path or a preset name); both are recorded with
+    every image. ``defaults`` gives settings that suit the model when the run
+    spec leaves them open.
+    """
+
+    backend: str
+    model: str
+    defaults: GenerationSettings
+
+    def __call__(
+        self, prompt: Sequence[str], seeds: Sequence[int], settings: GenerationSettings
+    ) -> list[Image]:
+        """One image per prompt; image ``i`` depends only on ``prompt[i]``, ``seeds[i]``
+        and ``settings`` (and, within floating-point noise, not on the batch)."""
+        ...

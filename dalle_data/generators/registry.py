@@ -1,0 +1,72 @@
+"""From ``--model`` to a generator: presets, hub ids and local directories."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dalle_data.errors import ModelLoadError, SpecError
+from dalle_data.generators.base import GenerationSettings
+from dalle_data.hub import looks_like_hub_id
+
+if TYPE_CHECKING:
+    from dalle_data.config import RunSpec
+    from dalle_data.generators.base import Generator
+
+# Preset name → what it means. ``tiny`` is built offline from configs.
+MODEL_PRESETS: dict[str, str] = {
+    "kandinsky-2-2": "Kandinsky 2.2 prior + decoder from the Hugging Face Hub (needs a GPU for speed)",
+    "tiny": "Kandinsky 2.2 pipeline classes with tiny random weights, offline (tests, demos)",
+}
+
+
+def check_model_name(model: str) -> None:
+    """Fail early (before any heavy import) on a ``--model`` that cannot work."""
+    if model in MODEL_PRESETS or looks_like_hub_id(model):
+        return
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise SpecError(f"--model {model}: a model must be a directory (with prior/ and decoder/), not a file")
+        return
+    if any(sep in model for sep in ("/", "\\")) or model.startswith((".", "~")):
+        raise SpecError(f"--model {model}: no such directory")
+    raise SpecError(
+        f"unknown model {model!r}: use a preset ({', '.join(MODEL_PRESETS)}), "
+        "a Hugging Face hub id (org/name) or a local directory"
+    )
+
+
+def load_generator(model: str, *, prior: str | None = None, device: str = "cpu", seed: int = 0) -> Generator:
+    """Load the generator named by ``model`` onto ``device`` (half precision on CUDA)."""
+    check_model_name(model)
+    from dalle_data.device import default_dtype
+    from dalle_data.generators.kandinsky import DECODER_ID, PRIOR_ID, KandinskyGenerator
+
+    if model == "tiny":
+        from dalle_data.generators.tiny import build_tiny_generator
+
+        return build_tiny_generator(seed=0, device=device)
+    dtype = default_dtype(device)
+    if model == "kandinsky-2-2":
+        return KandinskyGenerator.from_pretrained(
+            prior or PRIOR_ID, DECODER_ID, model=DECODER_ID, device=device, dtype=dtype
+        )
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if prior is not None:
+            raise ModelLoadError("--prior is only for hub decoders; a model directory carries its own prior/")
+        return KandinskyGenerator.from_directory(path, device=device, dtype=dtype)
+    # A hub id: taken as a Kandinsky 2.2 decoder, paired with the 2.2 prior unless --prior says otherwise.
+    return KandinskyGenerator.from_pretrained(prior or PRIOR_ID, model, model=model, device=device, dtype=dtype)
+
+
+def resolve_settings(spec: RunSpec, defaults: GenerationSettings) -> GenerationSettings:
+    """The model's defaults, overridden by what the spec sets."""
+    changes = {
+        "width": spec.width, "height": spec.height, "num_inference_steps": spec.steps,
+        "prior_num_inference_steps": spec.prior_steps, "guidance_scale": spec.guidance_scale,
+    }
+    settings = dataclasses.replace(defaults, **{k: v for k, v in changes.items() if v is not None})
+    return settings

@@ -1,0 +1,165 @@
+"""The ``generate`` job: from a validated spec to a finished run directory.
+
+Order matters for "nothing half-done": everything that can fail because of
+the user's input (prompts, names, the output directory, the models) is
+checked before the output directory is created or touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dalle_data import __version__
+from dalle_data.config import RunSpec, dump_spec
+from dalle_data.errors import SpecError
+from dalle_data.naming import class_dirs as make_class_dirs
+from dalle_data.planning import Slot, build_slots
+from dalle_data.progress import Progress, make_progress
+from dalle_data.prompts import PromptItem, expand_prompts, load_pack, read_prompts_jsonl
+from dalle_data.rundir import RunDir
+from dalle_data.scoring.vocabulary import negatives_for
+
+if TYPE_CHECKING:
+    from dalle_data.generators.base import Generator
+    from dalle_data.runner import Scorer
+    from dalle_data.writers import Writer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a spec asks for, before any model is loaded."""
+
+    spec: RunSpec
+    labels: tuple[str, ...]  # ClassLabel names: the classes, then the hard-negative label if any
+    class_dirs: dict[str, str]
+    prompts: list[PromptItem]
+    inputs: dict[str, str]  # digests of input files, part of the spec hash
+
+    @property
+    def spec_hash(self) -> str:
+        return self.spec.spec_hash(self.inputs)
+
+    def slots(self) -> list[Slot]:
+        return build_slots(self.spec, self.prompts, self.labels, self.class_dirs)
+
+    def zero_shot_labels(self) -> list[str]:
+        """The run's classes, plus the negative vocabulary when one class alone
+        cannot lose (a single class) or hard negatives need somewhere to go."""
+        classes = list(self.spec.classes)
+        if len(classes) == 1 or "adversarial" in self.spec.modes:
+            classes += negatives_for(classes)
+        return classes
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def plan(spec: RunSpec) -> Plan:
+    """Expand prompts and name folders; raises ``SpecError`` on bad input."""
+    modes = list(spec.modes)
+    if spec.prompts:
+        path = Path(spec.prompts)
+        items = read_prompts_jsonl(path)
+        wanted = set(spec.classes)
+        unknown = sorted({i.cls for i in items} - wanted)
+        if unknown:
+            raise SpecError(f"prompts file {path} has class {unknown[0]!r}, which is not in --classes")
+        items = [i for i in items if i.mode in spec.modes]
+        inputs = {"prompts": _file_digest(path)}
+    else:
+        pack = load_pack(spec.templates)
+        budget = spec.mode_targets(spec.attempt_budget)
+        n = max(budget.values())
+        items = expand_prompts(pack, list(spec.classes), modes, n, spec.seed)
+        inputs = {"templates": pack.digest}
+    labels = tuple(spec.classes) + ((spec.negative_label,) if "adversarial" in spec.modes else ())
+    dirs = make_class_dirs(list(labels))
+    result = Plan(spec=spec, labels=labels, class_dirs=dirs, prompts=items, inputs=inputs)
+    result.slots()  # fails early when a class × mode has no prompts
+    return result
+
+
+def run_generate(
+    spec: RunSpec,
+    *,
+    quiet: bool = False,
+    progress: Progress | None = None,
+    generator: Generator | None = None,
+    scorer: Scorer | None = None,
+    writers: list[Writer] | None = None,
+) -> dict[str, Any]:
+    """Run (or find finished) the job for ``spec``; returns the summary."""
+    the_plan = plan(spec)
+    rundir = RunDir(spec.out)
+    state = rundir.check(spec.content_dict(), the_plan.spec_hash)
+    if state == "complete":
+        summary = rundir.saved_summary()
+        summary["already_complete"] = True
+        return summary
+    generator, scorer = _load_models(spec, the_plan, generator, scorer)
+    rundir.prepare(dump_spec(spec, the_plan.spec_hash, __version__, the_plan.inputs), state)
+    summary = _run(spec, the_plan, generator, scorer, writers, progress or make_progress(quiet))
+    rundir.finish(summary)
+    return summary
+
+
+def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, scorer: Scorer | None) -> tuple[Any, Any]:
+    from dalle_data.generators.registry import check_model_name
+    from dalle_data.scoring.registry import check_scorer_name, resolve_scorer_name
+
+    scorer_name = resolve_scorer_name(spec.scorer, spec.model)
+    if generator is None:
+        check_model_name(spec.model)
+    if scorer is None:
+        check_scorer_name(scorer_name)
+    if generator is None or scorer is None:
+        from dalle_data.device import resolve_device
+
+        device = resolve_device(spec.device)
+        if generator is None:
+            from dalle_data.generators import load_generator
+
+            generator = load_generator(spec.model, prior=spec.prior, device=device)
+        if scorer is None:
+            from dalle_data.scoring import load_scorer
+
+            scorer = load_scorer(scorer_name, device=device)
+    scorer.set_labels(the_plan.zero_shot_labels())
+    return generator, scorer
+
+
+def _run(spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any, writers: list[Writer] | None, progress: Progress) -> dict[str, Any]:
+    from dalle_data.generators.registry import resolve_settings
+    from dalle_data.runner import Runner, summarize
+    from dalle_data.scoring.filters import ClipFilter
+    from dalle_data.writers import WriterContext, make_writers
+
+    if writers is None:
+        ctx = WriterContext(
+            out_dir=spec.out, class_names=the_plan.labels,
+            class_dirs=tuple(the_plan.class_dirs[label] for label in the_plan.labels),
+            split=spec.split, keep_rejected=spec.keep_rejected,
+        )
+        writers = make_writers(spec.formats, ctx)
+    settings = resolve_settings(spec, generator.defaults)
+    runner = Runner(
+        slots=the_plan.slots(), generator=generator, settings=settings, scorer=scorer,
+        filter=ClipFilter(min_clip=spec.min_clip, zero_shot=spec.filter == "zero-shot"),
+        writers=writers, batch_size=spec.batch_size, progress=progress,
+    )
+    stats = runner.run()
+    outputs = {fmt: str(Path(spec.out) / fmt / (spec.split if fmt == "imagefolder" else spec.split)) for fmt in spec.formats}
+    extra = {
+        "out": str(spec.out), "outputs": outputs, "spec_hash": the_plan.spec_hash,
+        "model": generator.model, "backend": generator.backend, "scorer": scorer.name,
+        "labels": list(the_plan.labels),
+        "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+    }
+    return summarize(stats, extra)

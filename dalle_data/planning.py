@@ -1,0 +1,103 @@
+"""Planning: which images a run makes, as deterministic work units.
+
+The plan is a list of ``Slot``s, one per (class, mode): its label, target of
+kept images, attempt budget and prompt list. A slot hands out ``WorkUnit``s in
+a fixed order: unit ``k`` uses prompt ``k mod len(prompts)`` and a seed derived
+from (run seed, class, mode, k), so the same spec always asks for the same
+images, however the work is batched or split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dalle_data.config import RunSpec
+from dalle_data.errors import SpecError
+from dalle_data.prompts import PromptItem
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts (stable across Python runs and machines)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkUnit:
+    slot: "Slot"
+    index: int
+    prompt: PromptItem
+    seed: int
+
+
+@dataclass(eq=False)
+class Slot:
+    """One (class, mode) of the plan and its running counts."""
+
+    cls: str
+    mode: str
+    label: str
+    label_id: int
+    class_dir: str
+    hard_negative: bool
+    target: int
+    budget: int
+    prompts: list[PromptItem]
+    run_seed: int
+    generated: int = 0
+    kept: int = 0
+    failed: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.kept >= self.target or self.generated >= self.budget
+
+    def next_batch_size(self) -> int:
+        """How many more to generate this round: enough to meet the target at the
+        acceptance rate seen so far (Laplace-smoothed), within the budget."""
+        if self.done:
+            return 0
+        need = self.target - self.kept
+        rate = 1.0 if self.generated == 0 else (self.kept + 1) / (self.generated + 2)
+        return min(math.ceil(need / rate), self.budget - self.generated)
+
+    def take(self, n: int) -> list[WorkUnit]:
+        units = []
+        for k in range(self.generated, self.generated + n):
+            prompt = self.prompts[k % len(self.prompts)]
+            units.append(WorkUnit(self, k, prompt, derive_seed(self.run_seed, self.cls, self.mode, k)))
+        return units
+
+
+def build_slots(
+    spec: RunSpec,
+    prompts: Sequence[PromptItem],
+    labels: Sequence[str],
+    class_dirs: dict[str, str],
+) -> list[Slot]:
+    """Slots for every class × mode with a non-zero target, in class then mode order."""
+    by_key: dict[tuple[str, str], list[PromptItem]] = {}
+    for item in prompts:
+        by_key.setdefault((item.cls, item.mode), []).append(item)
+    slots: list[Slot] = []
+    for cls in spec.classes:
+        targets = spec.mode_targets(spec.per_class)
+        budgets = spec.mode_targets(spec.attempt_budget)
+        for mode, target in targets.items():
+            if target == 0:
+                continue
+            items = by_key.get((cls, mode))
+            if not items:
+                raise SpecError(f"no {mode} prompts for class {cls!r}; add some to the prompts file or template pack")
+            hard = mode == "adversarial"
+            label = spec.negative_label if hard else cls
+            slots.append(Slot(
+                cls=cls, mode=mode, label=label, label_id=labels.index(label), class_dir=class_dirs[label],
+                hard_negative=hard, target=target, budget=max(budgets[mode], target), prompts=items,
+                run_seed=spec.seed,
+            ))
+    return slots

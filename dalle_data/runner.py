@@ -173,7 +173,7 @@ class Runner:
             clip_score=round(scores.clip_score[i], 6), class_prob=round(verdict.class_prob, 6),
             top_class=verdict.top_class, kept=passed, status="kept" if passed else "rejected",
             reject_reason=reason, error=None, source_id=None, source_path=None, mask=None,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), image=png,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"), image=png,
         )
 
 

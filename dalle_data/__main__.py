@@ -1,0 +1,3 @@
+from dalle_data.cli import main
+
+main()

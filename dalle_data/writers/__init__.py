@@ -1,0 +1,54 @@
+"""Writers lay records out as datasets: Parquet shards, an ImageFolder tree, a manifest.
+
+``make_writers(["parquet", "imagefolder"], ctx)`` returns the writers for a
+run, always ending with the ``ManifestWriter``. Which records go where:
+
+- ``status == "kept"``: into the dataset (each requested format);
+- ``status == "rejected"``: into ``OUT/rejected/<format>/`` only when
+  ``ctx.keep_rejected``, with all their scores;
+- ``failed`` / ``refused`` (no image): only into the manifest.
+
+Every record goes into ``OUT/manifest.jsonl``. The layouts are described in
+``parquet``, ``imagefolder`` and ``manifest``. Importing this package imports
+neither pyarrow, datasets, pandas nor torch; pyarrow loads when the first
+Parquet shard is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from dalle_data.errors import SpecError
+from dalle_data.writers.base import Writer, WriterContext, atomic_write_bytes
+from dalle_data.writers.imagefolder import ImageFolderWriter
+from dalle_data.writers.manifest import ManifestWriter
+from dalle_data.writers.noop import NoopWriter
+from dalle_data.writers.parquet import ParquetWriter
+
+__all__ = [
+    "FORMATS",
+    "ImageFolderWriter",
+    "ManifestWriter",
+    "NoopWriter",
+    "ParquetWriter",
+    "Writer",
+    "WriterContext",
+    "atomic_write_bytes",
+    "make_writers",
+]
+
+FORMATS: dict[str, Callable[[WriterContext], Writer]] = {
+    "parquet": ParquetWriter,
+    "imagefolder": ImageFolderWriter,
+}
+
+
+def make_writers(formats: Sequence[str], ctx: WriterContext) -> list[Writer]:
+    """One writer per requested format (duplicates ignored), then the manifest writer."""
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown:
+        choices = ", ".join(sorted(FORMATS))
+        raise SpecError(f"unknown output format {unknown[0]!r}; choose from {choices}")
+    writers: list[Writer] = [FORMATS[name](ctx) for name in dict.fromkeys(formats)]
+    writers.append(ManifestWriter(ctx))
+    return writers

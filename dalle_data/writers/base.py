@@ -1,0 +1,292 @@
+"""What every writer shares: the ``Writer`` protocol, its context, safe file I/O.
+
+A writer lays records out on disk; it never changes them. All writers share
+one tiny interface (``write(record)``, ``close()``) so that the runner can hold
+a list of them and a benchmark can swap in ``NoopWriter``.
+
+Files are written so that nothing is ever half-written under its final name:
+``atomic_open`` / ``atomic_write_bytes`` write to a hidden temporary file in the
+same directory (``.tmp-<name>.<pid>.part``; the ``.part`` suffix keeps loaders
+from ever picking it up), flush and ``fsync`` it, then ``os.replace`` it onto
+the final name. JSON Lines files are appended one whole line at a time with a
+single ``write`` and flushed; a torn last line left by a crash is cut off when
+the file is opened again.
+
+Disk errors (``OSError``: disk full, read-only, permission denied) surface as
+``OutputDirError`` (a ``DalleDataError``) with one line naming the path and
+what to do; temporary files are removed first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import IO, Any, Protocol, runtime_checkable
+
+from dalle_data.errors import OutputDirError
+from dalle_data.records import Record
+
+logger = logging.getLogger(__name__)
+
+_SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")  # what datasets accepts as a split name
+
+
+@runtime_checkable
+class Writer(Protocol):
+    """Lays records out on disk. ``close`` flushes everything and is idempotent."""
+
+    def write(self, record: Record) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class WriterContext:
+    """Everything a writer needs to know about the run, besides the records.
+
+    ``record.label_id`` indexes ``class_names`` (the ClassLabel names) and
+    ``class_dirs`` (their safe folder names, computed by the caller).
+    """
+
+    out_dir: Path
+    class_names: tuple[str, ...]
+    class_dirs: tuple[str, ...]
+    split: str = "train"
+    keep_rejected: bool = False
+    shard_size: int = 256
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "class_dirs", tuple(self.class_dirs))
+        if len(self.class_names) != len(self.class_dirs):
+            raise ValueError("class_names and class_dirs must have the same length")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be at least 1, got {self.shard_size}")
+        if not _SPLIT_NAME.match(self.split):
+            raise ValueError(f"split {self.split!r} is not a valid datasets split name (letters, digits, _)")
+
+    def class_dir(self, record: Record) -> str:
+        """The folder for a record that goes into a dataset, after checking its label."""
+        lid = record.label_id
+        if not 0 <= lid < len(self.class_names):
+            raise ValueError(f"record {record.id}: label_id {lid} is not an index into class_names")
+        if record.label != self.class_names[lid]:
+            raise ValueError(
+                f"record {record.id}: label {record.label!r} != class_names[{lid}] {self.class_names[lid]!r}"
+            )
+        if record.class_dir != self.class_dirs[lid]:
+            raise ValueError(
+                f"record {record.id}: class_dir {record.class_dir!r} != class_dirs[{lid}] {self.class_dirs[lid]!r}"
+            )
+        if record.image is None:
+            raise ValueError(f"record {record.id} has status {record.status!r} but no image bytes")
+        return self.class_dirs[lid]
+
+
+def destination(record: Record, ctx: WriterContext) -> str | None:
+    """Where a record goes in a dataset writer: ``"dataset"``, ``"rejected"`` or nowhere."""
+    if record.status == "kept":
+        return "dataset"
+    if record.status == "rejected" and ctx.keep_rejected:
+        return "rejected"
+    return None
+
+
+# --- columns ---------------------------------------------------------------
+
+_TYPE_NAMES = {"str": "string", "int": "int64", "float": "float64", "bool": "bool"}
+
+
+def _type_name(annotation: object) -> str:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    base = text.replace(" ", "").replace("|None", "").replace("None|", "")
+    if base not in _TYPE_NAMES:
+        raise TypeError(f"no column type for Record annotation {text!r}; teach dalle_data.writers.base")
+    return _TYPE_NAMES[base]
+
+
+@cache
+def dataset_columns() -> tuple[tuple[str, str], ...]:
+    """Metadata columns of a dataset row with their type names, in on-disk order.
+
+    ``label`` holds the label id (a ClassLabel index) and ``label_name`` the
+    class name; every other ``Record`` field but ``label_id`` and the image
+    follows in declaration order. Type names are Hugging Face ``Value`` dtypes.
+    """
+    columns: list[tuple[str, str]] = [("label", "int64"), ("label_name", "string")]
+    for field in dataclasses.fields(Record):
+        if field.name not in ("image", "label", "label_id"):
+            columns.append((field.name, _type_name(field.type)))
+    return tuple(columns)
+
+
+def dataset_row(record: Record) -> dict[str, Any]:
+    """A record's metadata under the dataset column names (see ``dataset_columns``)."""
+    meta = record.metadata()
+    row: dict[str, Any] = {"label": meta.pop("label_id"), "label_name": meta.pop("label")}
+    row.update(meta)
+    return row
+
+
+def hf_features(class_names: tuple[str, ...]) -> dict[str, Any]:
+    """Hugging Face ``Features.to_dict()`` form of a dataset row with its image."""
+    features: dict[str, Any] = {
+        "image": {"_type": "Image"},
+        "label": {"names": list(class_names), "_type": "ClassLabel"},
+    }
+    for name, dtype in dataset_columns()[1:]:
+        features[name] = {"dtype": dtype, "_type": "Value"}
+    return features
+
+
+# --- safe file I/O ----------------------------------------------------------
+
+
+def disk_error(path: Path, exc: OSError) -> OutputDirError:
+    """A one-line user error for a failed disk operation on ``path``."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free up disk space or choose another --out directory"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "check its permissions or choose another --out directory"
+    else:
+        advice = "check the disk or choose another --out directory"
+    return OutputDirError(f"cannot write {path}: {reason}; {advice}")
+
+
+def ensure_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(path, exc) from exc
+
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".tmp-{path.name}.{os.getpid()}.part")
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path) -> Iterator[IO[bytes]]:
+    """Open a temporary file that replaces ``path`` only if the block succeeds.
+
+    The parent directory must exist. On success the data is flushed, fsynced
+    and renamed onto ``path``; on any error the temporary file is removed. An
+    ``OSError`` becomes ``OutputDirError``.
+    """
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise disk_error(path, exc) from exc
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    with atomic_open(path) as handle:
+        handle.write(data)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_line(row: dict[str, Any]) -> bytes:
+    """One JSON Lines row; NaN and infinities become null (they are not JSON)."""
+    safe = {key: _json_safe(value) for key, value in row.items()}
+    return (json.dumps(safe, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+class JsonlAppender:
+    """Appends whole lines to a JSON Lines file, one ``write`` and flush per line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        ensure_dir(path.parent)
+        try:
+            _cut_torn_tail(path)
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise disk_error(path, exc) from exc
+
+    def append(self, row: dict[str, Any]) -> None:
+        if self._fd is None:
+            raise RuntimeError(f"{self.path} is closed")
+        line = json_line(row)
+        try:
+            written = os.write(self._fd, line)
+            while written < len(line):
+                written += os.write(self._fd, line[written:])
+        except OSError as exc:
+            raise disk_error(self.path, exc) from exc
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise disk_error(self.path, exc) from exc
+        finally:
+            os.close(fd)
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line without its newline (a crash mid-append) from ``path``."""
+    if not path.exists():
+        return
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        keep = 0
+        pos = size
+        while pos > 0 and keep == 0:
+            start = max(0, pos - 65536)
+            handle.seek(start)
+            chunk = handle.read(pos - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+            pos = start
+        logger.warning("%s: dropping a torn last line (%d bytes)", path, size - keep)
+        handle.truncate(keep)
+
+
+def read_jsonl_values(path: Path, key: str) -> set[str]:
+    """The set of ``row[key]`` over a JSON Lines file (empty if it does not exist)."""
+    values: set[str] = set()
+    if not path.exists():
+        return values
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    values.add(json.loads(line)[key])
+    except OSError as exc:
+        raise OutputDirError(f"cannot read {path}: {exc.strerror or exc}; check the disk") from exc
+    return values

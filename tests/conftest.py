@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny models built offline, a CLI runner, fast generation flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the network: any hub lookup must fail fast and clearly.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# Few denoising steps: the code path is the same, the images are cheaper.
+FAST = ["--model", "tiny", "--steps", "2", "--prior-steps", "2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_generator():
+    from dalle_data.generators import load_generator
+
+    return load_generator("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_scorer():
+    from dalle_data.scoring import load_scorer
+
+    return load_scorer("tiny")
+
+
+@pytest.fixture()
+def cli(tmp_path: Path):
+    """Run ``dalle-data ARGS`` in-process; returns the result (exit_code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from dalle_data.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke

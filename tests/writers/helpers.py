@@ -1,0 +1,73 @@
+"""Records, contexts and readers shared by the writer tests."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from dalle_data.records import Record
+from dalle_data.writers import WriterContext
+
+CLASS_NAMES = ("dalmatian", "a/b", "hard_negative")
+CLASS_DIRS = ("dalmatian", "a_b", "hard_negative")
+
+
+def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_record(n: int = 0, label_id: int = 0, status: str = "kept", **changes: Any) -> Record:
+    """A record with every field filled; ``n`` makes the id and the image unique."""
+    failed = status in ("failed", "refused")
+    fields: dict[str, Any] = dict(
+        id=f"rec{n:04d}",
+        label=CLASS_NAMES[label_id],
+        label_id=label_id,
+        class_dir=CLASS_DIRS[label_id],
+        role="positive",
+        imitates=None,
+        prompt=f"a photo of a {CLASS_NAMES[label_id]} #{n}",
+        prompt_source="templates/vanilla.yaml#3",
+        mode="vanilla",
+        backend="tiny",
+        model="tiny-unclip",
+        seed=1000 + n,
+        width=8,
+        height=8,
+        clip_score=None if failed else 0.25 + n / 1000,
+        class_prob=None if failed else 0.9,
+        top_class=None if failed else CLASS_NAMES[label_id],
+        kept=status == "kept",
+        status=status,
+        reject_reason="clip_score below 0.2" if status == "rejected" else None,
+        error="backend refused the prompt" if failed else None,
+        source_id=None,
+        source_path=None,
+        mask=None,
+        created_at="2024-05-01T12:00:00.000001+00:00",
+        image=None if failed else png_bytes((n % 256, 40, 200)),
+    )
+    fields.update(changes)
+    return Record(**fields)
+
+
+def hard_negative(n: int = 0, **changes: Any) -> Record:
+    return make_record(n, label_id=2, role="hard_negative", imitates="dalmatian", mode="adversarial", **changes)
+
+
+def make_ctx(tmp_path: Path, **changes: Any) -> WriterContext:
+    return WriterContext(out_dir=tmp_path / "out", class_names=CLASS_NAMES, class_dirs=CLASS_DIRS, **changes)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".tmp-")]

@@ -47,11 +47,15 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+_OFFLINE_PRESET = {"model": "--model tiny", "scorer": "--scorer tiny"}
+
+
 def offline_message(what: str, name: str, reason: str) -> str:
+    preset = _OFFLINE_PRESET.get(what, "--model tiny")
     return (
         f"cannot load {what} {name!r}: {reason}. Download it where there is a network "
         f"(`hf download {name}`) and rerun with HF_HUB_OFFLINE=1, pass a local directory, "
-        "or use the offline preset (--model tiny)"
+        f"or use the offline preset ({preset})"
     )
 
 

@@ -184,3 +184,22 @@ def test_unsafe_class_names_stay_labels_and_get_safe_folders(tmp_path: Path, cli
     dirs = {r["class_dir"] for r in rows}
     assert len(dirs) == len(names)
     assert all(len(d.encode()) <= 255 and "/" not in d and d not in {".", ".."} for d in dirs)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "imagefolder"])
+def test_training_code_reads_the_output_as_is(full_run: Path, fmt: str) -> None:
+    import math
+    import runpy
+
+    train = runpy.run_path(str(Path(__file__).parents[2] / "examples" / "train_classifier.py"))["train"]
+    loss = train(full_run, fmt, epochs=1)
+    assert math.isfinite(loss)
+
+
+def test_example_spec_runs_with_a_flag_override(tmp_path: Path, cli) -> None:
+    spec = Path(__file__).parents[2] / "examples" / "tiny_spec.yaml"
+    result = cli("generate", "--config", spec, "--out", tmp_path / "o", "--per-class", "2", "--steps", "2",
+                 "--prior-steps", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["kept"] == 4 and summary["labels"] == ["dalmatian", "golden retriever", "hard_negative"]

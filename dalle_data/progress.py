@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +56,19 @@ class LineProgress(NullProgress):
 class RichProgress(NullProgress):
     """Per class: kept / target bar, generated count, images per second, ETA."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, Progress as RP, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress as RP, TextColumn, TimeRemainingColumn
 
         self._progress = RP(
-            TextColumn("{task.description:<24}"),
-            BarColumn(),
-            TextColumn("kept {task.completed:>5.0f}/{task.total:<5.0f}"),
-            TextColumn("generated {task.fields[generated]:>5}"),
+            TextColumn("{task.description:<18}"),
+            BarColumn(bar_width=16),
+            TextColumn("{task.completed:>4.0f}/{task.total:<4.0f} kept"),
+            TextColumn("{task.fields[generated]:>5} made"),
             TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
+            TextColumn("eta"),
+            TimeRemainingColumn(compact=True),
+            console=console or Console(stderr=True),
             transient=False,
         )
         self._tasks: dict[str, int] = {}
@@ -75,13 +78,13 @@ class RichProgress(NullProgress):
     def start(self, targets: dict[str, int]) -> None:
         self._progress.start()
         for cls, target in targets.items():
-            name = cls if len(cls) <= 24 else cls[:23] + "…"
+            name = cls if len(cls) <= 18 else cls[:17] + "…"
             self._tasks[cls] = self._progress.add_task(name, total=target, generated=0, rate="")
 
     def update(self, cls: str, generated: int, kept: int) -> None:
         self._total_generated[cls] = generated
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        rate = f"{sum(self._total_generated.values()) / elapsed:5.2f} img/s"
+        rate = f"{sum(self._total_generated.values()) / elapsed:5.1f} img/s"
         self._progress.update(self._tasks[cls], completed=kept, generated=generated, rate=rate)
 
     def stop(self) -> None:

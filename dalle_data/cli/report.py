@@ -9,7 +9,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(highlight=False)
     if summary.get("already_complete"):
         console.print(f"[bold]{summary['out']}[/] already holds this run, finished; nothing to do.")
     table = Table(title="dalle-data generate", title_justify="left")

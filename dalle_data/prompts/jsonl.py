@@ -45,9 +45,8 @@ def read_prompts_jsonl(path: str | Path) -> list[PromptItem]:
         if line.strip()
     ]
     if not items:
-        raise SpecError(
-            f'{file} has no prompts; write one JSON object per line, e.g. {{"class": "dalmatian", "prompt": "A dalmatian on a beach"}}'
-        )
+        example = '{"class": "dalmatian", "prompt": "A dalmatian on a beach"}'
+        raise SpecError(f"{file} has no prompts; write one JSON object per line, e.g. {example}")
     logger.debug("read %d prompts from %s", len(items), file)
     return items
 
@@ -57,7 +56,9 @@ def _parse_line(line: str, file: Path, lineno: int) -> PromptItem:
     try:
         obj: Any = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise SpecError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); write one JSON object per line") from None
+        raise SpecError(
+            f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); write one JSON object per line"
+        ) from None
     if not isinstance(obj, dict):
         raise SpecError(f"{where}: expected a JSON object with keys class, prompt (and optional mode, source)")
     unknown = sorted(set(obj) - set(_KEYS))

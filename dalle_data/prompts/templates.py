@@ -13,6 +13,7 @@ when those are used up (small packs) any unused combination in a seeded order.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import itertools
 import json
@@ -20,6 +21,7 @@ import logging
 import math
 import random
 import re
+import reprlib
 import string
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -140,7 +142,9 @@ def load_pack(path: str | Path | None = None) -> TemplatePack:
     data, root = _parse_yaml(text, str(file))
     ctx = _Context(str(file), root)
     if not isinstance(data, dict):
-        raise SpecError(f"{file}: a template pack must be a YAML mapping with keys 'name' and 'modes'; see {builtin_pack_path()}")
+        raise SpecError(
+            f"{file}: a template pack must be a YAML mapping with keys 'name' and 'modes'; see {builtin_pack_path()}"
+        )
     try:
         spec = _PackSpec.model_validate(data)
     except ValidationError as exc:
@@ -172,20 +176,20 @@ class _Context:
         return f"{self.file} line {line}" if line else self.file
 
     def validation_message(self, exc: ValidationError) -> str:
+        """The first pydantic error as one line: file, line, key path, problem."""
         errors = exc.errors()
         err, loc = errors[0], tuple(p for p in errors[0]["loc"] if p != "[key]")
-        where = ".".join(str(p) for p in loc) or "top level"
         if err["type"] == "extra_forbidden":
             model = _PackSpec if len(loc) == 1 else _ModeSpec
             problem = f"unknown key {loc[-1]!r}; allowed keys: {', '.join(model.model_fields)}"
         elif err["type"] == "missing":
-            problem = f"required key {loc[-1]!r} is missing"
-            loc = loc[:-1]
-            where = ".".join(str(p) for p in loc) or "top level"
+            problem, loc = f"required key {loc[-1]!r} is missing", loc[:-1]
         elif err["type"] == "string_type":
-            problem = f"expected text, got {err['input']!r}; put the value in quotes"
+            scalar = isinstance(err["input"], (bool, int, float, datetime.date))
+            problem = f"expected text, got {reprlib.repr(err['input'])}" + ("; put it in quotes" if scalar else "")
         else:
             problem = err["msg"][0].lower() + err["msg"][1:]
+        where = ".".join(str(p) for p in loc) or "top level"
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         return f"{self.at(*loc)}: {where}: {problem}{more}"
 
@@ -200,16 +204,22 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None]:
         where = f"{file} line {mark.line + 1}" if mark is not None else file
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{where}: not valid YAML ({problem}); fix the file") from exc
-    stack = [root] if root is not None else []
-    while stack:
+    stack, visited = ([root] if root is not None else []), set()
+    while stack:  # aliases may share or nest nodes, hence ``visited``
         node = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
         if isinstance(node, yaml.MappingNode):
             keys: set[str] = set()
             for key, value in node.value:
-                if key.value in keys:
-                    raise SpecError(f"{file} line {key.start_mark.line + 1}: key {key.value!r} appears twice; keep one")
-                keys.add(key.value)
                 stack.append(value)
+                if not isinstance(key, yaml.ScalarNode):
+                    continue
+                if key.value in keys:
+                    line = key.start_mark.line + 1
+                    raise SpecError(f"{file} line {line}: key {key.value!r} appears twice; keep one")
+                keys.add(key.value)
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(node.value)
     return data, root
@@ -257,7 +267,9 @@ def _parse_template(text: str, available: Mapping[str, Any], where: str) -> _Tem
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
-        raise SpecError(f"{where}: {text!r} is not a valid template ({exc}); write a literal brace as {{{{ or }}}}") from exc
+        raise SpecError(
+            f"{where}: {text!r} is not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
+        ) from exc
     parts: list[tuple[str, str | None]] = []
     fields: list[str] = []
     for literal, name, spec, conversion in parsed:

@@ -42,6 +42,7 @@ def assert_one_line_error(result, *needles: str) -> None:
         (["--classes", "cat", "--scorer", "ViT-Q-99/openai"], "unknown open_clip architecture"),
         (["--classes", "cat", "--max-attempts", "1"], "max_attempts"),
         (["--classes-file", "/nonexistent/classes.txt"], "does not exist"),
+        (["--classes", "cat", "--device", "tpu"], "unknown device"),
     ],
 )
 def test_bad_flags(args: list[str], needle: str, tmp_path: Path, cli) -> None:
@@ -50,6 +51,13 @@ def test_bad_flags(args: list[str], needle: str, tmp_path: Path, cli) -> None:
     result = cli("generate", *FAST, *base, *args, "--out", out)
     assert_one_line_error(result, needle)
     assert not out.exists(), "a rejected run must not create its output directory"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_device_without_a_gpu(tmp_path: Path, cli) -> None:
+    result = cli("generate", *FAST, "--classes", "cat", "--per-class", "1", "--device", "cuda", "--out", tmp_path / "o")
+    assert_one_line_error(result, "no CUDA GPU", "--device cpu")
+    assert not (tmp_path / "o").exists()
 
 
 def test_per_class_is_required(tmp_path: Path, cli) -> None:

@@ -203,3 +203,29 @@ def test_example_spec_runs_with_a_flag_override(tmp_path: Path, cli) -> None:
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["kept"] == 4 and summary["labels"] == ["dalmatian", "golden retriever", "hard_negative"]
+
+
+def test_progress_and_summary_on_a_non_terminal_and_quiet(tmp_path: Path, cli) -> None:
+    args = ["generate", *FAST, "--classes", "cat", "--per-class", "2", "--filter", "none"]
+    result = cli(*args, "--out", tmp_path / "a")
+    assert result.exit_code == 0
+    assert "round 1: generated 2, kept 2 (100%)" in result.stderr  # plain lines, no live display, off a TTY
+    assert "cat" in result.stdout and "done" in result.stdout and "Parquet:" in result.stdout
+    quiet = cli(*args, "--out", tmp_path / "b", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_rich_progress_renders_per_class_rows() -> None:
+    import io
+
+    from rich.console import Console
+
+    from dalle_data.progress import RichProgress
+
+    buffer = io.StringIO()
+    progress = RichProgress(Console(file=buffer, force_terminal=True, width=100))
+    progress.start({"dalmatian": 10, "cat": 5})
+    progress.update("dalmatian", generated=8, kept=6)
+    progress.stop()
+    text = buffer.getvalue()
+    assert "dalmatian" in text and "6/10" in text and "8 made" in text and "img/s" in text

@@ -17,20 +17,37 @@ from dalle_data.prompts import PromptItem, builtin_pack_path, expand_prompts, lo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Slot values are single distinct words, so a prompt's words tell which were used.
-BALANCE_PACK = """\
-name: balance
+# Slot values are distinct single words, so a prompt's words tell which were used.
+SLOTS = {
+    "a": ("alpha", "bravo", "charlie"),
+    "b": ("delta", "echo", "foxtrot", "golf", "hotel"),
+    "c": ("india", "juliet"),
+    "d": ("kilo", "lima", "mike", "november", "oscar", "papa", "quebec"),
+}
+# Templates with different slot sets: 15 + 35 + 30 + 14 = 94 combinations.
+MIXED_PACK = f"""\
+name: mixed
 slots:
-  a: [alpha, bravo, charlie]
-  b: [delta, echo, foxtrot, golf, hotel]
+  a: [{", ".join(SLOTS["a"])}]
+  b: [{", ".join(SLOTS["b"])}]
+  d: [{", ".join(SLOTS["d"])}]
 modes:
   vanilla:
     templates:
-      - "A {cls} {a} {b}"
-      - "A photo of {cls} near {b}"
-      - "{cls} {a} {c} {b} scene"
+      - "A {{cls}} {{a}} {{b}}"
+      - "A photo of {{cls}} near {{b}} and {{d}}"
+      - "{{cls}} {{a}} {{c}} {{b}} scene"
+      - "{{cls}} beside {{d}} at {{c}}"
     slots:
-      c: [india, juliet]
+      c: [{", ".join(SLOTS["c"])}]
+"""
+# Every template uses the same slots: 4 * 3 * 5 = 60 combinations.
+SAME_SLOTS_PACK = """\
+name: same
+slots: {a: [alpha, bravo, charlie], b: [delta, echo, foxtrot, golf, hotel]}
+modes:
+  style:
+    templates: ["{cls} {a} {b}", "a {cls} with {a} in {b}", "{b}: {cls} {a}", "{cls}, {a}, {b} style"]
 """
 
 
@@ -41,15 +58,19 @@ def write_pack(tmp_path: Path, text: str, name: str = "pack.yaml") -> Path:
 
 
 def slot_counts(items: list[PromptItem], slots: dict[str, tuple[str, ...]]) -> dict[str, Counter[str]]:
-    """How often each slot value occurs; every prompt must name at most one value per slot."""
-    counts: dict[str, Counter[str]] = {name: Counter() for name in slots}
+    """How often each value of each slot occurs (zero for unused values)."""
+    counts = {name: Counter(dict.fromkeys(values, 0)) for name, values in slots.items()}
     for item in items:
-        words = set(item.prompt.replace(",", " ").split())
+        words = set(item.prompt.replace(",", " ").replace(":", " ").split())
         for name, values in slots.items():
             found = [v for v in values if v in words]
             assert len(found) <= 1, item.prompt
             counts[name].update(found)
     return counts
+
+
+def spread(counter: Counter[str]) -> int:
+    return max(counter.values()) - min(counter.values())
 
 
 def test_default_pack_loads_and_covers_the_three_modes() -> None:
@@ -121,38 +142,43 @@ def test_a_class_keeps_its_prompts_when_n_grows_or_classes_change() -> None:
     assert [i for i in with_others if i.cls == "owl"] == small
 
 
-@pytest.mark.parametrize("n", [4, 15, 23, 40, 50])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_slot_values_and_templates_are_spread_evenly(tmp_path: Path, n: int, seed: int) -> None:
-    pack = load_pack(write_pack(tmp_path, BALANCE_PACK))
-    items = expand_prompts(pack, ["owl"], ["vanilla"], n, seed)
-    assert len(items) == n  # 15 + 5 + 30 combinations, so never short here
-    counts = slot_counts(items, {"a": ("alpha", "bravo", "charlie"), "b": pack.slots("vanilla")["b"]})
-    counts["c"] = slot_counts(items, {"c": ("india", "juliet")})["c"]
-    counts["template"] = Counter(i.source for i in items)
-    sizes = {"balance:vanilla#0": 15, "balance:vanilla#1": 5, "balance:vanilla#2": 30}
-    for name, counter in counts.items():
-        if name == "template":  # a template whose combinations are all used drops out of the rotation
-            live = [counter[s] for s in sizes if counter[s] < sizes[s]]
-            assert not live or max(live) - min(live) <= 1, counter
-            continue
-        values = {"a": ("alpha", "bravo", "charlie"), "b": pack.slots("vanilla")["b"], "c": ("india", "juliet")}[name]
-        used = [counter[v] for v in values]
-        assert max(used) - min(used) <= 1, (name, counter)
+@pytest.mark.parametrize("n", [5, 12, 23, 36, 47])
+def test_each_slot_value_is_used_evenly_across_templates_with_different_slots(tmp_path: Path, n: int) -> None:
+    pack = load_pack(write_pack(tmp_path, MIXED_PACK))
+    for seed in range(25):
+        items = expand_prompts(pack, ["owl"], ["vanilla"], n, seed)
+        assert len(items) == n
+        for name, counter in slot_counts(items, SLOTS).items():
+            assert spread(counter) <= 1, (seed, name, counter)
+        # templates compete for the same slot values here, so they are near-equal rather than exact
+        assert spread(Counter(i.source for i in items)) <= 2, seed
 
 
-def test_default_pack_spreads_actions_and_environments_evenly() -> None:
+@pytest.mark.parametrize("n", [4, 8, 17, 30, 50])
+def test_templates_are_used_near_evenly(tmp_path: Path, n: int) -> None:
+    pack = load_pack(write_pack(tmp_path, SAME_SLOTS_PACK))
+    for seed in range(25):
+        items = expand_prompts(pack, ["owl"], ["style"], n, seed)
+        templates = Counter(dict.fromkeys((f"same:style#{i}" for i in range(4)), 0))
+        templates.update(i.source for i in items)
+        # slot balance comes first, so a template may trail by two while others catch up
+        assert spread(templates) <= (0 if n == 4 else 2), (seed, templates)
+        for name, counter in slot_counts(items, {"a": SLOTS["a"], "b": SLOTS["b"]}).items():
+            assert spread(counter) <= 1, (seed, name, counter)
+
+
+@pytest.mark.parametrize("mode", ["vanilla", "style", "adversarial"])
+def test_default_pack_spreads_its_slot_values_evenly(mode: str) -> None:
     pack = load_pack()
-    slots = pack.slots("vanilla")
-    items = expand_prompts(pack, ["dalmatian"], ["vanilla"], 100, seed=11)
-    for name, values in slots.items():
-        counter: Counter[str] = Counter()
-        for item in items:
-            found = [v for v in values if v in item.prompt]
-            if found:
-                counter[max(found, key=len)] += 1
-        counts = [counter[v] for v in values]
-        assert max(counts) - min(counts) <= 1, (name, counter)
+    for seed in range(5):
+        items = expand_prompts(pack, ["dalmatian"], [mode], 120, seed)
+        for name, values in pack.slots(mode).items():
+            counter = Counter(dict.fromkeys(values, 0))
+            for item in items:
+                found = [v for v in values if v in item.prompt]
+                if found:  # the longest match, as "in motion" could hide in a longer value
+                    counter[max(found, key=len)] += 1
+            assert spread(counter) <= 1, (seed, name, counter)
 
 
 def test_no_two_prompts_repeat_even_when_templates_differ_only_in_case_and_spaces(tmp_path: Path) -> None:
@@ -236,7 +262,7 @@ def test_unknown_placeholder_names_file_line_mode_and_template(tmp_path: Path) -
         ("name: x\nmodes:\n  vanilla:\n    templates: ['{cls}']\n  vanilla:\n    templates: ['{cls}']\n", 5, "twice"),
         ("name: x\nmodes:\n  vanilla:\n    templates: ['{cls}']\n    slot: {a: [b]}\n", 5, "unknown key 'slot'"),
         ("name: x\nmodes:\n  vanilla:\n    slots: {}\n", 3, "required key 'templates'"),
-        ("name: x\nslots:\n  a: [yes, 'no']\nmodes:\n  vanilla:\n    templates: ['{cls} {a}']\n", 3, "in quotes"),
+        ("name: x\nslots:\n  a: [yes, 'no']\nmodes:\n  vanilla:\n    templates: ['{cls} {a}']\n", 3, "got True; put it in quotes"),
         ("name: x\nslots:\n  a: []\nmodes:\n  vanilla:\n    templates: ['{cls} {a}']\n", 3, "no values"),
         ("name: x\nslots:\n  a: [b, ' B ']\nmodes:\n  vanilla:\n    templates: ['{cls} {a}']\n", 3, "twice"),
         ("name: x\nmodes:\n  variation:\n    templates: ['{cls}']\n", 3, "unknown mode 'variation'"),
@@ -271,8 +297,8 @@ def test_directory_or_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_every_combination_of_a_mode_is_reachable(tmp_path: Path) -> None:
-    pack = load_pack(write_pack(tmp_path, BALANCE_PACK))
+    pack = load_pack(write_pack(tmp_path, MIXED_PACK))
     items = expand_prompts(pack, ["owl"], ["vanilla"], 1000, seed=9)
-    expected = {f"An owl {a} {b}" for a, b in itertools.product(("alpha", "bravo", "charlie"), pack.slots("vanilla")["b"])}
-    assert len(items) == 15 + 5 + 30
+    expected = {f"An owl {a} {b}" for a, b in itertools.product(SLOTS["a"], SLOTS["b"])}
+    assert len(items) == len({i.prompt for i in items}) == 94
     assert expected <= {i.prompt for i in items}

@@ -1,12 +1,13 @@
 """Prompts: template packs, their deterministic expansion, and JSONL prompt lists."""
 
 from dalle_data.prompts.jsonl import read_prompts_jsonl, write_prompts_jsonl
+from dalle_data.prompts.expand import expand_prompts
 from dalle_data.prompts.templates import (
     KNOWN_MODES,
     PromptItem,
     TemplatePack,
     builtin_pack_path,
-    expand_prompts,
+
     load_pack,
     normalize_prompt,
 )

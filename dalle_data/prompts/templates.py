@@ -2,32 +2,30 @@
 
 A pack (``templates/default.yaml`` is built in) holds templates per mode, such
 as ``"A {cls} {action} {environment}"``, and the values each slot may take.
-``load_pack`` validates it at load time; ``expand_prompts`` turns classes into
-prompts. The expansion of one (class, mode) is a seeded stream (a larger ``n``
+``load_pack`` validates it at load time; ``expand_prompts`` (in ``expand``)
+turns classes into prompts. The expansion of one (class, mode) is a seeded stream (a larger ``n``
 extends a smaller one) in which the template index counts as one more slot and
-every slot hands out its least-used values first, so each value is used within
-one of every other among the prompts that use that slot. A text already made
-is never repeated; the next least-used combination is taken instead, and only
-when those are used up (small packs) any unused combination in a seeded order.
+every slot hands out its least-used values first: among the prompts that use a
+slot, each value is used within one of every other for as long as unused
+combinations of least-used values remain (in practice until a mode's
+combinations are mostly used up). Templates come out near-evenly; slot balance
+wins when the two compete. A text already made is never repeated; the next
+least-used combination is taken instead, and when none is left, any unused
+combination in a seeded order. A slot value equal to the class is skipped.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
-import itertools
-import json
 import logging
-import math
-import random
 import re
 import reprlib
 import string
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,19 +36,10 @@ logger = logging.getLogger(__name__)
 
 KNOWN_MODES: tuple[str, ...] = ("vanilla", "style", "adversarial")
 CLASS_FIELD = "cls"
-# Combination spaces up to this size are enumerated when the balanced search
-# runs dry; larger ones are sampled at random.
-MAX_ENUMERATED = 200_000
-_SEARCH_BUDGET = 2_000  # rendered candidates tried per prompt before falling back
-_SAMPLE_ATTEMPTS = 2_000  # random draws per prompt in a large, nearly used-up space
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PACK_NAME = re.compile(r"[\w.-]+\Z")
 _SPACES = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?])")
-_ARTICLE = re.compile(r"(?:^|(?<=[\s(\"']))([Aa])(n?)(\s+)\Z")
-_AN_CONSONANT_SOUND = ("uni", "use", "usu", "uti", "ute", "uro", "eu", "ewe", "one", "once")
-_AN_SILENT_H = ("hour", "honest", "honor", "honour", "heir")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +75,7 @@ class TemplatePack:
     path: Path
     digest: str
     modes: tuple[str, ...]
-    _table: Mapping[str, _Mode]
+    _table: Mapping[str, _Mode] = field(repr=False, compare=False)
 
     def templates(self, mode: str) -> tuple[str, ...]:
         """The template texts of ``mode``, in pack order (index = source id)."""
@@ -178,15 +167,19 @@ class _Context:
     def validation_message(self, exc: ValidationError) -> str:
         """The first pydantic error as one line: file, line, key path, problem."""
         errors = exc.errors()
-        err, loc = errors[0], tuple(p for p in errors[0]["loc"] if p != "[key]")
-        if err["type"] == "extra_forbidden":
+        err, raw_loc = errors[0], errors[0]["loc"]
+        loc, value, kind = tuple(p for p in raw_loc if p != "[key]"), err["input"], err["type"]
+        if "[key]" in raw_loc:
+            problem, loc = f"key {reprlib.repr(value)} must be text; put it in quotes", loc[:-1]
+        elif kind == "extra_forbidden":
             model = _PackSpec if len(loc) == 1 else _ModeSpec
             problem = f"unknown key {loc[-1]!r}; allowed keys: {', '.join(model.model_fields)}"
-        elif err["type"] == "missing":
+        elif kind == "missing":
             problem, loc = f"required key {loc[-1]!r} is missing", loc[:-1]
-        elif err["type"] == "string_type":
-            scalar = isinstance(err["input"], (bool, int, float, datetime.date))
-            problem = f"expected text, got {reprlib.repr(err['input'])}" + ("; put it in quotes" if scalar else "")
+        elif kind in ("string_type", "list_type", "dict_type", "model_type"):
+            wanted = {"string_type": "text", "list_type": "a list"}.get(kind, "a mapping of keys")
+            scalar = kind == "string_type" and isinstance(value, (bool, int, float, datetime.date))
+            problem = f"expected {wanted}, got {reprlib.repr(value)}" + ("; put it in quotes" if scalar else "")
         else:
             problem = err["msg"][0].lower() + err["msg"][1:]
         where = ".".join(str(p) for p in loc) or "top level"
@@ -293,194 +286,3 @@ def _parse_template(text: str, available: Mapping[str, Any], where: str) -> _Tem
 def normalize_prompt(text: str) -> str:
     """Single spaces, no space before punctuation, no surrounding white space."""
     return _SPACE_BEFORE_PUNCT.sub(r"\1", _SPACES.sub(" ", text)).strip()
-
-
-def _wants_an(word: str) -> bool:
-    w = word.lstrip().lower()
-    if w.startswith(_AN_SILENT_H):
-        return True
-    return bool(w) and w[0] in "aeiou" and not w.startswith(_AN_CONSONANT_SOUND)
-
-
-def _render(template: _Template, cls: str, values: Mapping[str, str]) -> str:
-    """Fill a template; "a"/"an" right before a placeholder follows its value."""
-    out: list[str] = []
-    for literal, name in template.parts:
-        if name is None:
-            out.append(literal)
-            continue
-        value = cls if name == CLASS_FIELD else values[name]
-        match = _ARTICLE.search(literal)
-        if match:
-            article = ("An" if match.group(1) == "A" else "an") if _wants_an(value) else match.group(1)
-            literal = literal[: match.start()] + article + match.group(3)
-        out.append(literal)
-        out.append(value)
-    return normalize_prompt("".join(out))
-
-
-def _derive_seed(*parts: object) -> int:
-    blob = json.dumps([str(p) for p in parts], ensure_ascii=False).encode("utf-8")
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
-
-
-class _Balancer(Generic[T]):
-    """Hands out values least-used first; ties in an order reshuffled per round."""
-
-    def __init__(self, values: Sequence[T], rng: random.Random) -> None:
-        self._values = list(values)
-        self._rng = rng
-        self._counts = dict.fromkeys(self._values, 0)
-        self._retired: set[T] = set()
-        self._level = -1
-        self._order: list[T] = []
-
-    def ranked(self, least_only: bool, spent: Callable[[T], int] | None = None) -> list[T]:
-        """Live values, least-used first (only those if ``least_only``).
-
-        Among equally used values, those ``spent`` for more templates come
-        first (leaving the others to the templates that still need them),
-        then the order of the current round.
-        """
-        live = [v for v in self._values if v not in self._retired]
-        if not live:
-            return []
-        level = min(self._counts[v] for v in live)
-        if level != self._level:
-            self._level = level
-            self._order = self._rng.sample(self._values, len(self._values))
-        ordered = [v for v in self._order if v not in self._retired]
-        ranked = sorted(ordered, key=lambda v: (self._counts[v], -spent(v) if spent else 0))
-        return [v for v in ranked if self._counts[v] == level] if least_only else ranked
-
-    def excess(self, value: T) -> int:
-        live = [self._counts[v] for v in self._values if v not in self._retired]
-        return self._counts[value] - min(live, default=self._counts[value])
-
-    def use(self, value: T) -> None:
-        self._counts[value] += 1
-
-    def retire(self, value: T) -> None:
-        self._retired.add(value)
-
-
-class _ModeStream:
-    """The endless-until-exhausted, deterministic prompt stream of one (class, mode)."""
-
-    def __init__(self, table: _Mode, cls: str, seed: int) -> None:
-        self.table, self.cls = table, cls
-
-        def rng(key: str) -> random.Random:
-            return random.Random(_derive_seed(seed, cls, table.name, key))
-
-        self.templates: _Balancer[int] = _Balancer(range(len(table.templates)), rng("template"))
-        self.slots = {name: _Balancer(values, rng(f"slot:{name}")) for name, values in table.slots.items()}
-        self.sizes = [math.prod(len(table.slots[f]) for f in t.fields) for t in table.templates]
-        self.total = sum(self.sizes)
-        self.made = [0] * len(table.templates)
-        self.pair_uses: Counter[tuple[int, str, str]] = Counter()
-        # spent[slot][value]: live templates that have used every combination with that value
-        self.spent: dict[str, Counter[str]] = {name: Counter() for name in table.slots}
-        self.seen: set[str] = set()
-        self.fallback_rng = rng("fallback")
-        self.fallback_order: Iterator[int] | None = None
-
-    def __iter__(self) -> Iterator[tuple[int, str]]:
-        while True:
-            pick = self._balanced_pick() or self._fallback_pick()
-            if pick is None:
-                return
-            index, values, text = pick
-            self.seen.add(text.casefold())
-            self.templates.use(index)
-            self.made[index] += 1
-            for name, value in values.items():
-                self.slots[name].use(value)
-                self.pair_uses[index, name, value] += 1
-                if self.pair_uses[index, name, value] == self.sizes[index] // len(self.table.slots[name]):
-                    self.spent[name][value] += 1
-            if self.made[index] >= self.sizes[index]:
-                self.templates.retire(index)
-                for name in self.table.templates[index].fields:
-                    self.spent[name].subtract(self.table.slots[name])
-            yield index, text
-
-    def _candidates(self, least_only: bool) -> Iterator[tuple[int, dict[str, str], str]]:
-        """Combinations with templates least-used first, then values (least-used only if asked)."""
-        choices = {
-            name: slot.ranked(least_only, self.spent[name].__getitem__) for name, slot in self.slots.items()
-        }
-        for index in self.templates.ranked(least_only=False):
-            template = self.table.templates[index]
-            for combo in itertools.product(*(choices[f] for f in template.fields)):
-                values = dict(zip(template.fields, combo))
-                yield index, values, _render(template, self.cls, values)
-
-    def _balanced_pick(self) -> tuple[int, dict[str, str], str] | None:
-        """The first unused combination of least-used values; else the least unbalanced one."""
-        for pick in itertools.islice(self._candidates(least_only=True), _SEARCH_BUDGET):
-            if pick[2].casefold() not in self.seen:
-                return pick
-        fresh = (p for p in itertools.islice(self._candidates(least_only=False), _SEARCH_BUDGET)
-                 if p[2].casefold() not in self.seen)
-        return min(fresh, key=self._excess, default=None)
-
-    def _excess(self, pick: tuple[int, dict[str, str], str]) -> tuple[int, int, int]:
-        """How far above the least-used a combination's values and template are."""
-        slots = [self.slots[name].excess(value) for name, value in pick[1].items()]
-        return max(slots, default=0), self.templates.excess(pick[0]), sum(slots)
-
-    def _fallback_pick(self) -> tuple[int, dict[str, str], str] | None:
-        """Any unused combination: a seeded full order if small, random draws if large."""
-        if self.total <= MAX_ENUMERATED:
-            if self.fallback_order is None:
-                self.fallback_order = iter(self.fallback_rng.sample(range(self.total), self.total))
-            numbers: Iterator[int] = self.fallback_order
-        else:
-            numbers = (self.fallback_rng.randrange(self.total) for _ in range(_SAMPLE_ATTEMPTS))
-        for number in numbers:
-            pick = self._decode(number)
-            if pick[2].casefold() not in self.seen:
-                return pick
-        return None
-
-    def _decode(self, number: int) -> tuple[int, dict[str, str], str]:
-        """Combination ``number`` of the pack's combinations, counted template by template."""
-        index = 0
-        while number >= self.sizes[index]:
-            number -= self.sizes[index]
-            index += 1
-        template = self.table.templates[index]
-        values: dict[str, str] = {}
-        for name in template.fields:
-            number, digit = divmod(number, len(self.table.slots[name]))
-            values[name] = self.table.slots[name][digit]
-        return index, values, _render(template, self.cls, values)
-
-
-def expand_prompts(
-    pack: TemplatePack, classes: Sequence[str], modes: Sequence[str], n: int, seed: int
-) -> list[PromptItem]:
-    """Up to ``n`` distinct prompts per class and mode, ordered class, mode, stream.
-
-    Deterministic for (pack, classes, modes, n, seed); a class's prompts do not
-    depend on the other classes, and a larger ``n`` extends a smaller one. When
-    the pack has fewer than ``n`` distinct prompts for a class and mode, all of
-    them are returned.
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    tables = [pack._mode(mode) for mode in modes]
-    items: list[PromptItem] = []
-    for cls in classes:
-        for table in tables:
-            stream = _ModeStream(table, cls, seed)
-            before = len(items)
-            for index, text in itertools.islice(stream, n):
-                items.append(PromptItem(cls, table.name, text, f"{pack.name}:{table.name}#{index}"))
-            if len(items) - before < n:
-                logger.info(
-                    "template pack %r has only %d distinct %s prompts for %r (asked for %d)",
-                    pack.name, len(items) - before, table.name, cls, n,
-                )
-    return items

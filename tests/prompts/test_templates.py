@@ -302,3 +302,13 @@ def test_every_combination_of_a_mode_is_reachable(tmp_path: Path) -> None:
     expected = {f"An owl {a} {b}" for a, b in itertools.product(SLOTS["a"], SLOTS["b"])}
     assert len(items) == len({i.prompt for i in items}) == 94
     assert expected <= {i.prompt for i in items}
+
+
+def test_a_slot_value_that_is_the_class_itself_is_skipped(tmp_path: Path) -> None:
+    path = write_pack(
+        tmp_path,
+        "name: neg\nmodes:\n  adversarial:\n    templates: ['A {cls}-like {object}', 'A {object} shaped like a {cls}']\n"
+        "    slots:\n      object: [umbrella, car]\n",
+    )
+    items = expand_prompts(load_pack(path), ["Umbrella"], ["adversarial"], 10, seed=0)
+    assert sorted(i.prompt for i in items) == ["A car shaped like an Umbrella", "An Umbrella-like car"]

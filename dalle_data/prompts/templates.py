@@ -1,17 +1,10 @@
-"""Template packs: YAML prompt templates with slots, and their expansion.
+"""Template packs: YAML prompt templates with slots, loaded and validated.
 
 A pack (``templates/default.yaml`` is built in) holds templates per mode, such
 as ``"A {cls} {action} {environment}"``, and the values each slot may take.
-``load_pack`` validates it at load time; ``expand_prompts`` (in ``expand``)
-turns classes into prompts. The expansion of one (class, mode) is a seeded stream (a larger ``n``
-extends a smaller one) in which the template index counts as one more slot and
-every slot hands out its least-used values first: among the prompts that use a
-slot, each value is used within one of every other for as long as unused
-combinations of least-used values remain (in practice until a mode's
-combinations are mostly used up). Templates come out near-evenly; slot balance
-wins when the two compete. A text already made is never repeated; the next
-least-used combination is taken instead, and when none is left, any unused
-combination in a seeded order. A slot value equal to the class is skipped.
+``load_pack`` validates it at load time (unknown placeholders, modes and keys
+are errors that name the file and line); ``expand_prompts`` in ``expand``
+turns classes into prompts.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ class RunSpec(BaseModel):
     prior_steps: int | None = Field(default=None, gt=0, le=1000)
     guidance_scale: float = Field(default=4.0, ge=0.0, le=50.0)
     negative_label: str = "hard_negative"
+    shard_size: int = Field(default=64, gt=0, le=100_000)
     split: str = Field(default="train", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     @field_validator("classes", mode="before")

@@ -7,9 +7,15 @@ checked before the output directory is created or touched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +27,7 @@ from dalle_data.planning import Slot, build_slots
 from dalle_data.progress import Progress, make_progress
 from dalle_data.prompts import PromptItem, expand_prompts, load_pack, read_prompts_jsonl
 from dalle_data.rundir import RunDir
+from dalle_data.runner import Interrupted
 from dalle_data.scoring.vocabulary import negatives_for
 
 if TYPE_CHECKING:
@@ -90,14 +97,22 @@ def run_generate(
     spec: RunSpec,
     *,
     quiet: bool = False,
+    overwrite: bool = False,
     progress: Progress | None = None,
     generator: Generator | None = None,
     scorer: Scorer | None = None,
     writers: list[Writer] | None = None,
 ) -> dict[str, Any]:
-    """Run (or find finished) the job for ``spec``; returns the summary."""
+    """Run, resume or find finished the job for ``spec``; returns the summary.
+
+    SIGINT / SIGTERM stop the run between batches (the shard in flight is
+    abandoned, finished ones stay); a second signal stops at once. Either way
+    no file is left half-written, and rerunning resumes.
+    """
     the_plan = plan(spec)
     rundir = RunDir(spec.out)
+    if overwrite and rundir.holds_run():
+        rundir.clear()
     state = rundir.check(spec.content_dict(), the_plan.spec_hash)
     if state == "complete":
         summary = rundir.saved_summary()
@@ -105,9 +120,65 @@ def run_generate(
         return summary
     generator, scorer = _load_models(spec, the_plan, generator, scorer)
     rundir.prepare(dump_spec(spec, the_plan.spec_hash, __version__, the_plan.inputs), state)
-    summary = _run(spec, the_plan, generator, scorer, writers, progress or make_progress(quiet))
+    rundir.log({"event": "start", "time": _now(), "spec_hash": the_plan.spec_hash, "resumed": state == "incomplete",
+                "model": generator.model, "scorer": scorer.name, "versions": versions()})
+    status = "failed"
+    try:
+        with stop_on_signals() as stop:
+            summary = _run(spec, the_plan, generator, scorer, writers, progress or make_progress(quiet), stop)
+        status = "complete" if summary["complete"] else "finished short"
+    except Interrupted:
+        status = "interrupted"
+        raise Interrupted(
+            f"interrupted; finished shards are kept in {spec.out}. Rerun the same command "
+            f"(or `dalle-data generate --resume {spec.out}`) to continue"
+        ) from None
+    finally:
+        with contextlib.suppress(Exception):  # a full disk must not hide the real error
+            rundir.log({"event": "end", "time": _now(), "status": status})
     rundir.finish(summary)
     return summary
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide what a run produces, for the run log."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"dalle-data": __version__}
+    for dist in ("torch", "diffusers", "transformers", "open-clip-torch"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """First SIGINT/SIGTERM: finish the batch in flight, then stop. Second: stop at once."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+        for sig in previous:  # a second signal acts at once
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+        print("stopping after the current batch (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, scorer: Scorer | None) -> tuple[Any, Any]:
@@ -135,10 +206,14 @@ def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, sco
     return generator, scorer
 
 
-def _run(spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any, writers: list[Writer] | None, progress: Progress) -> dict[str, Any]:
+def _run(
+    spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any, writers: list[Writer] | None,
+    progress: Progress, stop: threading.Event,
+) -> dict[str, Any]:
     from dalle_data.generators.registry import resolve_settings
     from dalle_data.runner import Runner, summarize
     from dalle_data.scoring.filters import ClipFilter
+    from dalle_data.shards import ShardStore
     from dalle_data.writers import WriterContext, make_writers
 
     if writers is None:
@@ -152,10 +227,11 @@ def _run(spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any, writers: li
     runner = Runner(
         slots=the_plan.slots(), generator=generator, settings=settings, scorer=scorer,
         filter=ClipFilter(min_clip=spec.min_clip, zero_shot=spec.filter == "zero-shot"),
-        writers=writers, batch_size=spec.batch_size, progress=progress,
+        writers=writers, batch_size=spec.batch_size, shard_size=spec.shard_size,
+        store=ShardStore(spec.out), progress=progress, stop=stop,
     )
     stats = runner.run()
-    outputs = {fmt: str(Path(spec.out) / fmt / (spec.split if fmt == "imagefolder" else spec.split)) for fmt in spec.formats}
+    outputs = {fmt: str(Path(spec.out) / fmt / spec.split) for fmt in spec.formats}
     extra = {
         "out": str(spec.out), "outputs": outputs, "spec_hash": the_plan.spec_hash,
         "model": generator.model, "backend": generator.backend, "scorer": scorer.name,

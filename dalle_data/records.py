@@ -60,6 +60,7 @@ class Record:
     source_id: str | None
     source_path: str | None
     mask: str | None
+    shard: str
     created_at: str
     image: bytes | None = dataclasses.field(default=None, repr=False)
 

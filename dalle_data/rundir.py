@@ -2,7 +2,10 @@
 
 ``OUT/spec.yaml`` is written first and holds the validated spec with its hash;
 ``OUT/summary.json`` and then ``OUT/_SUCCESS`` are written last. A different
-spec pointed at the same directory is refused with what differs.
+spec pointed at the same directory is refused with what differs; the same
+spec resumes (finished shards are kept, temporary files swept);
+``--overwrite`` clears a run and starts over. ``OUT/runlog.jsonl`` records
+every start and end, with versions and model ids, so a dataset can be traced.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from dalle_data.errors import OutputDirError
 SPEC_FILE = "spec.yaml"
 SUMMARY_FILE = "summary.json"
 SUCCESS_FILE = "_SUCCESS"
-# What a run writes besides the spec; removed when an unfinished run starts over.
-DATA_ENTRIES = ("parquet", "imagefolder", "rejected", "manifest.jsonl", SUMMARY_FILE, SUCCESS_FILE)
+RUNLOG_FILE = "runlog.jsonl"
+# Everything a run writes; removed by --overwrite.
+RUN_ENTRIES = ("parquet", "imagefolder", "rejected", "shards", "manifest.jsonl", RUNLOG_FILE,
+               SUMMARY_FILE, SUCCESS_FILE, SPEC_FILE)
 
 State = Literal["new", "complete", "incomplete"]
 
@@ -66,20 +71,34 @@ class RunDir:
             )
         return "complete" if (self.path / SUCCESS_FILE).is_file() else "incomplete"
 
-    def prepare(self, spec_text: str, state: State) -> None:
-        """Create ``OUT`` and write the spec; an unfinished run's partial data is cleared.
+    def holds_run(self) -> bool:
+        return (self.path / SPEC_FILE).is_file()
 
-        Work is deterministic, so redoing it reproduces exactly what was lost.
-        """
-        self.path.mkdir(parents=True, exist_ok=True)
-        if state == "incomplete":
-            for name in DATA_ENTRIES:
-                target = self.path / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-        atomic_write_text(self.path / SPEC_FILE, spec_text)
+    def clear(self) -> None:
+        """Remove everything a run wrote (``--overwrite``); other files stay."""
+        for name in RUN_ENTRIES:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+    def prepare(self, spec_text: str, state: State) -> None:
+        """Create ``OUT``, write the spec, sweep what a killed run left half-done."""
+        from dalle_data.writers.base import remove_temporaries
+
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if state == "incomplete":
+                remove_temporaries(self.path)
+            atomic_write_text(self.path / SPEC_FILE, spec_text)
+        except OSError as err:
+            raise OutputDirError(f"cannot write to {self.path}: {err.strerror or err}; choose another --out") from None
+
+    def log(self, event: dict[str, Any]) -> None:
+        from dalle_data.writers.base import append_jsonl
+
+        append_jsonl(self.path / RUNLOG_FILE, event)
 
     def finish(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

@@ -1,30 +1,39 @@
-"""plan → generate → score → filter → write, in quota rounds.
+"""plan → generate → score → filter → write, in quota rounds of resumable shards.
 
 ``Runner`` is the loop. Its stages are injected (a ``Generator``, a scorer, a
-filter, writers, a progress display), so tests and benchmarks can swap any of
-them, and each stage is timed separately (generation, scoring, PNG encoding,
-writing), as clip-retrieval reports read / inference / write.
+filter, writers, a shard store, a progress display), so tests and benchmarks
+can swap any of them, and each stage is timed separately (generation, scoring,
+PNG encoding, writing), as clip-retrieval reports read / inference / write.
 
 Rounds: every slot (class × mode) that is short of its target asks for as many
-images as its acceptance rate so far says it needs, within its attempt
-budget; the round's units are batched across slots; the loop ends when every
-target is met or every budget is spent. Images that pass the filter after a
-slot's target is met are rejected as ``surplus`` (so ``--per-class N`` means
-exactly N).
+images as its acceptance rate so far says it needs, within its attempt budget.
+A round's units are cut into shards of ``shard_size`` units; a shard is
+generated in batches, written by every writer, then marked done. A shard that
+is already marked done (a resumed run) is replayed from its marker instead, so
+the rounds after it are planned exactly as in an uninterrupted run. The loop
+ends when every target is met or every budget is spent. Images that pass the
+filter after a slot's target is met are rejected as ``surplus`` (so
+``--per-class N`` means exactly N); unusable images (black, constant, NaN)
+are recorded as failed and replaced by new seeds in later rounds.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dalle_data import faults
+from dalle_data.errors import DalleDataError
+from dalle_data.generators.base import Defect
 from dalle_data.planning import Slot, WorkUnit
 from dalle_data.progress import NullProgress, Progress
+from dalle_data.quality import image_defect
 from dalle_data.records import Record, record_id
 from dalle_data.scoring.filters import ClipFilter
 
@@ -33,6 +42,7 @@ if TYPE_CHECKING:
 
     from dalle_data.generators.base import GenerationSettings, Generator
     from dalle_data.scoring.clip import ScoreBatch
+    from dalle_data.shards import ShardStore
     from dalle_data.writers import Writer
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,12 @@ class Scorer(Protocol):
     name: str
 
     def score(self, images: Sequence[Image], prompts: Sequence[str]) -> ScoreBatch: ...
+
+
+class Interrupted(DalleDataError):
+    """The run was asked to stop (SIGINT / SIGTERM); finished shards are kept."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -59,8 +75,12 @@ class StageTimes:
 class RunStats:
     slots: list[Slot]
     rounds: int = 0
+    shards: int = 0
+    shards_replayed: int = 0
+    batch_size: int = 0
     times: StageTimes = field(default_factory=StageTimes)
     elapsed: float = 0.0
+    records: list[Record] = field(default_factory=list)  # metadata of every finished record
 
 
 def encode_png(image: Image) -> bytes:
@@ -69,9 +89,13 @@ def encode_png(image: Image) -> bytes:
     return buf.getvalue()
 
 
-def batched(items: Sequence[WorkUnit], size: int) -> Iterator[Sequence[WorkUnit]]:
+def chunks(items: Sequence[WorkUnit], size: int) -> Iterator[Sequence[WorkUnit]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower()
 
 
 class Runner:
@@ -85,7 +109,10 @@ class Runner:
         filter: ClipFilter,
         writers: Sequence[Writer],
         batch_size: int,
+        shard_size: int = 64,
+        store: ShardStore | None = None,
         progress: Progress | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.slots = slots
         self.generator = generator
@@ -94,8 +121,12 @@ class Runner:
         self.filter = filter
         self.writers = list(writers)
         self.batch_size = batch_size
+        self.shard_size = shard_size
+        self.store = store
         self.progress = progress or NullProgress()
-        self.stats = RunStats(slots=slots)
+        self.stop = stop or threading.Event()
+        self.stats = RunStats(slots=slots, batch_size=batch_size)
+        self._by_key = {(s.cls, s.mode): s for s in slots}
 
     def run(self) -> RunStats:
         t0 = time.perf_counter()
@@ -104,83 +135,163 @@ class Runner:
             targets[slot.cls] = targets.get(slot.cls, 0) + slot.target
         self.progress.start(targets)
         try:
-            while True:
-                units = [u for slot in self.slots for u in slot.take(slot.next_batch_size())]
-                if not units:
-                    break
+            while units := [u for slot in self.slots for u in slot.take(slot.next_batch_size())]:
                 self.stats.rounds += 1
-                for batch in batched(units, self.batch_size):
-                    self._process(batch)
+                for index, shard_units in enumerate(chunks(units, self.shard_size)):
+                    self._shard(f"r{self.stats.rounds:03d}-s{index:04d}", shard_units)
                 self.progress.round_done(
                     self.stats.rounds, sum(s.generated for s in self.slots), sum(s.kept for s in self.slots)
                 )
         finally:
             self.progress.stop()
-            for writer in self.writers:
-                writer.close()
+        t = time.perf_counter()
+        for writer in self.writers:
+            writer.close(self.stats.records)
+        self.stats.times.write += time.perf_counter() - t
+        self.stats.batch_size = self.batch_size
         self.stats.elapsed = time.perf_counter() - t0
         return self.stats
 
-    def _process(self, batch: Sequence[WorkUnit]) -> None:
-        times = self.stats.times
-        prompts = [u.prompt.prompt for u in batch]
+    # -- one shard --------------------------------------------------------------
+    def unit_id(self, unit: WorkUnit) -> str:
+        s = self.settings
+        return record_id(self.generator.model, unit.slot.mode, unit.slot.label, unit.prompt.prompt, unit.seed,
+                         s.width, s.height, s.num_inference_steps, s.prior_num_inference_steps,
+                         s.guidance_scale, s.prior_guidance_scale)
+
+    def _shard(self, shard: str, units: Sequence[WorkUnit]) -> None:
+        self.stats.shards += 1
+        done = self.store.load(shard, [self.unit_id(u) for u in units]) if self.store else None
+        if done is not None:
+            self.stats.shards_replayed += 1
+            for record in done:
+                self._count(self._by_key[(record.imitates or record.label, record.mode)], record)
+            self.stats.records.extend(done)
+            self._report(units)
+            return
+        records: list[Record] = []
+        for batch in chunks(units, self.batch_size):
+            if self.stop.is_set():
+                raise Interrupted("interrupted")
+            records.extend(self._batch(shard, batch))
+            self._report(batch)
         t = time.perf_counter()
-        images = self.generator(prompts, [u.seed for u in batch], self.settings)
-        times.generate += time.perf_counter() - t
-        t = time.perf_counter()
-        scores = self.scorer.score(images, prompts)
-        times.score += time.perf_counter() - t
-        for i, (unit, image) in enumerate(zip(batch, images)):
-            record = self._record(unit, image, scores, i)
-            t = time.perf_counter()
-            for writer in self.writers:
-                writer.write(record)
-            times.write += time.perf_counter() - t
-        for cls in dict.fromkeys(u.slot.cls for u in batch):
+        for i, writer in enumerate(self.writers):
+            writer.write(shard, records)
+            if i == 0:
+                faults.point("shard_files")
+        faults.point("shard_marker")
+        if self.store is not None:
+            self.store.commit(shard, records)
+        self.stats.times.write += time.perf_counter() - t
+        self.stats.records.extend(r.replace(image=None) for r in records)
+
+    def _report(self, units: Sequence[WorkUnit]) -> None:
+        for cls in dict.fromkeys(u.slot.cls for u in units):
             same = [s for s in self.slots if s.cls == cls]
             self.progress.update(cls, sum(s.generated for s in same), sum(s.kept for s in same))
 
-    def _record(self, unit: WorkUnit, image: Image, scores: ScoreBatch, i: int) -> Record:
-        slot = unit.slot
-        target = slot.cls  # for a hard negative: the class it imitates
-        verdict = self.filter(
-            clip_score=scores.clip_score[i], probs=scores.probs[i], labels=scores.labels,
-            target=target, hard_negative=slot.hard_negative,
-        )
-        slot.generated += 1
-        passed, reason = verdict.passed, verdict.reason
-        if passed and slot.kept >= slot.target:
-            passed, reason = False, "surplus: quota already met"
-        if passed:
-            slot.kept += 1
-        else:
-            key = (reason or "").split(":")[0]
-            slot.reasons[key] = slot.reasons.get(key, 0) + 1
+    def _generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Image | Defect]:
+        """Generate, halving the batch on out-of-memory instead of dying."""
+        faults.point("generate")
+        try:
+            return self.generator(prompts, seeds, self.settings)
+        except Exception as err:  # noqa: BLE001 - only OOM is handled here
+            if not is_out_of_memory(err):
+                raise
+            if len(prompts) == 1:
+                raise DalleDataError(
+                    "out of GPU memory at batch size 1; use a smaller --size, fewer --steps or a smaller model"
+                ) from None
+            half = len(prompts) // 2
+            log.warning("out of memory at batch size %d; retrying as batches of %d", len(prompts), half)
+            _free_accelerator_memory()
+            self.batch_size = min(self.batch_size, half)
+            return self._generate(prompts[:half], seeds[:half]) + self._generate(prompts[half:], seeds[half:])
+
+    def _batch(self, shard: str, batch: Sequence[WorkUnit]) -> list[Record]:
+        times = self.stats.times
         t = time.perf_counter()
-        png = encode_png(image)
-        self.stats.times.encode += time.perf_counter() - t
-        s = self.settings
-        return Record(
-            id=record_id(self.generator.model, slot.mode, slot.label, unit.prompt.prompt, unit.seed,
-                         s.width, s.height, s.num_inference_steps, s.prior_num_inference_steps,
-                         s.guidance_scale, s.prior_guidance_scale),
-            label=slot.label, label_id=slot.label_id, class_dir=slot.class_dir,
+        outputs = self._generate([u.prompt.prompt for u in batch], [u.seed for u in batch])
+        times.generate += time.perf_counter() - t
+        defects = [o.reason if isinstance(o, Defect) else image_defect(o) for o in outputs]
+        good = [i for i, d in enumerate(defects) if d is None]
+        t = time.perf_counter()
+        scores = self.scorer.score([outputs[i] for i in good], [batch[i].prompt.prompt for i in good]) if good else None
+        times.score += time.perf_counter() - t
+        row_of = {i: row for row, i in enumerate(good)}
+        records = []
+        for i, unit in enumerate(batch):
+            if defects[i] is not None:
+                record = self._failed(shard, unit, defects[i])
+            else:
+                assert scores is not None
+                record = self._scored(shard, unit, outputs[i], scores, row_of[i])  # type: ignore[arg-type]
+            self._count(unit.slot, record)
+            records.append(record)
+        return records
+
+    def _count(self, slot: Slot, record: Record) -> None:
+        slot.generated += 1
+        if record.status == "kept":
+            slot.kept += 1
+            return
+        if record.status == "failed":
+            slot.failed += 1
+        key = (record.reject_reason or record.error or record.status).split(":")[0]
+        slot.reasons[key] = slot.reasons.get(key, 0) + 1
+
+    def _base(self, shard: str, unit: WorkUnit) -> dict[str, Any]:
+        slot = unit.slot
+        return dict(
+            id=self.unit_id(unit), label=slot.label, label_id=slot.label_id, class_dir=slot.class_dir,
             role="hard_negative" if slot.hard_negative else "positive",
             imitates=slot.cls if slot.hard_negative else None,
             prompt=unit.prompt.prompt, prompt_source=unit.prompt.source, mode=slot.mode,
             backend=self.generator.backend, model=self.generator.model, seed=unit.seed,
-            width=image.width, height=image.height,
-            clip_score=round(scores.clip_score[i], 6), class_prob=round(verdict.class_prob, 6),
-            top_class=verdict.top_class, kept=passed, status="kept" if passed else "rejected",
-            reject_reason=reason, error=None, source_id=None, source_path=None, mask=None,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"), image=png,
+            width=self.settings.width, height=self.settings.height,
+            source_id=None, source_path=None, mask=None, shard=shard,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         )
+
+    def _failed(self, shard: str, unit: WorkUnit, reason: str) -> Record:
+        return Record(**self._base(shard, unit), clip_score=None, class_prob=None, top_class=None, kept=False,
+                      status="failed", reject_reason=None, error=reason, image=None)
+
+    def _scored(self, shard: str, unit: WorkUnit, image: Image, scores: ScoreBatch, row: int) -> Record:
+        slot = unit.slot
+        verdict = self.filter(
+            clip_score=scores.clip_score[row], probs=scores.probs[row], labels=scores.labels,
+            target=slot.cls, hard_negative=slot.hard_negative,  # a hard negative's target: the class it imitates
+        )
+        passed, reason = verdict.passed, verdict.reason
+        if passed and slot.kept >= slot.target:
+            passed, reason = False, "surplus: quota already met"
+        t = time.perf_counter()
+        png = encode_png(image)
+        self.stats.times.encode += time.perf_counter() - t
+        base = self._base(shard, unit)
+        base.update(width=image.width, height=image.height)
+        return Record(
+            **base, clip_score=round(scores.clip_score[row], 6), class_prob=round(verdict.class_prob, 6),
+            top_class=verdict.top_class, kept=passed, status="kept" if passed else "rejected",
+            reject_reason=reason, error=None, image=png,
+        )
+
+
+def _free_accelerator_memory() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def summarize(stats: RunStats, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run summary (also ``--json`` output): per class, per mode, totals, timings."""
     per_class: dict[str, dict[str, Any]] = {}
     per_mode: dict[str, dict[str, int]] = {}
+    reasons: dict[str, int] = {}
     for slot in stats.slots:
         row = per_class.setdefault(slot.cls, {"target": 0, "generated": 0, "kept": 0, "rejected": 0, "failed": 0})
         row["target"] += slot.target
@@ -192,21 +303,23 @@ def summarize(stats: RunStats, extra: dict[str, Any] | None = None) -> dict[str,
         m["target"] += slot.target
         m["generated"] += slot.generated
         m["kept"] += slot.kept
+        for k, v in slot.reasons.items():
+            reasons[k] = reasons.get(k, 0) + v
     for row in per_class.values():
         row["acceptance"] = round(row["kept"] / row["generated"], 4) if row["generated"] else 0.0
         row["met"] = row["kept"] >= row["target"]
     generated = sum(r["generated"] for r in per_class.values())
     kept = sum(r["kept"] for r in per_class.values())
-    reasons: dict[str, int] = {}
-    for slot in stats.slots:
-        for k, v in slot.reasons.items():
-            reasons[k] = reasons.get(k, 0) + v
     return {
         "complete": all(r["met"] for r in per_class.values()),
         "generated": generated,
         "kept": kept,
+        "failed": sum(r["failed"] for r in per_class.values()),
         "acceptance": round(kept / generated, 4) if generated else 0.0,
         "rounds": stats.rounds,
+        "shards": stats.shards,
+        "shards_resumed": stats.shards_replayed,
+        "batch_size": stats.batch_size,
         "seconds": round(stats.elapsed, 3),
         "images_per_second": round(generated / stats.elapsed, 3) if stats.elapsed else 0.0,
         "stage_seconds": stats.times.as_dict(),

@@ -39,7 +39,7 @@ def cli_errors(func: F) -> F:
                 raise
             raise fail(str(err), err.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+            typer.echo("error: stopped at once; finished shards are kept. Rerun the same command to resume", err=True)
             raise typer.Exit(130) from None
         except Exception as err:  # noqa: BLE001 - the CLI edge: never a bare traceback
             if debug:

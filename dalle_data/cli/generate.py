@@ -22,6 +22,8 @@ Examples:
 
   dalle-data generate --config spec.yaml --seed 7        # a saved spec, one flag overridden
 
+  dalle-data generate --resume out                       # continue an interrupted run
+
   dalle-data prompts --classes dalmatian -n 50 > p.jsonl  # edit, then:
   dalle-data generate --prompts p.jsonl --per-class 50
 """
@@ -75,6 +77,8 @@ def generate(
     templates: Optional[str] = typer.Option(None, "--templates", metavar="PACK.yaml", help="YAML template pack to use instead of the built-in one."),
     prompts: Optional[str] = typer.Option(None, "--prompts", metavar="FILE.jsonl", help="JSONL prompt list (from `dalle-data prompts`, edited) used as is."),
     config: Optional[Path] = typer.Option(None, "--config", metavar="SPEC.yaml", help="YAML run spec (e.g. a saved OUT/spec.yaml); flags override it."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="OUT", help="Continue the run in OUT with its saved spec (same as rerunning its command)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run already in --out and start over."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", metavar="N", help="Images per generator call. [default: 8]"),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", envvar="DALLE_DATA_DEVICE", help="auto, cpu, cuda, cuda:N or mps. [default: auto]"),
     steps: Optional[int] = typer.Option(None, "--steps", metavar="N", help="Decoder denoising steps. [default: the model's]"),
@@ -95,6 +99,12 @@ def generate(
         "batch_size": batch_size, "device": device, "steps": steps, "prior_steps": prior_steps,
         "width": size, "height": size,
     }
+    if resume is not None:
+        if config is not None:
+            raise SpecError("--resume OUT reads OUT/spec.yaml; do not combine it with --config")
+        if not (resume / "spec.yaml").is_file():
+            raise SpecError(f"--resume {resume}: no dalle-data run there (no spec.yaml)")
+        config, flags["out"] = resume / "spec.yaml", resume
     values = collect_values(config, flags)
     if values.get("prompts"):
         classes_from_prompts(values)
@@ -107,7 +117,7 @@ def generate(
     from dalle_data.job import run_generate
 
     spec = build_spec(values, source=f"config {config}" if config and not any(v is not None for v in flags.values()) else "options")
-    summary = run_generate(spec, quiet=quiet or json_output)
+    summary = run_generate(spec, quiet=quiet or json_output, overwrite=overwrite)
     if json_output:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     elif not quiet:

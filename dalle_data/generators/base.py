@@ -28,6 +28,13 @@ class GenerationSettings:
     prior_guidance_scale: float = 4.0
 
 
+@dataclass(frozen=True, slots=True)
+class Defect:
+    """An image the backend produced but that is unusable (NaN output, a safety filter)."""
+
+    reason: str
+
+
 @runtime_checkable
 class Generator(Protocol):
     """A text-to-image backend.
@@ -44,7 +51,8 @@ class Generator(Protocol):
 
     def __call__(
         self, prompt: Sequence[str], seeds: Sequence[int], settings: GenerationSettings
-    ) -> list[Image]:
-        """One image per prompt; image ``i`` depends only on ``prompt[i]``, ``seeds[i]``
-        and ``settings`` (and, within floating-point noise, not on the batch)."""
+    ) -> list[Image | Defect]:
+        """One image (or ``Defect``) per prompt; image ``i`` depends only on
+        ``prompt[i]``, ``seeds[i]`` and ``settings`` (and, within floating-point
+        noise, not on the batch)."""
         ...

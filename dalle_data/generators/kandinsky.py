@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalle_data.errors import ModelLoadError
-from dalle_data.generators.base import GenerationSettings
+from dalle_data.generators.base import Defect, GenerationSettings
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
 
 if TYPE_CHECKING:
@@ -132,8 +132,10 @@ class KandinskyGenerator:
     # -- generation -----------------------------------------------------------
     def __call__(
         self, prompt: Sequence[str], seeds: Sequence[int], settings: GenerationSettings
-    ) -> list[Image]:
+    ) -> list[Image | Defect]:
+        import numpy as np
         import torch
+        from PIL import Image as PILImage
 
         if len(prompt) != len(seeds):
             raise ValueError("one seed per prompt is needed")
@@ -156,6 +158,12 @@ class KandinskyGenerator:
                 num_inference_steps=settings.num_inference_steps,
                 guidance_scale=settings.guidance_scale,
                 generator=generators,
-                output_type="pil",
+                output_type="np",
             ).images
-        return list(images)
+        out: list[Image | Defect] = []
+        for array in images:
+            if not np.isfinite(array).all():
+                out.append(Defect("non-finite values in the decoder output (fp16 overflow?)"))
+            else:  # exactly what diffusers' numpy_to_pil does
+                out.append(PILImage.fromarray((array * 255).round().astype("uint8")))
+        return out

@@ -1,16 +1,22 @@
 """What every writer shares: the ``Writer`` protocol, its context, safe file I/O.
 
 A writer lays records out on disk; it never changes them. All writers share
-one tiny interface (``write(record)``, ``close()``) so that the runner can hold
-a list of them and a benchmark can swap in ``NoopWriter``.
+one tiny interface so that the runner can hold a list of them and a benchmark
+can swap in ``NoopWriter``:
+
+* ``write(shard, records)`` lays out one finished shard of work. It is
+  idempotent: writing the same shard again (a resumed run redoing a shard that
+  was cut off) produces the same files under the same names.
+* ``close(records)`` finishes the dataset from every record of every finished
+  shard (metadata only; images may be absent): indexes such as
+  ``metadata.jsonl``, the manifest and dataset cards are rebuilt whole, so they
+  are right however many times the run was interrupted.
 
 Files are written so that nothing is ever half-written under its final name:
 ``atomic_open`` / ``atomic_write_bytes`` write to a hidden temporary file in the
 same directory (``.tmp-<name>.<pid>.part``; the ``.part`` suffix keeps loaders
 from ever picking it up), flush and ``fsync`` it, then ``os.replace`` it onto
-the final name. JSON Lines files are appended one whole line at a time with a
-single ``write`` and flushed; a torn last line left by a crash is cut off when
-the file is opened again.
+the final name. ``remove_temporaries`` sweeps leftovers of a killed run.
 
 Disk errors (``OSError``: disk full, read-only, permission denied) surface as
 ``OutputDirError`` (a ``DalleDataError``) with one line naming the path and
@@ -27,7 +33,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -43,11 +49,11 @@ _SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")  # what datasets accepts as a split n
 
 @runtime_checkable
 class Writer(Protocol):
-    """Lays records out on disk. ``close`` flushes everything and is idempotent."""
+    """Lays records out on disk, one shard at a time; ``close`` builds the indexes."""
 
-    def write(self, record: Record) -> None: ...
+    def write(self, shard: str, records: Sequence[Record]) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, records: Sequence[Record]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,6 @@ class WriterContext:
     class_dirs: tuple[str, ...]
     split: str = "train"
     keep_rejected: bool = False
-    shard_size: int = 256
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -71,12 +76,10 @@ class WriterContext:
         object.__setattr__(self, "class_dirs", tuple(self.class_dirs))
         if len(self.class_names) != len(self.class_dirs):
             raise ValueError("class_names and class_dirs must have the same length")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be at least 1, got {self.shard_size}")
         if not _SPLIT_NAME.match(self.split):
             raise ValueError(f"split {self.split!r} is not a valid datasets split name (letters, digits, _)")
 
-    def class_dir(self, record: Record) -> str:
+    def class_dir(self, record: Record, *, need_image: bool = True) -> str:
         """The folder for a record that goes into a dataset, after checking its label."""
         lid = record.label_id
         if not 0 <= lid < len(self.class_names):
@@ -89,7 +92,7 @@ class WriterContext:
             raise ValueError(
                 f"record {record.id}: class_dir {record.class_dir!r} != class_dirs[{lid}] {self.class_dirs[lid]!r}"
             )
-        if record.image is None:
+        if need_image and record.image is None:
             raise ValueError(f"record {record.id} has status {record.status!r} but no image bytes")
         return self.class_dirs[lid]
 
@@ -217,76 +220,36 @@ def json_line(row: dict[str, Any]) -> bytes:
     return (json.dumps(safe, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-class JsonlAppender:
-    """Appends whole lines to a JSON Lines file, one ``write`` and flush per line."""
+def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write a whole JSON Lines file atomically."""
+    ensure_dir(path.parent)
+    atomic_write_bytes(path, b"".join(json_line(row) for row in rows))
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        ensure_dir(path.parent)
-        try:
-            _cut_torn_tail(path)
-            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise disk_error(path, exc) from exc
 
-    def append(self, row: dict[str, Any]) -> None:
-        if self._fd is None:
-            raise RuntimeError(f"{self.path} is closed")
-        line = json_line(row)
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one whole line and fsync (for logs that grow across runs)."""
+    ensure_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            written = os.write(self._fd, line)
-            while written < len(line):
-                written += os.write(self._fd, line[written:])
-        except OSError as exc:
-            raise disk_error(self.path, exc) from exc
-
-    def close(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        try:
+            os.write(fd, json_line(row))
             os.fsync(fd)
-        except OSError as exc:
-            raise disk_error(self.path, exc) from exc
         finally:
             os.close(fd)
-
-
-def _cut_torn_tail(path: Path) -> None:
-    """Drop a last line without its newline (a crash mid-append) from ``path``."""
-    if not path.exists():
-        return
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with open(path, "rb+") as handle:
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        keep = 0
-        pos = size
-        while pos > 0 and keep == 0:
-            start = max(0, pos - 65536)
-            handle.seek(start)
-            chunk = handle.read(pos - start)
-            newline = chunk.rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-            pos = start
-        logger.warning("%s: dropping a torn last line (%d bytes)", path, size - keep)
-        handle.truncate(keep)
-
-
-def read_jsonl_values(path: Path, key: str) -> set[str]:
-    """The set of ``row[key]`` over a JSON Lines file (empty if it does not exist)."""
-    values: set[str] = set()
-    if not path.exists():
-        return values
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    values.add(json.loads(line)[key])
     except OSError as exc:
-        raise OutputDirError(f"cannot read {path}: {exc.strerror or exc}; check the disk") from exc
-    return values
+        raise disk_error(path, exc) from exc
+
+
+def remove_temporaries(root: Path) -> int:
+    """Delete the ``.tmp-*.part`` files a killed run left under ``root``."""
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for path in root.rglob(".tmp-*"):
+        if path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    if removed:
+        logger.info("removed %d temporary file(s) left by an interrupted run", removed)
+    return removed

@@ -38,29 +38,30 @@ What each loader gives:
   column typed as in Parquet (strings stay strings). This is the recommended
   way.
 
-Each image is written atomically before its metadata row is appended, so a
-crash never leaves a row pointing at a missing file. Rows whose ``file_name``
-is already in ``metadata.jsonl`` are skipped, so a resumed run does not
-duplicate them.
+Images are written per shard, each atomically; ``metadata.jsonl`` and the
+card are rebuilt whole at ``close`` from every finished record, so a row never
+points at a missing file and a resumed run never duplicates one. Images that
+no finished record accounts for (from a shard cut off mid-write and redone)
+are removed at ``close``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dalle_data.records import Record
 from dalle_data.writers.base import (
-    JsonlAppender,
     WriterContext,
     atomic_write_bytes,
     dataset_columns,
     dataset_row,
     destination,
     ensure_dir,
-    read_jsonl_values,
+    write_jsonl,
 )
 
 logger = logging.getLogger(__name__)
@@ -98,72 +99,46 @@ def dataset_card(ctx: WriterContext) -> str:
     )
 
 
-class _FolderSink:
-    """One ImageFolder root: class folders of PNGs plus ``metadata.jsonl``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.count = 0
-        self._metadata: JsonlAppender | None = None
-        self._seen: set[str] = set()
-        self._dirs: set[str] = set()
-
-    def add(self, record: Record, class_dir: str) -> None:
-        if self._metadata is None:
-            self._metadata = JsonlAppender(self.root / METADATA_NAME)  # cuts a torn last line
-            self._seen = read_jsonl_values(self.root / METADATA_NAME, "file_name")
-        file_name = f"{class_dir}/{record.id}.png"
-        if file_name in self._seen:
-            logger.debug("%s: %s is already written, skipping", self.root, file_name)
-            return
-        if class_dir not in self._dirs:
-            ensure_dir(self.root / class_dir)
-            self._dirs.add(class_dir)
-        assert record.image is not None
-        atomic_write_bytes(self.root / file_name, record.image)
-        self._metadata.append({"file_name": file_name, **dataset_row(record)})
-        self._seen.add(file_name)
-        self.count += 1
-
-    @property
-    def opened(self) -> bool:
-        return self._metadata is not None
-
-    def close(self) -> None:
-        if self._metadata is not None:
-            self._metadata.close()
-
-
 class ImageFolderWriter:
     """Writes kept records (and, with keep_rejected, rejected ones) as PNG files."""
 
     def __init__(self, ctx: WriterContext) -> None:
         self.ctx = ctx
         self.root = ctx.out_dir / "imagefolder"
-        self._sinks = {
-            "dataset": _FolderSink(self.root / ctx.split),
-            "rejected": _FolderSink(ctx.out_dir / "rejected" / "imagefolder"),
-        }
-        self._closed = False
+        self.dirs = {"dataset": self.root / ctx.split, "rejected": ctx.out_dir / "rejected" / "imagefolder"}
+        self._made: set[Path] = set()
 
-    def write(self, record: Record) -> None:
-        if self._closed:
-            raise RuntimeError("ImageFolderWriter.write called after close")
-        where = destination(record, self.ctx)
-        if where is None:
-            return
-        class_dir = self.ctx.class_dir(record)  # checks label, label_id and image
-        sink = self._sinks[where]
-        if where == "dataset" and not sink.opened:
-            ensure_dir(self.root)
+    def write(self, shard: str, records: Sequence[Record]) -> None:
+        for record in records:
+            where = destination(record, self.ctx)
+            if where is None:
+                continue
+            folder = self.dirs[where] / self.ctx.class_dir(record)  # checks label, label_id and image
+            if folder not in self._made:
+                ensure_dir(folder)
+                self._made.add(folder)
+            assert record.image is not None
+            atomic_write_bytes(folder / f"{record.id}.png", record.image)
+
+    def close(self, records: Sequence[Record]) -> None:
+        rows: dict[str, list[dict[str, Any]]] = {"dataset": [], "rejected": []}
+        for record in records:
+            where = destination(record, self.ctx)
+            if where is not None:
+                file_name = f"{self.ctx.class_dir(record, need_image=False)}/{record.id}.png"
+                rows[where].append({"file_name": file_name, **dataset_row(record)})
+        for where, directory in self.dirs.items():
+            if rows[where]:
+                write_jsonl(directory / METADATA_NAME, rows[where])
+            _remove_strays(directory, {r["file_name"] for r in rows[where]})
+        if rows["dataset"]:
             atomic_write_bytes(self.root / "README.md", dataset_card(self.ctx).encode("utf-8"))
-        sink.add(record, class_dir)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._sinks["dataset"].close()
-        finally:
-            self._sinks["rejected"].close()
+
+def _remove_strays(directory: Path, wanted: set[str]) -> None:
+    if not directory.is_dir():
+        return
+    for path in directory.glob("*/*.png"):
+        if f"{path.parent.name}/{path.name}" not in wanted:
+            logger.info("removing stray image %s", path)
+            path.unlink()

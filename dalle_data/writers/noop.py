@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dalle_data.records import Record
 
 
@@ -10,12 +12,11 @@ class NoopWriter:
 
     def __init__(self) -> None:
         self.count = 0
-        self._closed = False
+        self.shards: list[str] = []
 
-    def write(self, record: Record) -> None:
-        if self._closed:
-            raise RuntimeError("NoopWriter.write called after close")
-        self.count += 1
+    def write(self, shard: str, records: Sequence[Record]) -> None:
+        self.count += len(records)
+        self.shards.append(shard)
 
-    def close(self) -> None:
-        self._closed = True
+    def close(self, records: Sequence[Record]) -> None:
+        pass

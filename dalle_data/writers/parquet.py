@@ -2,9 +2,12 @@
 
 Layout (``OUT`` is the run's output directory)::
 
-    OUT/parquet/<split>/part-00000.parquet     kept records, shard_size rows each
-    OUT/parquet/<split>/part-00001.parquet     ... the last shard is written at close
-    OUT/rejected/parquet/part-00000.parquet    rejected records (only with keep_rejected)
+    OUT/parquet/<split>/part-<shard>.parquet     kept records of one shard of work
+    OUT/rejected/parquet/part-<shard>.parquet    rejected records (only with keep_rejected)
+
+``<shard>`` is the runner's shard id (``r001-s0000``: round 1, shard 0), so a
+resumed run that redoes a shard replaces its file with the same content, and
+a shard with nothing kept has no file.
 
 Columns, in order: ``image`` (struct ``{bytes: binary, path: string}``, the
 record's exact PNG bytes and ``"<id>.png"``), ``label`` (int64, the label id),
@@ -18,12 +21,8 @@ carries the Hugging Face features under the ``huggingface`` key, so::
 gives ``image`` as ``Image()`` (decodes to PIL) and ``label`` as
 ``ClassLabel(names=class_names)``. ``pyarrow.parquet.read_table`` and
 ``pandas.read_parquet`` read the same files (``image`` is then a dict).
-
-Rows are buffered and each shard is written once, atomically (temporary file,
-fsync, rename), in row groups of 100 images. Shard numbers continue after the
-shards already in the directory, and ids already in those shards are skipped,
-so a resumed run neither overwrites nor duplicates. Records still buffered
-when the process dies are lost from Parquet (they are in the manifest).
+Each file is written once, atomically (temporary file, fsync, rename), in row
+groups of 100 images.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ROW_GROUP_SIZE = 100  # what datasets uses for image data: fast random access
-_SHARD_NAME = re.compile(r"^part-(\d+)\.parquet$")
+_SHARD_NAME = re.compile(r"^part-(.+)\.parquet$")
 
 
 def arrow_schema(class_names: tuple[str, ...]) -> pa.Schema:
@@ -65,65 +65,7 @@ def arrow_schema(class_names: tuple[str, ...]) -> pa.Schema:
     return pa.schema(fields, metadata={"huggingface": hf_meta})
 
 
-class _ShardSink:
-    """Buffers records for one directory and writes ``part-NNNNN.parquet`` shards."""
-
-    def __init__(self, directory: Path, class_names: tuple[str, ...], shard_size: int) -> None:
-        self.directory = directory
-        self.class_names = class_names
-        self.shard_size = shard_size
-        self.buffer: list[Record] = []
-        self.shards_written = 0
-        self._next_index: int | None = None
-        self._seen: set[str] = set()
-        self._schema: pa.Schema | None = None
-
-    def add(self, record: Record) -> None:
-        if self._next_index is None:
-            self._open()
-        if record.id in self._seen:
-            logger.debug("%s: %s is already written, skipping", self.directory, record.id)
-            return
-        self._seen.add(record.id)
-        self.buffer.append(record)
-        if len(self.buffer) >= self.shard_size:
-            self.flush()
-
-    def _open(self) -> None:
-        """Find the next free shard number and the ids already on disk."""
-        import pyarrow.parquet as pq
-
-        ensure_dir(self.directory)
-        indices = [-1]
-        for path in self.directory.iterdir():
-            match = _SHARD_NAME.match(path.name)
-            if match:
-                indices.append(int(match.group(1)))
-                self._seen.update(pq.read_table(path, columns=["id"]).column("id").to_pylist())
-        self._next_index = max(indices) + 1
-        if self._seen:
-            logger.info("%s: continuing after %d existing rows", self.directory, len(self._seen))
-
-    def flush(self) -> None:
-        if not self.buffer:
-            return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if self._schema is None:
-            self._schema = arrow_schema(self.class_names)
-        assert self._next_index is not None
-        path = self.directory / f"part-{self._next_index:05d}.parquet"
-        table = pa.Table.from_pydict(_columns(self.buffer), schema=self._schema)
-        with atomic_open(path) as handle:
-            pq.write_table(table, handle, row_group_size=ROW_GROUP_SIZE)
-        logger.debug("wrote %s (%d rows)", path, len(self.buffer))
-        self.buffer = []
-        self._next_index += 1
-        self.shards_written += 1
-
-
-def _columns(records: list[Record]) -> dict[str, list[Any]]:
+def _columns(records: Sequence[Record]) -> dict[str, list[Any]]:
     names = [name for name, _ in dataset_columns()]
     columns: dict[str, list[Any]] = {"image": [], **{name: [] for name in names}}
     for record in records:
@@ -135,30 +77,49 @@ def _columns(records: list[Record]) -> dict[str, list[Any]]:
 
 
 class ParquetWriter:
-    """Writes kept records (and, with keep_rejected, rejected ones) as Parquet shards."""
+    """Writes each shard's kept (and, with keep_rejected, rejected) records as one Parquet file."""
 
     def __init__(self, ctx: WriterContext) -> None:
         self.ctx = ctx
-        self._sinks = {
-            "dataset": _ShardSink(ctx.out_dir / "parquet" / ctx.split, ctx.class_names, ctx.shard_size),
-            "rejected": _ShardSink(ctx.out_dir / "rejected" / "parquet", ctx.class_names, ctx.shard_size),
+        self.dirs = {
+            "dataset": ctx.out_dir / "parquet" / ctx.split,
+            "rejected": ctx.out_dir / "rejected" / "parquet",
         }
-        self._closed = False
+        self._schema: pa.Schema | None = None
 
-    def write(self, record: Record) -> None:
-        if self._closed:
-            raise RuntimeError("ParquetWriter.write called after close")
-        where = destination(record, self.ctx)
-        if where is None:
-            return
-        self.ctx.class_dir(record)  # checks label, label_id and image
-        self._sinks[where].add(record)
+    def write(self, shard: str, records: Sequence[Record]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._sinks["dataset"].flush()
-        finally:
-            self._sinks["rejected"].flush()
+        groups: dict[str, list[Record]] = {"dataset": [], "rejected": []}
+        for record in records:
+            where = destination(record, self.ctx)
+            if where is not None:
+                self.ctx.class_dir(record)  # checks label, label_id and image
+                groups[where].append(record)
+        if self._schema is None:
+            self._schema = arrow_schema(self.ctx.class_names)
+        for where, rows in groups.items():
+            if not rows:
+                continue
+            ensure_dir(self.dirs[where])
+            path = self.dirs[where] / f"part-{shard}.parquet"
+            table = pa.Table.from_pydict(_columns(rows), schema=self._schema)
+            with atomic_open(path) as handle:
+                pq.write_table(table, handle, row_group_size=ROW_GROUP_SIZE)
+            logger.debug("wrote %s (%d rows)", path, len(rows))
+
+    def close(self, records: Sequence[Record]) -> None:
+        """Remove shard files that no finished shard accounts for (left by an
+        earlier attempt whose shard was later redone with other contents)."""
+        wanted = {
+            where: {f"part-{r.shard}.parquet" for r in records if destination(r, self.ctx) == where}
+            for where in self.dirs
+        }
+        for where, directory in self.dirs.items():
+            if not directory.is_dir():
+                continue
+            for path in directory.iterdir():
+                if _SHARD_NAME.match(path.name) and path.name not in wanted[where]:
+                    logger.info("removing stale shard %s", path)
+                    path.unlink()

@@ -19,7 +19,7 @@ SETTINGS = GenerationSettings(width=8, height=8, num_inference_steps=1, prior_nu
 
 
 class SeedColorGenerator:
-    """Image colour from the seed, so scores can be a function of the seed."""
+    """A gradient whose first pixel comes from the seed, so scores can depend on the seed."""
 
     backend = "fake"
     model = "fake"
@@ -30,7 +30,13 @@ class SeedColorGenerator:
 
     def __call__(self, prompt: Sequence[str], seeds: Sequence[int], settings: GenerationSettings) -> list[Image.Image]:
         self.calls.append(len(prompt))
-        return [Image.new("RGB", (settings.width, settings.height), (s % 256, 0, 0)) for s in seeds]
+        images = []
+        for s in seeds:
+            array = np.tile(np.arange(settings.width, dtype=np.uint8) * 16, (settings.height, 1))
+            array = np.stack([array] * 3, axis=-1)
+            array[0, 0, 0] = s % 256  # the scorer below reads this pixel
+            images.append(Image.fromarray(array))
+        return images
 
 
 class RuleScorer:

@@ -111,14 +111,15 @@ def run_generate(
     """
     the_plan = plan(spec)
     rundir = RunDir(spec.out)
-    if overwrite and rundir.holds_run():
-        rundir.clear()
-    state = rundir.check(spec.content_dict(), the_plan.spec_hash)
+    clear_first = overwrite and rundir.holds_run()
+    state = "new" if clear_first else rundir.check(spec.content_dict(), the_plan.spec_hash)
     if state == "complete":
         summary = rundir.saved_summary()
         summary["already_complete"] = True
         return summary
     generator, scorer = _load_models(spec, the_plan, generator, scorer)
+    if clear_first:  # only once the new run can start; only what a run writes, other files stay
+        rundir.clear()
     rundir.prepare(dump_spec(spec, the_plan.spec_hash, __version__, the_plan.inputs), state)
     rundir.log({"event": "start", "time": _now(), "spec_hash": the_plan.spec_hash, "resumed": state == "incomplete",
                 "model": generator.model, "scorer": scorer.name, "versions": versions()})

@@ -83,6 +83,7 @@ def generate(
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", envvar="DALLE_DATA_DEVICE", help="auto, cpu, cuda, cuda:N or mps. [default: auto]"),
     steps: Optional[int] = typer.Option(None, "--steps", metavar="N", help="Decoder denoising steps. [default: the model's]"),
     prior_steps: Optional[int] = typer.Option(None, "--prior-steps", metavar="N", help="Prior denoising steps. [default: the model's]"),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", metavar="N", help="Work units per resumable shard (the most work a crash can lose). [default: 64]"),
     size: Optional[int] = typer.Option(None, "--size", metavar="PX", help="Image width and height in pixels. [default: the model's]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout (for CI)."),
@@ -97,7 +98,7 @@ def generate(
         "seed": seed, "min_clip": min_clip, "filter": filter_, "max_attempts": max_attempts,
         "keep_rejected": keep_rejected, "templates": templates, "prompts": prompts,
         "batch_size": batch_size, "device": device, "steps": steps, "prior_steps": prior_steps,
-        "width": size, "height": size,
+        "width": size, "height": size, "shard_size": shard_size,
     }
     if resume is not None:
         if config is not None:

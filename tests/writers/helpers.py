@@ -1,19 +1,21 @@
-"""Records, contexts and readers shared by the writer tests."""
+"""Records, contexts, shard drivers and readers shared by the writer tests."""
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from dalle_data.records import Record
-from dalle_data.writers import WriterContext
+from dalle_data.writers import Writer, WriterContext
 
 CLASS_NAMES = ("dalmatian", "a/b", "hard_negative")
 CLASS_DIRS = ("dalmatian", "a_b", "hard_negative")
+SHARD = "r001-s0000"
 
 
 def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: int = 8) -> bytes:
@@ -22,7 +24,7 @@ def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: int = 8) -> byt
     return buffer.getvalue()
 
 
-def make_record(n: int = 0, label_id: int = 0, status: str = "kept", **changes: Any) -> Record:
+def make_record(n: int = 0, label_id: int = 0, status: str = "kept", shard: str = SHARD, **changes: Any) -> Record:
     """A record with every field filled; ``n`` makes the id and the image unique."""
     failed = status in ("failed", "refused")
     fields: dict[str, Any] = dict(
@@ -50,6 +52,7 @@ def make_record(n: int = 0, label_id: int = 0, status: str = "kept", **changes: 
         source_id=None,
         source_path=None,
         mask=None,
+        shard=shard,
         created_at="2024-05-01T12:00:00.000001+00:00",
         image=None if failed else png_bytes((n % 256, 40, 200)),
     )
@@ -65,9 +68,35 @@ def make_ctx(tmp_path: Path, **changes: Any) -> WriterContext:
     return WriterContext(out_dir=tmp_path / "out", class_names=CLASS_NAMES, class_dirs=CLASS_DIRS, **changes)
 
 
+def by_shard(records: Sequence[Record]) -> dict[str, list[Record]]:
+    """Records grouped by ``record.shard``, shards and records in the order given."""
+    shards: dict[str, list[Record]] = {}
+    for record in records:
+        shards.setdefault(record.shard, []).append(record)
+    return shards
+
+
+def metadata_only(records: Sequence[Record]) -> list[Record]:
+    """What the runner hands to ``close``: the records without their image bytes."""
+    return [record.replace(image=None) for record in records]
+
+
+def run_writer(writer: Writer, records: Sequence[Record]) -> Writer:
+    """Drive a writer as the runner does: each shard in turn, then ``close`` with metadata only."""
+    for shard, rows in by_shard(records).items():
+        writer.write(shard, rows)
+    writer.close(metadata_only(records))
+    return writer
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

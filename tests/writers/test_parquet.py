@@ -1,4 +1,4 @@
-"""Parquet shards: readable by datasets, pyarrow and pandas; atomic; resumable."""
+"""Parquet shards: one file per shard of work, read by datasets, pyarrow and pandas; atomic; idempotent."""
 
 from __future__ import annotations
 
@@ -16,53 +16,75 @@ from dalle_data.writers import ParquetWriter, WriterContext
 from dalle_data.writers import base as writers_base
 from dalle_data.writers import parquet as parquet_module
 
-from .helpers import CLASS_NAMES, hard_negative, make_ctx, make_record, temp_files
+from .helpers import (
+    CLASS_NAMES,
+    SHARD,
+    hard_negative,
+    make_ctx,
+    make_record,
+    metadata_only,
+    run_writer,
+    snapshot,
+    temp_files,
+)
 
-
-def write_all(ctx: WriterContext, records: list[Record]) -> ParquetWriter:
-    writer = ParquetWriter(ctx)
-    for record in records:
-        writer.write(record)
-    writer.close()
-    return writer
+S0, S1, S2 = "r001-s0000", "r001-s0001", "r002-s0000"
 
 
 def shard_names(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("*.parquet"))
 
 
+def ids_in(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).column("id").to_pylist()
+
+
 @pytest.fixture
 def written(tmp_path: Path) -> tuple[WriterContext, list[Record]]:
-    """Five kept records (one 'a/b', one hard negative) in shards of two."""
-    ctx = make_ctx(tmp_path, shard_size=2)
-    records = [make_record(0), make_record(1, label_id=1), hard_negative(2), make_record(3), make_record(4)]
-    write_all(ctx, records)
-    return ctx, records
+    """Five kept records (one 'a/b', one hard negative) in two shards; a failed one in the second."""
+    ctx = make_ctx(tmp_path)
+    kept = [
+        make_record(0, shard=S0),
+        make_record(1, label_id=1, shard=S0),
+        hard_negative(2, shard=S0),
+        make_record(3, shard=S1),
+        make_record(4, shard=S1),
+    ]
+    run_writer(ParquetWriter(ctx), [*kept, make_record(5, status="failed", shard=S1)])
+    return ctx, kept
 
 
-def test_one_shard_per_shard_size_records_last_one_at_close(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, shard_size=2)
+def test_one_file_per_shard_named_by_the_shard(written: tuple[WriterContext, list[Record]]) -> None:
+    ctx, _ = written
     directory = ctx.out_dir / "parquet" / "train"
-    writer = ParquetWriter(ctx)
-    for n in range(5):
-        writer.write(make_record(n))
-    assert shard_names(directory) == ["part-00000.parquet", "part-00001.parquet"]
-    writer.close()
-    assert shard_names(directory) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert shard_names(directory) == [f"part-{S0}.parquet", f"part-{S1}.parquet"]
+    assert ids_in(directory / f"part-{S0}.parquet") == ["rec0000", "rec0001", "rec0002"]
+    assert ids_in(directory / f"part-{S1}.parquet") == ["rec0003", "rec0004"]  # the failed one is not there
     assert temp_files(ctx.out_dir) == []
 
 
-def test_each_shard_is_written_in_one_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opened: list[Path] = []
-    real_open = writers_base.atomic_open
+def test_each_shard_is_written_in_one_go_through_a_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replaced: list[tuple[Path, Path]] = []
+    real_replace = os.replace
 
-    def counting_open(path: Path) -> Any:
-        opened.append(path)
-        return real_open(path)
+    def spy(src: Any, dst: Any) -> None:
+        replaced.append((Path(src), Path(dst)))
+        real_replace(src, dst)
 
-    monkeypatch.setattr("dalle_data.writers.parquet.atomic_open", counting_open)
-    write_all(make_ctx(tmp_path, shard_size=3), [make_record(n) for n in range(7)])
-    assert [p.name for p in opened] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    monkeypatch.setattr(os, "replace", spy)
+    ctx = make_ctx(tmp_path)
+    writer = ParquetWriter(ctx)
+    writer.write(S0, [make_record(n, shard=S0) for n in range(3)])
+    writer.write(S1, [make_record(n, shard=S1) for n in range(3, 7)])
+    directory = ctx.out_dir / "parquet" / "train"
+    assert [dst for _, dst in replaced] == [directory / f"part-{S0}.parquet", directory / f"part-{S1}.parquet"]
+    for src, dst in replaced:
+        assert src.parent == dst.parent
+        assert src.name == f".tmp-{dst.name}.{os.getpid()}.part"
 
 
 @pytest.mark.parametrize("how", ["data_files", "data_dir"])
@@ -82,9 +104,11 @@ def test_load_dataset_gives_image_and_classlabel(
     assert ds.features["label"] == datasets.ClassLabel(names=list(CLASS_NAMES))
     assert ds.features["clip_score"] == datasets.Value("float64")
     assert ds.features["kept"] == datasets.Value("bool")
+    assert ds.features["shard"] == datasets.Value("string")
     rows = {row["id"]: row for row in ds}
     assert set(rows) == {r.id for r in records}
     assert rows["rec0001"]["label"] == 1 and rows["rec0001"]["label_name"] == "a/b"
+    assert rows["rec0003"]["shard"] == S1
     negative = rows["rec0002"]
     assert (negative["label_name"], negative["role"], negative["imitates"]) == (
         "hard_negative",
@@ -111,12 +135,14 @@ def test_pyarrow_reads_typed_columns_and_exact_bytes(written: tuple[WriterContex
     assert schema.field("clip_score").type == pa.float64()
     assert schema.field("kept").type == pa.bool_()
     assert schema.field("source_path").type == pa.string()
+    assert schema.field("shard").type == pa.string()
     assert b"huggingface" in schema.metadata
     rows = {row["id"]: row for row in table.to_pylist()}
     for record in records:
-        assert rows[record.id]["image"]["bytes"] == record.image
+        assert rows[record.id]["image"] == {"bytes": record.image, "path": f"{record.id}.png"}
         assert rows[record.id]["label"] == record.label_id
         assert rows[record.id]["seed"] == record.seed
+        assert rows[record.id]["shard"] == record.shard
         assert rows[record.id]["mask"] is None
 
 
@@ -143,71 +169,120 @@ def test_rejected_go_apart_only_with_keep_rejected(tmp_path: Path) -> None:
         make_record(3, status="refused"),
     ]
     ctx = make_ctx(tmp_path / "keep", keep_rejected=True)
-    write_all(ctx, records)
-    kept = pq.read_table(ctx.out_dir / "parquet" / "train").to_pylist()
-    assert [row["id"] for row in kept] == ["rec0000"]
-    rejected = pq.read_table(ctx.out_dir / "rejected" / "parquet" / "part-00000.parquet").to_pylist()
+    run_writer(ParquetWriter(ctx), records)
+    assert ids_in(ctx.out_dir / "parquet" / "train" / f"part-{SHARD}.parquet") == ["rec0000"]
+    assert shard_names(ctx.out_dir / "rejected" / "parquet") == [f"part-{SHARD}.parquet"]
+    rejected = pq.read_table(ctx.out_dir / "rejected" / "parquet" / f"part-{SHARD}.parquet").to_pylist()
     assert [row["id"] for row in rejected] == ["rec0001"]
     assert rejected[0]["clip_score"] == records[1].clip_score
     assert rejected[0]["reject_reason"] == "clip_score below 0.2"
     assert rejected[0]["image"]["bytes"] == records[1].image
 
     plain = make_ctx(tmp_path / "drop")
-    write_all(plain, records)
+    run_writer(ParquetWriter(plain), records)
+    assert shard_names(plain.out_dir / "parquet" / "train") == [f"part-{SHARD}.parquet"]
     assert not (plain.out_dir / "rejected").exists()
 
 
-def test_resume_continues_numbering_and_skips_written_ids(tmp_path: Path) -> None:
-    import pyarrow.parquet as pq
-
-    ctx = make_ctx(tmp_path, shard_size=2)
-    write_all(ctx, [make_record(0), make_record(1), make_record(2)])
-    write_all(ctx, [make_record(2), make_record(3)])
-    directory = ctx.out_dir / "parquet" / "train"
-    assert shard_names(directory) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
-    ids = pq.read_table(directory).column("id").to_pylist()
-    assert sorted(ids) == ["rec0000", "rec0001", "rec0002", "rec0003"]
+def test_shard_with_nothing_kept_writes_no_file(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, keep_rejected=True)
+    writer = ParquetWriter(ctx)
+    writer.write(S0, [make_record(0, shard=S0)])
+    writer.write(S1, [make_record(1, status="rejected", shard=S1), make_record(2, status="failed", shard=S1)])
+    writer.write(S2, [make_record(3, status="refused", shard=S2)])
+    assert shard_names(ctx.out_dir / "parquet" / "train") == [f"part-{S0}.parquet"]
+    assert shard_names(ctx.out_dir / "rejected" / "parquet") == [f"part-{S1}.parquet"]
 
 
-def test_close_is_idempotent_and_write_after_close_fails(tmp_path: Path) -> None:
-    writer = ParquetWriter(make_ctx(tmp_path))
-    writer.write(make_record(0))
-    writer.close()
-    writer.close()
-    assert len(shard_names(tmp_path / "out" / "parquet" / "train")) == 1
-    with pytest.raises(RuntimeError):
-        writer.write(make_record(1))
+def test_writing_a_shard_again_gives_the_same_file_and_no_duplicates(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, keep_rejected=True)
+    records = [make_record(0), make_record(1, label_id=1), make_record(2, status="rejected")]
+    writer = ParquetWriter(ctx)
+    writer.write(SHARD, records)
+    first = snapshot(ctx.out_dir)
+    ParquetWriter(ctx).write(SHARD, records)  # a resumed run redoes the shard with a fresh writer
+    assert snapshot(ctx.out_dir) == first
+    assert sorted(first) == [f"parquet/train/part-{SHARD}.parquet", f"rejected/parquet/part-{SHARD}.parquet"]
+    writer.close(metadata_only(records))
+    assert ids_in(ctx.out_dir / "parquet" / "train") == ["rec0000", "rec0001"]
+    assert ids_in(ctx.out_dir / "rejected" / "parquet") == ["rec0002"]
+
+
+def test_redoing_a_shard_replaces_its_file(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    writer = ParquetWriter(ctx)
+    writer.write(SHARD, [make_record(0), make_record(1)])
+    redone = [make_record(0), make_record(1, status="rejected"), make_record(2)]
+    writer.write(SHARD, redone)
+    writer.close(metadata_only(redone))
+    assert ids_in(ctx.out_dir / "parquet" / "train" / f"part-{SHARD}.parquet") == ["rec0000", "rec0002"]
+
+
+def test_close_removes_shard_files_no_finished_shard_accounts_for(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, keep_rejected=True)
+    train, rejected = ctx.out_dir / "parquet" / "train", ctx.out_dir / "rejected" / "parquet"
+    writer = ParquetWriter(ctx)
+    # An earlier, interrupted attempt left shard files that the finished run no longer has.
+    writer.write(S0, [make_record(0, shard=S0), make_record(1, status="rejected", shard=S0)])
+    writer.write(S1, [make_record(2, shard=S1), make_record(3, status="rejected", shard=S1)])
+    writer.write(S2, [make_record(4, shard=S2)])
+    (train / "notes.txt").write_text("not a shard")
+    kept_bytes = (train / f"part-{S0}.parquet").read_bytes()
+    # The finished run: S0 as before, S1 redone with nothing kept nor rejected, no S2 at all.
+    finished = [
+        make_record(0, shard=S0),
+        make_record(1, status="rejected", shard=S0),
+        make_record(2, status="failed", shard=S1),
+        make_record(3, status="refused", shard=S1),
+    ]
+    writer.close(metadata_only(finished))
+    assert shard_names(train) == [f"part-{S0}.parquet"]
+    assert shard_names(rejected) == [f"part-{S0}.parquet"]
+    assert (train / f"part-{S0}.parquet").read_bytes() == kept_bytes
+    assert (train / "notes.txt").exists()
+
+
+def test_close_needs_no_image_bytes_and_leaves_written_shards_alone(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    records = [make_record(0, shard=S0), make_record(1, shard=S1)]
+    for record in records:
+        ParquetWriter(ctx).write(record.shard, [record])
+    before = snapshot(ctx.out_dir)
+    ParquetWriter(ctx).close(metadata_only(records))  # a resumed run that only replays finished shards
+    ParquetWriter(ctx).close(metadata_only(records))
+    assert snapshot(ctx.out_dir) == before
 
 
 def test_disk_full_is_one_clear_line_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full_disk(fd: int) -> None:
+    def full_disk(src: Any, dst: Any) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(os, "fsync", full_disk)
-    ctx = make_ctx(tmp_path, shard_size=1)
-    writer = ParquetWriter(ctx)
+    monkeypatch.setattr(os, "replace", full_disk)
+    ctx = make_ctx(tmp_path)
     with pytest.raises(DalleDataError) as caught:
-        writer.write(make_record(0))
+        ParquetWriter(ctx).write(SHARD, [make_record(0)])
     message = str(caught.value)
     assert "\n" not in message
-    assert "part-00000.parquet" in message and "free up disk space" in message and "--out" in message
+    assert f"part-{SHARD}.parquet" in message and "free up disk space" in message and "--out" in message
     assert temp_files(ctx.out_dir) == []
     assert shard_names(ctx.out_dir / "parquet" / "train") == []
 
 
 def test_unwritable_output_dir_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "out").write_text("a file, not a directory")
-    writer = ParquetWriter(make_ctx(tmp_path, shard_size=1))
     with pytest.raises(DalleDataError, match="choose another --out"):
-        writer.write(make_record(0))
+        ParquetWriter(make_ctx(tmp_path)).write(SHARD, [make_record(0)])
 
 
-def test_label_that_does_not_match_class_names_is_a_bug(tmp_path: Path) -> None:
+def test_record_that_does_not_match_the_context_is_a_bug(tmp_path: Path) -> None:
     writer = ParquetWriter(make_ctx(tmp_path))
     with pytest.raises(ValueError, match="class_names"):
-        writer.write(make_record(0, label="poodle"))
+        writer.write(SHARD, [make_record(5), make_record(0, label="poodle")])
     with pytest.raises(ValueError, match="label_id"):
-        writer.write(make_record(1).replace(label_id=7))
+        writer.write(SHARD, [make_record(1).replace(label_id=7)])
+    with pytest.raises(ValueError, match="no image bytes"):
+        writer.write(SHARD, [make_record(2, image=None)])
+    assert not (tmp_path / "out" / "parquet").exists()  # a shard with a bad record writes nothing
 
 
 def test_hf_features_match_what_datasets_writes() -> None:

@@ -11,7 +11,6 @@ every start and end, with versions and model ids, so a dataset can be traced.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -32,12 +31,9 @@ State = Literal["new", "complete", "incomplete"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from dalle_data.writers.base import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class RunDir:
@@ -92,7 +88,7 @@ class RunDir:
             if state == "incomplete":
                 remove_temporaries(self.path)
             atomic_write_text(self.path / SPEC_FILE, spec_text)
-        except OSError as err:
+        except OSError as err:  # mkdir; file writes raise OutputDirError themselves
             raise OutputDirError(f"cannot write to {self.path}: {err.strerror or err}; choose another --out") from None
 
     def log(self, event: dict[str, Any]) -> None:

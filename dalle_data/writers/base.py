@@ -240,12 +240,20 @@ def append_jsonl(path: Path, row: dict[str, Any]) -> None:
         raise disk_error(path, exc) from exc
 
 
+def remove_file(path: Path) -> None:
+    """Delete ``path`` if it exists; disk errors become ``OutputDirError``."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise disk_error(path, exc) from exc
+
+
 def remove_temporaries(root: Path) -> int:
     """Delete the ``.tmp-*.part`` files a killed run left under ``root``."""
     removed = 0
     if not root.is_dir():
         return 0
-    for path in root.rglob(".tmp-*"):
+    for path in root.rglob(".tmp-*.part"):
         if path.is_file():
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -61,6 +61,7 @@ from dalle_data.writers.base import (
     dataset_row,
     destination,
     ensure_dir,
+    remove_file,
     write_jsonl,
 )
 
@@ -130,9 +131,13 @@ class ImageFolderWriter:
         for where, directory in self.dirs.items():
             if rows[where]:
                 write_jsonl(directory / METADATA_NAME, rows[where])
+            else:
+                remove_file(directory / METADATA_NAME)
             _remove_strays(directory, {r["file_name"] for r in rows[where]})
         if rows["dataset"]:
             atomic_write_bytes(self.root / "README.md", dataset_card(self.ctx).encode("utf-8"))
+        else:
+            remove_file(self.root / "README.md")
 
 
 def _remove_strays(directory: Path, wanted: set[str]) -> None:
@@ -141,4 +146,4 @@ def _remove_strays(directory: Path, wanted: set[str]) -> None:
     for path in directory.glob("*/*.png"):
         if f"{path.parent.name}/{path.name}" not in wanted:
             logger.info("removing stray image %s", path)
-            path.unlink()
+            remove_file(path)

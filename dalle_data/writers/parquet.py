@@ -31,7 +31,6 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalle_data.records import Record
@@ -43,6 +42,7 @@ from dalle_data.writers.base import (
     destination,
     ensure_dir,
     hf_features,
+    remove_file,
 )
 
 if TYPE_CHECKING:
@@ -122,4 +122,4 @@ class ParquetWriter:
             for path in directory.iterdir():
                 if _SHARD_NAME.match(path.name) and path.name not in wanted[where]:
                     logger.info("removing stale shard %s", path)
-                    path.unlink()
+                    remove_file(path)

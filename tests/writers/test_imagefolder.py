@@ -304,3 +304,26 @@ def test_images_are_not_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         run_writer(writer, records)
     assert (ctx.out_dir / "parquet" / "train" / f"part-{SHARD}.parquet").exists()
     assert (ctx.out_dir / "imagefolder" / "train" / "dalmatian" / "rec0000.png").read_bytes() == records[0].image
+
+
+def test_close_with_nothing_left_leaves_no_rows_pointing_at_missing_files(tmp_path) -> None:
+    """A redone shard whose images all failed: no stale metadata or card survives."""
+    import dataclasses
+
+    from dalle_data.writers import ImageFolderWriter, WriterContext
+    from tests.writers.helpers import make_record
+
+    from tests.writers.helpers import CLASS_DIRS, CLASS_NAMES
+
+    ctx = WriterContext(out_dir=tmp_path, class_names=CLASS_NAMES, class_dirs=CLASS_DIRS, keep_rejected=True)
+    kept = make_record(0, status="kept", shard="s0")
+    rejected = make_record(1, status="rejected", shard="s0")
+    writer = ImageFolderWriter(ctx)
+    writer.write("s0", [kept, rejected])
+    writer.close([kept, rejected])
+    failed = [dataclasses.replace(r, status="failed", kept=False, image=None) for r in (kept, rejected)]
+    writer.close(failed)
+    assert not (tmp_path / "imagefolder" / "train" / "metadata.jsonl").exists()
+    assert not (tmp_path / "rejected" / "imagefolder" / "metadata.jsonl").exists()
+    assert not (tmp_path / "imagefolder" / "README.md").exists()
+    assert not list(tmp_path.rglob("*.png"))

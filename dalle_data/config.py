@@ -22,6 +22,9 @@ from dalle_data.errors import SpecError
 from dalle_data.naming import clean_class_names
 
 TEXT_MODES: tuple[str, ...] = ("vanilla", "style", "adversarial")
+IMAGE_MODES: tuple[str, ...] = ("variation", "fuse", "inpaint")
+MODES: tuple[str, ...] = TEXT_MODES + IMAGE_MODES
+MASKS: tuple[str, ...] = ("border", "center", "random-box")
 FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
 FILTERS: tuple[str, ...] = ("zero-shot", "none")
 
@@ -35,7 +38,8 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     classes: tuple[str, ...]
-    per_class: int = Field(gt=0, le=10_000_000)
+    per_class: int | None = Field(default=None, gt=0, le=10_000_000)
+    per_source: int | None = Field(default=None, gt=0, le=100_000)
     modes: dict[str, float] = Field(default_factory=lambda: {"vanilla": 1.0})
     model: str = "kandinsky-2-2"
     prior: str | None = None
@@ -56,6 +60,11 @@ class RunSpec(BaseModel):
     steps: int | None = Field(default=None, gt=0, le=1000)
     prior_steps: int | None = Field(default=None, gt=0, le=1000)
     guidance_scale: float = Field(default=4.0, ge=0.0, le=50.0)
+    from_dir: str | None = None
+    prompt_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+    fuse_weight: float = Field(default=0.5, gt=0.0, lt=1.0)
+    mask: Literal["border", "center", "random-box"] = "border"
+    mask_dir: str | None = None
     negative_label: str = "hard_negative"
     shard_size: int = Field(default=64, gt=0, le=100_000)
     split: str = Field(default="train", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -97,19 +106,42 @@ class RunSpec(BaseModel):
             raise ValueError(
                 f"class {self.negative_label!r} collides with the hard-negative label; set negative_label to another name"
             )
-        if self.max_attempts is not None and self.max_attempts < self.per_class:
+        image_modes = [m for m in self.modes if m in IMAGE_MODES]
+        if self.per_class is None and self.per_source is None:
+            raise ValueError("--per-class N is required (kept images wanted per class), or --per-source K for image modes")
+        if self.per_source is not None and not image_modes:
+            raise ValueError("--per-source applies to the image modes (variation, fuse, inpaint)")
+        if self.per_class is None and len(image_modes) < len(self.modes):
+            raise ValueError("text modes need --per-class N; --per-source K covers only variation, fuse and inpaint")
+        if image_modes and not self.from_dir:
+            raise ValueError(f"mode {image_modes[0]} needs source images: --from DIR")
+        if self.max_attempts is not None and self.per_class is not None and self.max_attempts < self.per_class:
             raise ValueError(f"max_attempts ({self.max_attempts}) must be at least per_class ({self.per_class})")
         return self
 
     # -- derived values -------------------------------------------------
-    @property
-    def attempt_budget(self) -> int:
-        """Most images generated per class, over all its modes."""
-        return self.max_attempts if self.max_attempts is not None else 5 * self.per_class
-
     def mode_targets(self, total: int) -> dict[str, int]:
         """Split ``total`` over the modes by share (largest remainder, stable order)."""
         return apportion(total, self.modes)
+
+    def slot_targets(self, sources_per_class: dict[str, int]) -> dict[tuple[str, str], tuple[int, int]]:
+        """(class, mode) → (target of kept images, attempt budget).
+
+        ``--per-class N`` is split over the modes by share; ``--per-source K``
+        makes an image mode's target K per source image of the class. The budget
+        is ``--max-attempts`` split the same way, or 5 × the target.
+        """
+        out: dict[tuple[str, str], tuple[int, int]] = {}
+        for cls in self.classes:
+            targets = self.mode_targets(self.per_class) if self.per_class is not None else {}
+            budgets = self.mode_targets(self.max_attempts) if self.max_attempts is not None else {}
+            for mode in self.modes:
+                target = targets.get(mode, 0)
+                if self.per_source is not None and mode in IMAGE_MODES and self.per_class is None:
+                    target = self.per_source * sources_per_class.get(cls, 0)
+                if target:
+                    out[(cls, mode)] = (target, max(budgets.get(mode, 5 * target), target))
+        return out
 
     def content_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
@@ -141,8 +173,8 @@ def parse_modes(value: Any) -> dict[str, float]:
     shares: dict[str, float] = {}
     for name, share in items:
         name = name.strip().lower()
-        if name not in TEXT_MODES:
-            raise ValueError(f"unknown mode {name!r}; choose from {', '.join(TEXT_MODES)}")
+        if name not in MODES:
+            raise ValueError(f"unknown mode {name!r}; choose from {', '.join(MODES)}")
         try:
             weight = 1.0 if share is None else float(share)
         except (TypeError, ValueError):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalle_data import __version__
-from dalle_data.config import RunSpec, dump_spec
+from dalle_data.config import TEXT_MODES, RunSpec, dump_spec
 from dalle_data.errors import SpecError
 from dalle_data.naming import class_dirs as make_class_dirs
 from dalle_data.planning import Slot, build_slots
@@ -29,6 +29,7 @@ from dalle_data.prompts import PromptItem, expand_prompts, load_pack, read_promp
 from dalle_data.rundir import RunDir
 from dalle_data.runner import Interrupted
 from dalle_data.scoring.vocabulary import negatives_for
+from dalle_data.sources import Source, discover_sources, sources_digest
 
 if TYPE_CHECKING:
     from dalle_data.generators.base import Generator
@@ -47,13 +48,14 @@ class Plan:
     class_dirs: dict[str, str]
     prompts: list[PromptItem]
     inputs: dict[str, str]  # digests of input files, part of the spec hash
+    sources: tuple[Source, ...] = ()
 
     @property
     def spec_hash(self) -> str:
         return self.spec.spec_hash(self.inputs)
 
     def slots(self) -> list[Slot]:
-        return build_slots(self.spec, self.prompts, self.labels, self.class_dirs)
+        return build_slots(self.spec, self.prompts, self.labels, self.class_dirs, self.sources)
 
     def zero_shot_labels(self) -> list[str]:
         """The run's classes, plus the negative vocabulary when one class alone
@@ -68,28 +70,43 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def plan(spec: RunSpec) -> Plan:
-    """Expand prompts and name folders; raises ``SpecError`` on bad input."""
-    modes = list(spec.modes)
+def _text_prompts(spec: RunSpec, text_modes: list[str], counts: dict[str, int]) -> tuple[list[PromptItem], dict[str, str]]:
+    """Prompts for the text modes, and for inpainting (the vanilla scenes: "A cat on a beach")."""
+    wanted = text_modes + (["vanilla"] if "inpaint" in spec.modes and "vanilla" not in text_modes else [])
     if spec.prompts:
         path = Path(spec.prompts)
         items = read_prompts_jsonl(path)
-        wanted = set(spec.classes)
-        unknown = sorted({i.cls for i in items} - wanted)
+        unknown = sorted({i.cls for i in items} - set(spec.classes))
         if unknown:
             raise SpecError(f"prompts file {path} has class {unknown[0]!r}, which is not in --classes")
-        items = [i for i in items if i.mode in spec.modes]
-        inputs = {"prompts": _file_digest(path)}
-    else:
-        pack = load_pack(spec.templates)
-        budget = spec.mode_targets(spec.attempt_budget)
-        n = max(budget.values())
-        items = expand_prompts(pack, list(spec.classes), modes, n, spec.seed)
-        inputs = {"templates": pack.digest}
+        return [i for i in items if i.mode in wanted], {"prompts": _file_digest(path)}
+    if not wanted:
+        return [], {}
+    pack = load_pack(spec.templates)
+    n = max(budget for _, budget in spec.slot_targets(counts).values())
+    return expand_prompts(pack, list(spec.classes), wanted, n, spec.seed), {"templates": pack.digest}
+
+
+def plan(spec: RunSpec) -> Plan:
+    """Expand prompts, list sources, name folders; raises ``SpecError`` on bad input."""
+    sources = discover_sources(spec.from_dir, list(spec.classes)) if spec.from_dir else []
+    counts: dict[str, int] = {}
+    for source in sources:
+        counts[source.label] = counts.get(source.label, 0) + 1
+    text_modes = [m for m in spec.modes if m in TEXT_MODES]
+    items, inputs = _text_prompts(spec, text_modes, counts)
+    if "inpaint" in spec.modes:
+        items += [PromptItem(i.cls, "inpaint", i.prompt, i.source) for i in items if i.mode == "vanilla"]
+    if sources:
+        inputs["sources"] = sources_digest(sources)
+        for cls in spec.classes:
+            for mode in ("variation", "fuse"):
+                if mode in spec.modes:
+                    items.append(PromptItem(cls, mode, f"a photo of a {cls}", "class-prompt"))
     labels = tuple(spec.classes) + ((spec.negative_label,) if "adversarial" in spec.modes else ())
     dirs = make_class_dirs(list(labels))
-    result = Plan(spec=spec, labels=labels, class_dirs=dirs, prompts=items, inputs=inputs)
-    result.slots()  # fails early when a class × mode has no prompts
+    result = Plan(spec=spec, labels=labels, class_dirs=dirs, prompts=items, inputs=inputs, sources=tuple(sources))
+    result.slots()  # fails early when a class × mode has no prompts or sources
     return result
 
 
@@ -203,6 +220,9 @@ def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, sco
             from dalle_data.scoring import load_scorer
 
             scorer = load_scorer(scorer_name, device=device)
+    for mode, method in (("variation", "variation"), ("fuse", "variation"), ("inpaint", "inpaint")):
+        if mode in spec.modes and not hasattr(generator, method):
+            raise SpecError(f"the {generator.backend} backend cannot do {mode}; choose another --model or mode")
     scorer.set_labels(the_plan.zero_shot_labels())
     return generator, scorer
 
@@ -212,6 +232,7 @@ def _run(
     progress: Progress, stop: threading.Event,
 ) -> dict[str, Any]:
     from dalle_data.generators.registry import resolve_settings
+    from dalle_data.image_modes import ImageOptions
     from dalle_data.runner import Runner, summarize
     from dalle_data.scoring.filters import ClipFilter
     from dalle_data.shards import ShardStore
@@ -230,6 +251,11 @@ def _run(
         filter=ClipFilter(min_clip=spec.min_clip, zero_shot=spec.filter == "zero-shot"),
         writers=writers, batch_size=spec.batch_size, shard_size=spec.shard_size,
         store=ShardStore(spec.out), progress=progress, stop=stop,
+        image_options=ImageOptions(
+            prompt_weight=spec.prompt_weight, fuse_weight=spec.fuse_weight, mask=spec.mask,
+            mask_dir=Path(spec.mask_dir).expanduser() if spec.mask_dir else None,
+            source_root=Path(spec.from_dir).expanduser() if spec.from_dir else None,
+        ),
     )
     stats = runner.run()
     outputs = {fmt: str(Path(spec.out) / fmt / spec.split) for fmt in spec.formats}

@@ -32,7 +32,9 @@ class Record:
 
     ``label`` is the class the image is filed under (a class name, or the
     run's hard-negative label for adversarial images); ``imitates`` is the
-    class a hard negative imitates. ``image`` holds the encoded PNG bytes, or
+    class a hard negative imitates. Image modes record their lineage:
+    ``source_id`` / ``source_path`` (and ``source2_*``, the second image of a
+    fusion) and ``mask`` (how the inpainting mask was made). ``image`` holds the encoded PNG bytes, or
     ``None`` for images that failed or were refused.
     """
 
@@ -59,6 +61,8 @@ class Record:
     error: str | None
     source_id: str | None
     source_path: str | None
+    source2_id: str | None
+    source2_path: str | None
     mask: str | None
     shard: str
     created_at: str

@@ -23,7 +23,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,11 +31,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dalle_data import faults
 from dalle_data.errors import DalleDataError
 from dalle_data.generators.base import Defect
+from dalle_data.image_modes import IMAGE_MODES, ImageOptions, Prepared, id_parts, prepare
 from dalle_data.planning import Slot, WorkUnit
 from dalle_data.progress import NullProgress, Progress
 from dalle_data.quality import image_defect
 from dalle_data.records import Record, record_id
 from dalle_data.scoring.filters import ClipFilter
+from dalle_data.sources import SourceError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -113,6 +115,7 @@ class Runner:
         store: ShardStore | None = None,
         progress: Progress | None = None,
         stop: threading.Event | None = None,
+        image_options: ImageOptions | None = None,
     ) -> None:
         self.slots = slots
         self.generator = generator
@@ -125,6 +128,7 @@ class Runner:
         self.store = store
         self.progress = progress or NullProgress()
         self.stop = stop or threading.Event()
+        self.image_options = image_options or ImageOptions()
         self.stats = RunStats(slots=slots, batch_size=batch_size)
         self._by_key = {(s.cls, s.mode): s for s in slots}
 
@@ -157,7 +161,7 @@ class Runner:
         s = self.settings
         return record_id(self.generator.model, unit.slot.mode, unit.slot.label, unit.prompt.prompt, unit.seed,
                          s.width, s.height, s.num_inference_steps, s.prior_num_inference_steps,
-                         s.guidance_scale, s.prior_guidance_scale)
+                         s.guidance_scale, s.prior_guidance_scale, *id_parts(unit, self.image_options))
 
     def _shard(self, shard: str, units: Sequence[WorkUnit]) -> None:
         self.stats.shards += 1
@@ -191,30 +195,59 @@ class Runner:
             same = [s for s in self.slots if s.cls == cls]
             self.progress.update(cls, sum(s.generated for s in same), sum(s.kept for s in same))
 
-    def _generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Image | Defect]:
-        """Generate, halving the batch on out-of-memory instead of dying."""
+    def _halving(self, call: Callable[[list[Any]], list[Image | Defect]], items: list[Any]) -> list[Image | Defect]:
+        """Run ``call`` on ``items``, halving the batch on out-of-memory instead of dying."""
         faults.point("generate")
         try:
-            return self.generator(prompts, seeds, self.settings)
+            return call(items)
         except Exception as err:  # noqa: BLE001 - only OOM is handled here
             if not is_out_of_memory(err):
                 raise
-            if len(prompts) == 1:
+            if len(items) == 1:
                 raise DalleDataError(
                     "out of GPU memory at batch size 1; use a smaller --size, fewer --steps or a smaller model"
                 ) from None
-            half = len(prompts) // 2
-            log.warning("out of memory at batch size %d; retrying as batches of %d", len(prompts), half)
+            half = len(items) // 2
+            log.warning("out of memory at batch size %d; retrying as batches of %d", len(items), half)
             _free_accelerator_memory()
             self.batch_size = min(self.batch_size, half)
-            return self._generate(prompts[:half], seeds[:half]) + self._generate(prompts[half:], seeds[half:])
+            return self._halving(call, items[:half]) + self._halving(call, items[half:])
+
+    def _outputs(self, batch: Sequence[WorkUnit]) -> tuple[list[Any], dict[int, Prepared]]:
+        """One image, ``Defect`` or error string per unit; text and image modes go to their own calls."""
+        g, s = self.generator, self.settings
+        outputs: list[Any] = [None] * len(batch)
+        prepared: dict[int, Prepared] = {}
+        for i, unit in enumerate(batch):
+            if unit.slot.mode in IMAGE_MODES:
+                try:
+                    prepared[i] = prepare(unit, self.image_options, (s.width, s.height))
+                except SourceError as err:
+                    outputs[i] = str(err)
+        groups: dict[str, list[int]] = {"text": [], "variation": [], "inpaint": []}
+        for i, unit in enumerate(batch):
+            if outputs[i] is None:
+                mode = unit.slot.mode
+                groups["text" if mode not in IMAGE_MODES else "inpaint" if mode == "inpaint" else "variation"].append(i)
+        calls = {
+            "text": lambda ix: g([batch[i].prompt.prompt for i in ix], [batch[i].seed for i in ix], s),
+            "variation": lambda ix: g.variation([prepared[i].conditions for i in ix], [prepared[i].weights for i in ix],
+                                                [batch[i].seed for i in ix], s),
+            "inpaint": lambda ix: g.inpaint([prepared[i].image for i in ix], [prepared[i].mask for i in ix],
+                                            [batch[i].prompt.prompt for i in ix], [batch[i].seed for i in ix], s),
+        }
+        for kind, indices in groups.items():
+            if indices:
+                for i, out in zip(indices, self._halving(calls[kind], indices)):
+                    outputs[i] = out
+        return outputs, prepared
 
     def _batch(self, shard: str, batch: Sequence[WorkUnit]) -> list[Record]:
         times = self.stats.times
         t = time.perf_counter()
-        outputs = self._generate([u.prompt.prompt for u in batch], [u.seed for u in batch])
+        outputs, prepared = self._outputs(batch)
         times.generate += time.perf_counter() - t
-        defects = [o.reason if isinstance(o, Defect) else image_defect(o) for o in outputs]
+        defects = [o if isinstance(o, str) else o.reason if isinstance(o, Defect) else image_defect(o) for o in outputs]
         good = [i for i, d in enumerate(defects) if d is None]
         t = time.perf_counter()
         scores = self.scorer.score([outputs[i] for i in good], [batch[i].prompt.prompt for i in good]) if good else None
@@ -222,11 +255,12 @@ class Runner:
         row_of = {i: row for row, i in enumerate(good)}
         records = []
         for i, unit in enumerate(batch):
+            mask = prepared[i].mask_desc if i in prepared else None
             if defects[i] is not None:
-                record = self._failed(shard, unit, defects[i])
+                record = self._failed(shard, unit, defects[i], mask)
             else:
                 assert scores is not None
-                record = self._scored(shard, unit, outputs[i], scores, row_of[i])  # type: ignore[arg-type]
+                record = self._scored(shard, unit, outputs[i], scores, row_of[i], mask)
             self._count(unit.slot, record)
             records.append(record)
         return records
@@ -241,8 +275,10 @@ class Runner:
         key = (record.reject_reason or record.error or record.status).split(":")[0]
         slot.reasons[key] = slot.reasons.get(key, 0) + 1
 
-    def _base(self, shard: str, unit: WorkUnit) -> dict[str, Any]:
+    def _base(self, shard: str, unit: WorkUnit, mask: str | None) -> dict[str, Any]:
         slot = unit.slot
+        first = unit.sources[0] if unit.sources else None
+        second = unit.sources[1] if len(unit.sources) > 1 else None
         return dict(
             id=self.unit_id(unit), label=slot.label, label_id=slot.label_id, class_dir=slot.class_dir,
             role="hard_negative" if slot.hard_negative else "positive",
@@ -250,15 +286,19 @@ class Runner:
             prompt=unit.prompt.prompt, prompt_source=unit.prompt.source, mode=slot.mode,
             backend=self.generator.backend, model=self.generator.model, seed=unit.seed,
             width=self.settings.width, height=self.settings.height,
-            source_id=None, source_path=None, mask=None, shard=shard,
+            source_id=first.id if first else None, source_path=first.path if first else None,
+            source2_id=second.id if second else None, source2_path=second.path if second else None,
+            mask=mask, shard=shard,
             created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         )
 
-    def _failed(self, shard: str, unit: WorkUnit, reason: str) -> Record:
-        return Record(**self._base(shard, unit), clip_score=None, class_prob=None, top_class=None, kept=False,
+    def _failed(self, shard: str, unit: WorkUnit, reason: str, mask: str | None) -> Record:
+        return Record(**self._base(shard, unit, mask), clip_score=None, class_prob=None, top_class=None, kept=False,
                       status="failed", reject_reason=None, error=reason, image=None)
 
-    def _scored(self, shard: str, unit: WorkUnit, image: Image, scores: ScoreBatch, row: int) -> Record:
+    def _scored(
+        self, shard: str, unit: WorkUnit, image: Image, scores: ScoreBatch, row: int, mask: str | None
+    ) -> Record:
         slot = unit.slot
         verdict = self.filter(
             clip_score=scores.clip_score[row], probs=scores.probs[row], labels=scores.labels,
@@ -270,7 +310,7 @@ class Runner:
         t = time.perf_counter()
         png = encode_png(image)
         self.stats.times.encode += time.perf_counter() - t
-        base = self._base(shard, unit)
+        base = self._base(shard, unit, mask)
         base.update(width=image.width, height=image.height)
         return Record(
             **base, clip_score=round(scores.clip_score[row], 6), class_prob=round(verdict.class_prob, 6),

@@ -24,6 +24,12 @@ Examples:
 
   dalle-data generate --resume out                       # continue an interrupted run
 
+  dalle-data generate --mode variation --from my_photos/ --per-source 10   # my_photos/<class>/<image>
+
+  dalle-data generate --mode inpaint --from my_photos/ --mask border --per-class 100
+
+  dalle-data generate --mode vanilla=0.6,variation=0.2,inpaint=0.2 --from my_photos/ --per-class 500
+
   dalle-data prompts --classes dalmatian -n 50 > p.jsonl  # edit, then:
   dalle-data generate --prompts p.jsonl --per-class 50
 """
@@ -58,6 +64,13 @@ def classes_from_prompts(values: dict[str, Any]) -> None:
     values.setdefault("modes", list(dict.fromkeys(i.mode for i in items)))
 
 
+def classes_from_sources(values: dict[str, Any]) -> None:
+    """With --from and no classes given, the classes are the source folders'."""
+    from dalle_data.sources import discover_sources
+
+    values["classes"] = sorted({s.label for s in discover_sources(values["from_dir"])})
+
+
 @cli_errors
 def generate(
     classes: Optional[list[str]] = typer.Option(None, "--classes", "-c", metavar="NAME", help="Class name; repeat or comma-separate (a,b,c)."),
@@ -77,6 +90,12 @@ def generate(
     templates: Optional[str] = typer.Option(None, "--templates", metavar="PACK.yaml", help="YAML template pack to use instead of the built-in one."),
     prompts: Optional[str] = typer.Option(None, "--prompts", metavar="FILE.jsonl", help="JSONL prompt list (from `dalle-data prompts`, edited) used as is."),
     config: Optional[Path] = typer.Option(None, "--config", metavar="SPEC.yaml", help="YAML run spec (e.g. a saved OUT/spec.yaml); flags override it."),
+    from_dir: Optional[str] = typer.Option(None, "--from", metavar="DIR", help="Source images for variation/fuse/inpaint: an ImageFolder tree (<class>/<image>), a dalle-data output, or a flat folder with --classes NAME."),
+    per_source: Optional[int] = typer.Option(None, "--per-source", metavar="K", help="Image modes: K kept images per source image (instead of --per-class)."),
+    prompt_weight: Optional[float] = typer.Option(None, "--prompt-weight", metavar="W", help="Variation/fuse: mix the class prompt into the CLIP embedding with this weight (0..1). [default: 0]"),
+    fuse_weight: Optional[float] = typer.Option(None, "--fuse-weight", metavar="W", help="Fuse: weight of the first image of each pair; the second gets 1-W. [default: 0.5]"),
+    mask: Optional[str] = typer.Option(None, "--mask", metavar="KIND", help="Inpaint: border (new background, 64%% repainted), center (25%%) or random-box. [default: border]"),
+    mask_dir: Optional[str] = typer.Option(None, "--mask-dir", metavar="DIR", help="Inpaint: masks with the same relative path and stem as each source (white = repaint)."),
     resume: Optional[Path] = typer.Option(None, "--resume", metavar="OUT", help="Continue the run in OUT with its saved spec (same as rerunning its command)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run already in --out and start over."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", metavar="N", help="Images per generator call. [default: 8]"),
@@ -98,7 +117,8 @@ def generate(
         "seed": seed, "min_clip": min_clip, "filter": filter_, "max_attempts": max_attempts,
         "keep_rejected": keep_rejected, "templates": templates, "prompts": prompts,
         "batch_size": batch_size, "device": device, "steps": steps, "prior_steps": prior_steps,
-        "width": size, "height": size, "shard_size": shard_size,
+        "width": size, "height": size, "shard_size": shard_size, "from_dir": from_dir, "per_source": per_source,
+        "prompt_weight": prompt_weight, "fuse_weight": fuse_weight, "mask": mask, "mask_dir": mask_dir,
     }
     if resume is not None:
         if config is not None:
@@ -109,10 +129,10 @@ def generate(
     values = collect_values(config, flags)
     if values.get("prompts"):
         classes_from_prompts(values)
+    if values.get("from_dir") and "classes" not in values:
+        classes_from_sources(values)
     if classes is None and classes_file is None and "classes" not in values:
         raise SpecError("no classes given; pass --classes NAME (repeatable or comma-separated) or --classes-file FILE")
-    if "per_class" not in values:
-        raise SpecError("--per-class N is required (kept images wanted per class)")
 
     from dalle_data.config import build_spec
     from dalle_data.job import run_generate

@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dalle_data.errors import ModelLoadError
@@ -58,16 +59,26 @@ class KandinskyGenerator:
         defaults: GenerationSettings = KANDINSKY_DEFAULTS,
         device: str = "cpu",
     ) -> None:
-        self.prior = prior.to(device)
-        self.decoder = decoder.to(device)
+        self.prior = _ready(prior, device)
+        self.decoder = _ready(decoder, device)
         self.model = model
         self.defaults = defaults
         self.device = device
-        for pipe in (self.prior, self.decoder):
-            pipe.set_progress_bar_config(disable=True)
-            for component in pipe.components.values():
-                if hasattr(component, "eval") and hasattr(component, "parameters"):
-                    component.eval()  # freshly built modules start in training mode
+        self._inpaint: Any = None
+        self._inpaint_loader: Callable[[], Any] | None = None
+
+    def set_inpaint(self, pipeline: Any = None, loader: Callable[[], Any] | None = None) -> None:
+        """The inpainting decoder, or a loader called on first use (it is large)."""
+        self._inpaint = _ready(pipeline, self.device) if pipeline is not None else None
+        self._inpaint_loader = loader
+
+    @property
+    def inpaint_decoder(self) -> Any:
+        if self._inpaint is None:
+            if self._inpaint_loader is None:
+                raise ModelLoadError(f"model {self.model!r} has no inpainting decoder (a saved model needs inpaint/)")
+            self._inpaint = _ready(self._inpaint_loader(), self.device)
+        return self._inpaint
 
     # -- loading and saving -------------------------------------------------
     @classmethod
@@ -80,8 +91,10 @@ class KandinskyGenerator:
         device: str = "cpu",
         dtype: torch.dtype | None = None,
         defaults: GenerationSettings = KANDINSKY_DEFAULTS,
+        inpaint: str | Path | None = None,
     ) -> KandinskyGenerator:
-        """Load both pipelines from hub ids or local ``save_pretrained`` folders."""
+        """Load prior and decoder from hub ids or local ``save_pretrained`` folders
+        (the inpainting decoder, if named, is loaded on first use)."""
         from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
 
         quiet_libraries()
@@ -100,7 +113,12 @@ class KandinskyGenerator:
 
         prior_pipe = loader(KandinskyV22PriorPipeline, prior)
         decoder_pipe = loader(KandinskyV22Pipeline, decoder)
-        return cls(prior_pipe, decoder_pipe, model=model, defaults=defaults, device=device)
+        generator = cls(prior_pipe, decoder_pipe, model=model, defaults=defaults, device=device)
+        if inpaint is not None:
+            from diffusers import KandinskyV22InpaintPipeline
+
+            generator.set_inpaint(loader=lambda: loader(KandinskyV22InpaintPipeline, inpaint))
+        return generator
 
     @classmethod
     def from_directory(cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None) -> KandinskyGenerator:
@@ -118,14 +136,18 @@ class KandinskyGenerator:
                 defaults = GenerationSettings(**json.loads(card.read_text())["defaults"])
             except (ValueError, KeyError, TypeError) as err:
                 raise ModelLoadError(f"{card} is not valid: {err}") from None
+        inpaint = path / "inpaint" if (path / "inpaint").is_dir() else None
         return cls.from_pretrained(
-            path / "prior", path / "decoder", model=str(path), device=device, dtype=dtype, defaults=defaults
+            path / "prior", path / "decoder", model=str(path), device=device, dtype=dtype, defaults=defaults,
+            inpaint=inpaint,
         )
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         self.prior.save_pretrained(str(path / "prior"))
         self.decoder.save_pretrained(str(path / "decoder"))
+        if self._inpaint is not None or self._inpaint_loader is not None:
+            self.inpaint_decoder.save_pretrained(str(path / "inpaint"))
         card = {"backend": self.backend, "defaults": dataclasses.asdict(self.defaults)}
         (path / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
 
@@ -133,9 +155,7 @@ class KandinskyGenerator:
     def __call__(
         self, prompt: Sequence[str], seeds: Sequence[int], settings: GenerationSettings
     ) -> list[Image | Defect]:
-        import numpy as np
         import torch
-        from PIL import Image as PILImage
 
         if len(prompt) != len(seeds):
             raise ValueError("one seed per prompt is needed")
@@ -160,10 +180,92 @@ class KandinskyGenerator:
                 generator=generators,
                 output_type="np",
             ).images
+        return [_to_image(array) for array in images]
+
+    def variation(
+        self, conditions: Sequence[Sequence[Image | str]], weights: Sequence[Sequence[float]],
+        seeds: Sequence[int], settings: GenerationSettings,
+    ) -> list[Image | Defect]:
+        """Images from weighted mixes of CLIP image embeddings (and text), via ``prior.interpolate``.
+
+        ``conditions[i]`` is one image (a variation), two images (a fusion), plus
+        optionally the class prompt (a text nudge), with ``weights[i]`` to match.
+        """
+        import torch
+
+        embeds, negatives = [], []
+        with torch.inference_mode():
+            for conds, ws, seed in zip(conditions, weights, seeds):
+                out = self.prior.interpolate(
+                    list(conds), list(ws), num_inference_steps=settings.prior_num_inference_steps,
+                    generator=torch.Generator(device="cpu").manual_seed(int(seed)),
+                    guidance_scale=settings.prior_guidance_scale, device=self.device,
+                )
+                embeds.append(out.image_embeds)
+                negatives.append(out.negative_image_embeds)
+            images = self.decoder(
+                image_embeds=torch.cat(embeds), negative_image_embeds=torch.cat(negatives),
+                width=settings.width, height=settings.height, num_inference_steps=settings.num_inference_steps,
+                guidance_scale=settings.guidance_scale, output_type="np",
+                generator=[torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds],
+            ).images
+        return [_to_image(array) for array in images]
+
+    def inpaint(
+        self, images: Sequence[Image], masks: Sequence[Image], prompt: Sequence[str],
+        seeds: Sequence[int], settings: GenerationSettings,
+    ) -> list[Image | Defect]:
+        """Repaint the white part of each mask, guided by the prompt; the black part is kept.
+
+        The decoder's output is composited over the source outside the mask, so
+        kept pixels are the source's own (the MoVQ round trip would blur them).
+        One decoder call per image: diffusers' Kandinsky inpainting blends the
+        latents of the first image of a batch only.
+        """
+        import numpy as np
+        import torch
+        from PIL import Image as PILImage
+
+        generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         out: list[Image | Defect] = []
-        for array in images:
-            if not np.isfinite(array).all():
-                out.append(Defect("non-finite values in the decoder output (fp16 overflow?)"))
-            else:  # exactly what diffusers' numpy_to_pil does
-                out.append(PILImage.fromarray((array * 255).round().astype("uint8")))
+        with torch.inference_mode():
+            prior_out = self.prior(
+                prompt=list(prompt), generator=generators, num_inference_steps=settings.prior_num_inference_steps,
+                guidance_scale=settings.prior_guidance_scale,
+            )
+            for i, (image, mask) in enumerate(zip(images, masks)):
+                array = self.inpaint_decoder(
+                    image_embeds=prior_out.image_embeds[i : i + 1],
+                    negative_image_embeds=prior_out.negative_image_embeds[i : i + 1],
+                    image=image, mask_image=mask, width=settings.width, height=settings.height,
+                    num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
+                    generator=generators[i], output_type="np",
+                ).images[0]
+                result = _to_image(array)
+                if not isinstance(result, Defect):
+                    keep = np.asarray(mask.convert("L").resize(result.size)) < 128
+                    pixels = np.asarray(result).copy()
+                    pixels[keep] = np.asarray(image.convert("RGB").resize(result.size))[keep]
+                    result = PILImage.fromarray(pixels)
+                out.append(result)
         return out
+
+
+def _to_image(array: Any) -> Image | Defect:
+    import numpy as np
+    from PIL import Image as PILImage
+
+    if not np.isfinite(array).all():
+        return Defect("non-finite values in the decoder output (fp16 overflow?)")
+    return PILImage.fromarray((array * 255).round().astype("uint8"))  # exactly diffusers' numpy_to_pil
+
+
+def _ready(pipe: Any, device: str) -> Any:
+    if pipe is None:
+        return None
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    for component in pipe.components.values():
+        if hasattr(component, "eval") and hasattr(component, "parameters"):
+            component.eval()  # freshly built modules start in training mode
+    return pipe

@@ -42,7 +42,7 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
     """Load the generator named by ``model`` onto ``device`` (half precision on CUDA)."""
     check_model_name(model)
     from dalle_data.device import default_dtype
-    from dalle_data.generators.kandinsky import DECODER_ID, PRIOR_ID, KandinskyGenerator
+    from dalle_data.generators.kandinsky import DECODER_ID, INPAINT_ID, PRIOR_ID, KandinskyGenerator
 
     if model == "tiny":
         from dalle_data.generators.tiny import build_tiny_generator
@@ -51,7 +51,7 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
     dtype = default_dtype(device)
     if model == "kandinsky-2-2":
         return KandinskyGenerator.from_pretrained(
-            prior or PRIOR_ID, DECODER_ID, model=DECODER_ID, device=device, dtype=dtype
+            prior or PRIOR_ID, DECODER_ID, model=DECODER_ID, device=device, dtype=dtype, inpaint=INPAINT_ID
         )
     path = Path(model).expanduser()
     if path.is_dir():
@@ -59,7 +59,9 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
             raise ModelLoadError("--prior is only for hub decoders; a model directory carries its own prior/")
         return KandinskyGenerator.from_directory(path, device=device, dtype=dtype)
     # A hub id: taken as a Kandinsky 2.2 decoder, paired with the 2.2 prior unless --prior says otherwise.
-    return KandinskyGenerator.from_pretrained(prior or PRIOR_ID, model, model=model, device=device, dtype=dtype)
+    return KandinskyGenerator.from_pretrained(
+        prior or PRIOR_ID, model, model=model, device=device, dtype=dtype, inpaint=INPAINT_ID
+    )
 
 
 def resolve_settings(spec: RunSpec, defaults: GenerationSettings) -> GenerationSettings:

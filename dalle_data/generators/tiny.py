@@ -144,4 +144,15 @@ def build_tiny_generator(seed: int = 0, device: str = "cpu") -> KandinskyGenerat
     decoder = KandinskyV22Pipeline(
         unet=tiny_unet(seed + 1), scheduler=tiny_decoder_scheduler(), movq=tiny_movq(seed + 2)
     )
-    return KandinskyGenerator(_tiny_prior(seed), decoder, model="tiny", defaults=TINY_DEFAULTS, device=device)
+    generator = KandinskyGenerator(_tiny_prior(seed), decoder, model="tiny", defaults=TINY_DEFAULTS, device=device)
+    generator.set_inpaint(tiny_inpaint_decoder(seed))
+    return generator
+
+
+def tiny_inpaint_decoder(seed: int = 0):  # noqa: ANN201 - diffusers pipeline
+    """The inpainting decoder: a UNet that also sees the masked image and the mask (4 + 4 + 1 channels)."""
+    from diffusers import KandinskyV22InpaintPipeline
+
+    return KandinskyV22InpaintPipeline(
+        unet=tiny_unet(seed + 3, in_channels=9), scheduler=tiny_decoder_scheduler(), movq=tiny_movq(seed + 2)
+    )

@@ -44,5 +44,22 @@ def test_hard_negative_label_may_not_collide_with_a_class() -> None:
 
 
 def test_attempt_budget_defaults_to_five_times_the_quota() -> None:
-    assert spec().attempt_budget == 50
-    assert spec(max_attempts=12).attempt_budget == 12
+    assert spec().slot_targets({})[("cat", "vanilla")] == (10, 50)
+    assert spec(max_attempts=12).slot_targets({})[("cat", "vanilla")] == (10, 12)
+    shared = spec(modes="vanilla=3,style=1", max_attempts=20).slot_targets({})
+    assert shared[("dog", "vanilla")] == (8, 15) and shared[("dog", "style")] == (2, 5)
+
+
+def test_per_source_targets_scale_with_each_class_sources() -> None:
+    s = build_spec({"classes": ["cat", "dog"], "per_source": 3, "modes": "variation", "from_dir": "x"})
+    assert s.slot_targets({"cat": 2, "dog": 5}) == {("cat", "variation"): (6, 30), ("dog", "variation"): (15, 75)}
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [({"modes": "variation"}, "--from"), ({"per_class": None, "per_source": 2}, "--per-source applies"),
+     ({"per_class": None, "per_source": 2, "modes": "vanilla,variation", "from_dir": "x"}, "text modes need")],
+)
+def test_image_mode_options_are_checked(values: dict, needle: str) -> None:
+    with pytest.raises(SpecError, match=needle):
+        spec(**values)

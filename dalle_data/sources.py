@@ -1,0 +1,159 @@
+"""Source images for the image-driven modes (variation, fuse, inpaint).
+
+``--from DIR`` may be:
+
+* an ImageFolder tree, ``DIR/<class>/<image>``: the folder name is the class;
+* a dalle-data output (``DIR/spec.yaml``): its kept images, with their labels
+  and ids (read from ``imagefolder/<split>/`` or ``parquet/<split>/``);
+* a flat folder of images plus ``--classes NAME`` (exactly one class).
+
+Discovery only lists files (cheap, done while planning); images are opened
+when a unit needs them, one at a time, so memory stays bounded. A file that
+cannot be used (not an image, empty, truncated) becomes a ``failed`` record
+with the reason, never a crash. Grayscale, palette, RGBA (composited on
+white) and 16-bit images are converted to 8-bit RGB; images larger than
+``MAX_SIDE`` are reduced on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dalle_data.errors import SpecError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+MAX_SIDE = 2048  # larger sources are reduced on load: decoding stays memory-bounded
+MAX_PIXELS = 16_384 * 16_384  # refuse anything bigger outright (a decompression bomb)
+
+
+class SourceError(Exception):
+    """A source image cannot be used; the message is the record's ``error``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One source image: where it is, its class, and a stable id."""
+
+    id: str
+    label: str
+    path: str  # file path, or "<parquet file>#<row id>" for a dalle-data Parquet output
+    data: bytes | None = None  # image bytes when they come from Parquet
+
+    def open(self, size: tuple[int, int] | None = None) -> Image:
+        """The image as 8-bit RGB (resized to ``size`` if given); raises ``SourceError``."""
+        return load_rgb(self.data if self.data is not None else Path(self.path), size, self.path)
+
+
+def load_rgb(src: Path | bytes, size: tuple[int, int] | None, name: str) -> Image:
+    from PIL import Image as PILImage
+    from PIL import ImageOps, UnidentifiedImageError
+
+    try:
+        if isinstance(src, Path) and src.stat().st_size == 0:
+            raise SourceError(f"{name}: empty file (0 bytes)")
+        with PILImage.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise SourceError(f"{name}: {im.width}x{im.height} is too large to be an image source")
+            if max(im.size) > MAX_SIDE:
+                im.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at reduced size
+            im.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(im))
+    except SourceError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        reason = "not an image PIL can read" if isinstance(err, UnidentifiedImageError) else str(err).split("\n")[0]
+        raise SourceError(f"{name}: {reason}") from None
+    if max(rgb.size) > MAX_SIDE:
+        rgb.thumbnail((MAX_SIDE, MAX_SIDE))
+    if size is not None and rgb.size != size:
+        rgb = ImageOps.fit(rgb, size, method=PILImage.Resampling.BICUBIC)
+    return rgb
+
+
+def _to_rgb(im: Image) -> Image:
+    from PIL import Image as PILImage
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 8 bits
+        import numpy as np
+
+        array = np.asarray(im, dtype=np.float64)
+        scale = 255.0 / 65535.0 if array.max() > 255 else 1.0  # 16-bit range down to 8 bits
+        im = PILImage.fromarray(np.clip(array * scale, 0, 255).round().astype("uint8"))
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA"):
+        background = PILImage.new("RGB", im.size, (255, 255, 255))
+        background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def _file_id(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).as_posix()
+    stat = path.stat()
+    return hashlib.sha256(f"{rel}\x1f{stat.st_size}".encode()).hexdigest()[:16]
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def discover_sources(root: str | Path, classes: list[str] | None = None) -> list[Source]:
+    """List the sources under ``root`` (see module docstring); raises ``SpecError``."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise SpecError(f"--from {root}: no such directory")
+    if (root / "spec.yaml").is_file():
+        sources = _from_run(root)
+    else:
+        subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if subdirs:
+            sources = [Source(_file_id(f, root), d.name, str(f)) for d in subdirs for f in _images_in(d)]
+        else:
+            if not classes or len(classes) != 1:
+                raise SpecError(
+                    f"--from {root} is a flat folder: name its one class with --classes NAME "
+                    "(or arrange the images as <class>/<image>)"
+                )
+            sources = [Source(_file_id(f, root), classes[0], str(f)) for f in _images_in(root)]
+    if classes is not None:
+        sources = [s for s in sources if s.label in classes]
+    if not sources:
+        raise SpecError(f"--from {root}: no source images found" + (f" for {', '.join(classes)}" if classes else ""))
+    return sources
+
+
+def _from_run(root: Path) -> list[Source]:
+    """The kept images of a dalle-data output, labels and ids from its records."""
+    folders = sorted(root.glob("imagefolder/*/metadata.jsonl"))
+    if folders:
+        sources = []
+        for meta in folders:
+            for line in meta.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    sources.append(Source(row["id"], row["label_name"], str(meta.parent / row["file_name"])))
+        return sources
+    import pyarrow.parquet as pq
+
+    sources = []
+    for part in sorted(root.glob("parquet/*/*.parquet")):
+        for row in pq.read_table(part, columns=["id", "label_name", "image"]).to_pylist():
+            sources.append(Source(row["id"], row["label_name"], f"{part}#{row['id']}", row["image"]["bytes"]))
+    return sources
+
+
+def sources_digest(sources: list[Source]) -> str:
+    blob = "\n".join(f"{s.id}\x1f{s.label}\x1f{s.path}" for s in sources)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]

@@ -51,6 +51,8 @@ def make_record(n: int = 0, label_id: int = 0, status: str = "kept", shard: str 
         "error": "backend refused the prompt" if failed else None,
         "source_id": None,
         "source_path": None,
+        "source2_id": None,
+        "source2_path": None,
         "mask": None,
         "shard": shard,
         "created_at": "2024-05-01T12:00:00.000001+00:00",

@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test install bench clean help
+.PHONY: demo demo-model test install bench clean help
 
 help:
 	@echo "make demo   - install if needed, then generate a small dataset offline (tiny model)"
 	@echo "make test   - install if needed, then run the test suite"
 	@echo "make bench  - run the benchmarks in benchmarks/"
+	@echo "make demo-model - retrain the shapes-demo model from scratch (about an hour on two CPU cores)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +34,21 @@ demo: $(STAMP)
 	@echo "The tiny preset has random weights: its images are noise; it exercises the real pipeline offline."
 
 test: $(STAMP)
+	@# The review page's browser test drives Debian's chromium (never `playwright install`); as root, install it if missing.
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "could not install chromium; the browser test will be skipped"; fi
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/resume.py
+	$(BIN)/python benchmarks/modes.py
+
+# Deterministic (seeded) training of the bundled offline model; see dalle_data/demo/train.py.
+demo-model: $(STAMP)
+	rm -rf models/shapes-demo/.stages
+	$(BIN)/python -m dalle_data.demo.train models/shapes-demo
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -29,7 +29,12 @@ FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
 FILTERS: tuple[str, ...] = ("zero-shot", "none")
 
 # Fields that do not change what a run writes; left out of the spec hash.
-EXECUTION_FIELDS = frozenset({"out", "batch_size", "device", "quiet", "json_output"})
+# (Where an API runs is execution too: the LLM's prompts enter the hash as a digest.)
+EXECUTION_FIELDS = frozenset({"out", "batch_size", "device", "quiet", "json_output",
+                              "max_concurrency", "timeout", "max_retries", "base_url", "llm_base_url"})
+# Fields added after specs were first saved: hashed only when set away from their
+# default, so a run saved before they existed keeps its hash and resumes.
+LATER_FIELDS: dict[str, Any] = {"backend": "diffusers", "quality": None, "llm": None, "llm_prompts": 50}
 
 
 class RunSpec(BaseModel):
@@ -68,6 +73,35 @@ class RunSpec(BaseModel):
     negative_label: str = "hard_negative"
     shard_size: int = Field(default=64, gt=0, le=100_000)
     split: str = Field(default="train", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Hosted APIs (the key is never a field: it comes from OPENAI_API_KEY only).
+    backend: Literal["diffusers", "openai"] = "diffusers"
+    quality: Literal["low", "medium", "high", "auto"] | None = None
+    base_url: str | None = None
+    max_concurrency: int = Field(default=4, gt=0, le=256)
+    timeout: float = Field(default=120.0, gt=0, le=3600)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    llm: str | None = None
+    llm_base_url: str | None = None
+    llm_prompts: int = Field(default=50, gt=0, le=5000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("backend") == "openai" and not data.get("model"):
+            from dalle_data.generators.openai_images import DEFAULT_MODEL
+
+            data = {**data, "model": DEFAULT_MODEL}
+        return data
+
+    @field_validator("base_url", "llm_base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        from dalle_data.llm.client import APIError, check_base_url
+
+        try:
+            return None if value is None else check_base_url(value, "the URL")
+        except APIError as err:
+            raise ValueError(str(err)) from None
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -109,6 +143,8 @@ class RunSpec(BaseModel):
         image_modes = [m for m in self.modes if m in IMAGE_MODES]
         if self.per_class is None and self.per_source is None:
             raise ValueError("--per-class N is required (kept images wanted per class), or --per-source K for image modes")
+        if self.per_source is not None and self.per_class is not None:
+            raise ValueError("give --per-class N or --per-source K, not both")
         if self.per_source is not None and not image_modes:
             raise ValueError("--per-source applies to the image modes (variation, fuse, inpaint)")
         if self.per_class is None and len(image_modes) < len(self.modes):
@@ -117,7 +153,31 @@ class RunSpec(BaseModel):
             raise ValueError(f"mode {image_modes[0]} needs source images: --from DIR")
         if self.max_attempts is not None and self.per_class is not None and self.max_attempts < self.per_class:
             raise ValueError(f"max_attempts ({self.max_attempts}) must be at least per_class ({self.per_class})")
+        self._api_checks()
         return self
+
+    def _api_checks(self) -> None:
+        if self.backend == "openai":
+            refused = [m for m in self.modes if m in ("variation", "fuse")]
+            if refused:
+                raise ValueError(
+                    f"the openai backend cannot do {refused[0]}: the images API has no variations endpoint; "
+                    "use --backend diffusers for variation and fuse, or modes vanilla, style, adversarial, inpaint"
+                )
+            if self.prior is not None or self.steps is not None or self.prior_steps is not None:
+                raise ValueError("--prior, --steps and --prior-steps are for --backend diffusers; the images API takes none")
+            from dalle_data.generators.registry import MODEL_PRESETS
+
+            if self.model in MODEL_PRESETS:
+                raise ValueError(f"--model {self.model} is a diffusers model; with --backend openai name an image "
+                                 "model such as gpt-image-1.5")
+        elif self.quality is not None:
+            raise ValueError("--quality applies to --backend openai")
+        if self.llm is not None:
+            if self.prompts:
+                raise ValueError("--llm writes the prompts; do not combine it with --prompts FILE")
+            if "vanilla" not in self.modes and "inpaint" not in self.modes:
+                raise ValueError("--llm writes vanilla scene prompts (inpaint uses them too); add --mode vanilla")
 
     # -- derived values -------------------------------------------------
     def mode_targets(self, total: int) -> dict[str, int]:
@@ -145,7 +205,8 @@ class RunSpec(BaseModel):
 
     def content_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        return {k: v for k, v in data.items() if k not in EXECUTION_FIELDS}
+        return {k: v for k, v in data.items()
+                if k not in EXECUTION_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
     def spec_hash(self, extra: dict[str, str] | None = None) -> str:
         """Hash of what decides the output (plus digests of input files in ``extra``)."""

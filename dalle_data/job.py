@@ -70,9 +70,13 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _text_prompts(spec: RunSpec, text_modes: list[str], counts: dict[str, int]) -> tuple[list[PromptItem], dict[str, str]]:
+def _text_prompts(
+    spec: RunSpec, text_modes: list[str], counts: dict[str, int], llm_cache: bool = True
+) -> tuple[list[PromptItem], dict[str, str]]:
     """Prompts for the text modes, and for inpainting (the vanilla scenes: "A cat on a beach")."""
     wanted = text_modes + (["vanilla"] if "inpaint" in spec.modes and "vanilla" not in text_modes else [])
+    if spec.llm is not None and "vanilla" in wanted:
+        return _llm_prompts(spec, [m for m in wanted if m != "vanilla"], counts, llm_cache)
     if spec.prompts:
         path = Path(spec.prompts)
         items = read_prompts_jsonl(path)
@@ -87,14 +91,43 @@ def _text_prompts(spec: RunSpec, text_modes: list[str], counts: dict[str, int]) 
     return expand_prompts(pack, list(spec.classes), wanted, n, spec.seed), {"templates": pack.digest}
 
 
-def plan(spec: RunSpec) -> Plan:
-    """Expand prompts, list sources, name folders; raises ``SpecError`` on bad input."""
+def _llm_prompts(
+    spec: RunSpec, template_modes: list[str], counts: dict[str, int], llm_cache: bool
+) -> tuple[list[PromptItem], dict[str, str]]:
+    """Vanilla scenes written by ``--llm`` (their digest joins the spec hash), other modes from templates."""
+    from dalle_data.llm import write_llm_prompts
+
+    assert spec.llm is not None
+    items = write_llm_prompts(spec.llm, list(spec.classes), spec.llm_prompts, base_url=spec.llm_base_url,
+                              seed=spec.seed, cache=llm_cache, timeout=spec.timeout, max_retries=spec.max_retries)
+    blob = "\n".join(f"{i.cls}\t{i.prompt}" for i in items).encode("utf-8")
+    inputs = {"llm": hashlib.sha256(blob).hexdigest()[:16]}
+    if template_modes:
+        pack = load_pack(spec.templates)
+        n = max(budget for _, budget in spec.slot_targets(counts).values())
+        items += expand_prompts(pack, list(spec.classes), template_modes, n, spec.seed)
+        inputs["templates"] = pack.digest
+    return items, inputs
+
+
+def _source_counts(spec: RunSpec) -> tuple[list[Source], dict[str, int]]:
+    if spec.mask_dir and not Path(spec.mask_dir).expanduser().is_dir():
+        raise SpecError(f"--mask-dir {spec.mask_dir}: no such directory")
     sources = discover_sources(spec.from_dir, list(spec.classes)) if spec.from_dir else []
     counts: dict[str, int] = {}
     for source in sources:
         counts[source.label] = counts.get(source.label, 0) + 1
+    return sources, counts
+
+
+def plan(spec: RunSpec, *, llm_cache: bool = True) -> Plan:
+    """Expand prompts, list sources, name folders; raises ``SpecError`` on bad input.
+
+    With ``--llm`` this asks the LLM for the scene prompts (or reads its cache).
+    """
+    sources, counts = _source_counts(spec)
     text_modes = [m for m in spec.modes if m in TEXT_MODES]
-    items, inputs = _text_prompts(spec, text_modes, counts)
+    items, inputs = _text_prompts(spec, text_modes, counts, llm_cache)
     if "inpaint" in spec.modes:
         items += [PromptItem(i.cls, "inpaint", i.prompt, i.source) for i in items if i.mode == "vanilla"]
     if sources:
@@ -119,14 +152,16 @@ def run_generate(
     generator: Generator | None = None,
     scorer: Scorer | None = None,
     writers: list[Writer] | None = None,
+    llm_cache: bool = True,
 ) -> dict[str, Any]:
     """Run, resume or find finished the job for ``spec``; returns the summary.
 
     SIGINT / SIGTERM stop the run between batches (the shard in flight is
     abandoned, finished ones stay); a second signal stops at once. Either way
-    no file is left half-written, and rerunning resumes.
+    no file is left half-written, and rerunning resumes. ``llm_cache=False``
+    (``--no-cache``) asks the LLM afresh instead of reusing its cached answers.
     """
-    the_plan = plan(spec)
+    the_plan = plan(spec, llm_cache=llm_cache)
     rundir = RunDir(spec.out)
     clear_first = overwrite and rundir.holds_run()
     state = "new" if clear_first else rundir.check(spec.content_dict(), the_plan.spec_hash)
@@ -167,7 +202,7 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"dalle-data": __version__}
-    for dist in ("torch", "diffusers", "transformers", "open-clip-torch"):
+    for dist in ("torch", "diffusers", "transformers", "open-clip-torch", "openai"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -204,6 +239,10 @@ def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, sco
     from dalle_data.scoring.registry import check_scorer_name, resolve_scorer_name
 
     scorer_name = resolve_scorer_name(spec.scorer, spec.model)
+    if generator is None and spec.backend == "openai":
+        from dalle_data.generators.registry import load_api_generator
+
+        generator = load_api_generator(spec)  # no weights: checks the key and URL before any heavy load
     if generator is None:
         check_model_name(spec.model)
     if scorer is None:
@@ -249,7 +288,9 @@ def _run(
     runner = Runner(
         slots=the_plan.slots(), generator=generator, settings=settings, scorer=scorer,
         filter=ClipFilter(min_clip=spec.min_clip, zero_shot=spec.filter == "zero-shot"),
-        writers=writers, batch_size=spec.batch_size, shard_size=spec.shard_size,
+        writers=writers, shard_size=spec.shard_size,
+        # an API backend runs a batch's requests concurrently: a batch must hold enough of them
+        batch_size=max(spec.batch_size, spec.max_concurrency) if spec.backend == "openai" else spec.batch_size,
         store=ShardStore(spec.out), progress=progress, stop=stop,
         image_options=ImageOptions(
             prompt_weight=spec.prompt_weight, fuse_weight=spec.fuse_weight, mask=spec.mask,
@@ -266,3 +307,39 @@ def _run(
         "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
     }
     return summarize(stats, extra)
+
+
+def dry_run(spec: RunSpec, *, price_per_image: float | None = None, llm_cache: bool = True) -> dict[str, Any]:
+    """What ``spec`` would make and cost, without loading a model or making a request."""
+    from dalle_data import pricing
+
+    _, counts = _source_counts(spec)
+    targets = spec.slot_targets(counts)
+    images, most = sum(t for t, _ in targets.values()), sum(b for _, b in targets.values())
+    settings_size = f"{spec.width or 1024}x{spec.height or 1024}"
+    out: dict[str, Any] = {
+        "dry_run": True, "out": str(spec.out), "backend": spec.backend, "model": spec.model,
+        "classes": list(spec.classes), "modes": dict(spec.modes),
+        "slots": [{"class": c, "mode": m, "target": t, "max_attempts": b} for (c, m), (t, b) in targets.items()],
+        "images": {"target": images, "max": most},
+    }
+    if spec.backend == "openai":
+        from dalle_data.generators.openai_images import DEFAULT_QUALITY
+
+        quality = spec.quality or DEFAULT_QUALITY
+        out.update(quality=quality, size=settings_size, max_concurrency=spec.max_concurrency)
+        out["cost"] = pricing.estimate(spec.model, quality, settings_size, images, most, price_per_image).as_dict()
+    else:
+        out["cost"] = {"currency": "USD", "per_image": 0.0, "expected": 0.0, "max": 0.0, "source": "local model",
+                       "note": "local generation: no per-image API charge"}
+    if spec.llm is not None:
+        from dalle_data.llm import make_writer
+        from dalle_data.llm.writer import PER_REQUEST
+
+        writer = make_writer(spec.llm, base_url=spec.llm_base_url, seed=spec.seed, cache=llm_cache)
+        missing = [c for c in spec.classes if not writer.cached(c, spec.llm_prompts)]
+        per_class = -(-spec.llm_prompts // PER_REQUEST)
+        out["llm"] = {"model": spec.llm, "base_url": writer.endpoint.url, "prompts_per_class": spec.llm_prompts,
+                      "classes_cached": len(spec.classes) - len(missing),
+                      "requests_at_least": per_class * len(missing)}
+    return out

@@ -65,23 +65,53 @@ class Slot:
     prompts: list[PromptItem]
     run_seed: int
     sources: list[Source] = field(default_factory=list)
+    per_source: int | None = None  # --per-source K: a quota (and a budget of 5K attempts) per source image
     generated: int = 0
     kept: int = 0
     failed: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    kept_by_source: dict[str, int] = field(default_factory=dict)
+    tried_by_source: dict[str, int] = field(default_factory=dict)
+    next_k: int = 0  # the next unit index; with --per-source, units of finished sources are skipped
+
+    def source_open(self, source: Source) -> bool:
+        """With --per-source: the source still needs images and has attempts left."""
+        assert self.per_source is not None
+        return (self.kept_by_source.get(source.id, 0) < self.per_source
+                and self.tried_by_source.get(source.id, 0) < 5 * self.per_source)
 
     @property
     def done(self) -> bool:
-        return self.kept >= self.target or self.generated >= self.budget
+        if self.generated >= self.budget:
+            return True
+        if self.per_source is not None:
+            return not any(self.source_open(s) for s in self.sources)
+        return self.kept >= self.target
 
     def next_batch_size(self) -> int:
         """How many more to generate this round: enough to meet the target at the
         acceptance rate seen so far (Laplace-smoothed), within the budget."""
         if self.done:
             return 0
-        need = self.target - self.kept
         rate = 1.0 if self.generated == 0 else (self.kept + 1) / (self.generated + 2)
+        if self.per_source is not None:
+            need = sum(self.per_source - self.kept_by_source.get(s.id, 0) for s in self.sources if self.source_open(s))
+            return min(math.ceil(need / rate), self.budget - self.generated)
+        need = self.target - self.kept
         return min(math.ceil(need / rate), self.budget - self.generated)
+
+    def count(self, source_id: str | None, kept: bool) -> None:
+        self.generated += 1
+        self.kept += kept
+        if source_id is not None:
+            self.tried_by_source[source_id] = self.tried_by_source.get(source_id, 0) + 1
+            self.kept_by_source[source_id] = self.kept_by_source.get(source_id, 0) + kept
+
+    def full(self, unit: "WorkUnit") -> bool:
+        """No room for another kept image from this unit (quota met, overall or for its source)."""
+        if self.per_source is not None and unit.sources:
+            return self.kept_by_source.get(unit.sources[0].id, 0) >= self.per_source
+        return self.kept >= self.target
 
     def _sources_for(self, k: int) -> tuple[Source, ...]:
         n = len(self.sources)
@@ -93,12 +123,30 @@ class Slot:
         return ()
 
     def take(self, n: int) -> list[WorkUnit]:
-        units = []
-        for k in range(self.generated, self.generated + n):
+        units: list[WorkUnit] = []
+        planned: dict[str, int] = {}
+        while len(units) < n:
+            k = self.next_k
+            self.next_k += 1
+            sources = self._sources_for(k)
+            if self.per_source is not None:
+                first = sources[0]
+                if not self.source_open(first) or planned.get(first.id, 0) >= self._room(first):
+                    if not any(self.source_open(s) and planned.get(s.id, 0) < self._room(s) for s in self.sources):
+                        break
+                    continue
+                planned[first.id] = planned.get(first.id, 0) + 1
             prompt = self.prompts[k % len(self.prompts)]
-            seed = derive_seed(self.run_seed, self.cls, self.mode, k)
-            units.append(WorkUnit(self, k, prompt, seed, self._sources_for(k)))
+            units.append(WorkUnit(self, k, prompt, derive_seed(self.run_seed, self.cls, self.mode, k), sources))
         return units
+
+    def _room(self, source: Source) -> int:
+        """Attempts a source may still take this round (its quota left, at the acceptance rate so far)."""
+        assert self.per_source is not None
+        left = self.per_source - self.kept_by_source.get(source.id, 0)
+        rate = 1.0 if self.generated == 0 else (self.kept + 1) / (self.generated + 2)
+        tries_left = 5 * self.per_source - self.tried_by_source.get(source.id, 0)
+        return min(math.ceil(left / rate), tries_left)
 
 
 def build_slots(
@@ -131,5 +179,6 @@ def build_slots(
         slots.append(Slot(
             cls=cls, mode=mode, label=label, label_id=labels.index(label), class_dir=class_dirs[label],
             hard_negative=hard, target=target, budget=budget, prompts=items, run_seed=spec.seed, sources=own,
+            per_source=spec.per_source if mode in ("variation", "fuse", "inpaint") else None,
         ))
     return slots

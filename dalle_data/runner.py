@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dalle_data import faults
 from dalle_data.errors import DalleDataError
-from dalle_data.generators.base import Defect
+from dalle_data.generators.base import Defect, Refusal
 from dalle_data.image_modes import IMAGE_MODES, ImageOptions, Prepared, id_parts, prepare
 from dalle_data.planning import Slot, WorkUnit
 from dalle_data.progress import NullProgress, Progress
@@ -247,7 +247,8 @@ class Runner:
         t = time.perf_counter()
         outputs, prepared = self._outputs(batch)
         times.generate += time.perf_counter() - t
-        defects = [o if isinstance(o, str) else o.reason if isinstance(o, Defect) else image_defect(o) for o in outputs]
+        defects = [o if isinstance(o, str) else o.reason if isinstance(o, (Defect, Refusal)) else image_defect(o)
+                   for o in outputs]
         good = [i for i, d in enumerate(defects) if d is None]
         t = time.perf_counter()
         scores = self.scorer.score([outputs[i] for i in good], [batch[i].prompt.prompt for i in good]) if good else None
@@ -257,7 +258,8 @@ class Runner:
         for i, unit in enumerate(batch):
             mask = prepared[i].mask_desc if i in prepared else None
             if defects[i] is not None:
-                record = self._failed(shard, unit, defects[i], mask)
+                status = "refused" if isinstance(outputs[i], Refusal) else "failed"
+                record = self._failed(shard, unit, defects[i], mask, status)
             else:
                 assert scores is not None
                 record = self._scored(shard, unit, outputs[i], scores, row_of[i], mask)
@@ -266,13 +268,13 @@ class Runner:
         return records
 
     def _count(self, slot: Slot, record: Record) -> None:
-        slot.generated += 1
+        slot.count(record.source_id, record.status == "kept")
         if record.status == "kept":
-            slot.kept += 1
             return
         if record.status == "failed":
             slot.failed += 1
-        key = (record.reject_reason or record.error or record.status).split(":")[0]
+        reason = "refused" if record.status == "refused" else record.reject_reason or record.error or record.status
+        key = reason.split(":")[0]
         slot.reasons[key] = slot.reasons.get(key, 0) + 1
 
     def _base(self, shard: str, unit: WorkUnit, mask: str | None) -> dict[str, Any]:
@@ -292,9 +294,9 @@ class Runner:
             created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         )
 
-    def _failed(self, shard: str, unit: WorkUnit, reason: str, mask: str | None) -> Record:
+    def _failed(self, shard: str, unit: WorkUnit, reason: str, mask: str | None, status: str = "failed") -> Record:
         return Record(**self._base(shard, unit, mask), clip_score=None, class_prob=None, top_class=None, kept=False,
-                      status="failed", reject_reason=None, error=reason, image=None)
+                      status=status, reject_reason=None, error=reason, image=None)
 
     def _scored(
         self, shard: str, unit: WorkUnit, image: Image, scores: ScoreBatch, row: int, mask: str | None
@@ -305,7 +307,7 @@ class Runner:
             target=slot.cls, hard_negative=slot.hard_negative,  # a hard negative's target: the class it imitates
         )
         passed, reason = verdict.passed, verdict.reason
-        if passed and slot.kept >= slot.target:
+        if passed and slot.full(unit):
             passed, reason = False, "surplus: quota already met"
         t = time.perf_counter()
         png = encode_png(image)

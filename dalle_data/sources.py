@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,6 +72,8 @@ def load_rgb(src: Path | bytes, size: tuple[int, int] | None, name: str) -> Imag
             rgb = _to_rgb(ImageOps.exif_transpose(im))
     except SourceError:
         raise
+    except PILImage.DecompressionBombError:
+        raise SourceError(f"{name}: too many pixels to be an image source (a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         reason = "not an image PIL can read" if isinstance(err, UnidentifiedImageError) else str(err).split("\n")[0]
         raise SourceError(f"{name}: {reason}") from None
@@ -106,7 +109,14 @@ def _file_id(path: Path, root: Path) -> str:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    """Files with an image suffix (others, such as notes.txt or Thumbs.db, are not sources)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _class_name(folder: Path) -> str:
+    """A folder's class name, normalized as class names are (NFC, trimmed)."""
+    return unicodedata.normalize("NFC", folder.name).strip()
 
 
 def discover_sources(root: str | Path, classes: list[str] | None = None) -> list[Source]:
@@ -119,7 +129,9 @@ def discover_sources(root: str | Path, classes: list[str] | None = None) -> list
     else:
         subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if subdirs:
-            sources = [Source(_file_id(f, root), d.name, str(f)) for d in subdirs for f in _images_in(d)]
+            sources = [Source(_file_id(f, root), _class_name(d), str(f)) for d in subdirs for f in _images_in(d)]
+        elif not _images_in(root):
+            raise SpecError(f"--from {root}: no source images found (an empty folder)")
         else:
             if not classes or len(classes) != 1:
                 raise SpecError(
@@ -128,7 +140,11 @@ def discover_sources(root: str | Path, classes: list[str] | None = None) -> list
                 )
             sources = [Source(_file_id(f, root), classes[0], str(f)) for f in _images_in(root)]
     if classes is not None:
-        sources = [s for s in sources if s.label in classes]
+        # Folders may be named after a class or after its safe folder name ("red_circle" for "red circle").
+        from dalle_data.naming import safe_dir_name
+
+        by_folder = {safe_dir_name(c): c for c in classes} | {c: c for c in classes}
+        sources = [Source(s.id, by_folder[s.label], s.path, s.data) for s in sources if s.label in by_folder]
     if not sources:
         raise SpecError(f"--from {root}: no source images found" + (f" for {', '.join(classes)}" if classes else ""))
     return sources

@@ -10,7 +10,9 @@ import typer
 
 from dalle_data import __version__
 from dalle_data.cli import generate as _generate
+from dalle_data.cli import probe as _probe
 from dalle_data.cli import prompts as _prompts
+from dalle_data.cli import review as _review
 
 app = typer.Typer(
     name="dalle-data",
@@ -43,6 +45,8 @@ def _root(
 
 app.command("generate", epilog=_generate.EPILOG)(_generate.generate)
 app.command("prompts", epilog=_prompts.EPILOG)(_prompts.prompts)
+app.command("probe", epilog=_probe.EPILOG)(_probe.probe)
+app.command("review", epilog=_review.EPILOG)(_review.review)
 
 
 def main() -> None:

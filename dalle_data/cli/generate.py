@@ -32,6 +32,15 @@ Examples:
 
   dalle-data prompts --classes dalmatian -n 50 > p.jsonl  # edit, then:
   dalle-data generate --prompts p.jsonl --per-class 50
+
+  dalle-data generate --classes dalmatian --per-class 100 --llm gpt-5-mini      # an LLM writes the scenes
+
+  dalle-data generate --classes dalmatian --per-class 100 --backend openai --dry-run   # plan and cost, no calls
+
+  dalle-data generate --classes dalmatian --per-class 100 --backend openai --model gpt-image-1.5 --max-concurrency 8
+
+Hosted APIs read the key from OPENAI_API_KEY only (never a flag or a spec field) and the server from
+--base-url / --llm-base-url or OPENAI_BASE_URL (any OpenAI-compatible server: vLLM, Ollama, llama.cpp).
 """
 
 
@@ -106,6 +115,18 @@ def generate(
     size: Optional[int] = typer.Option(None, "--size", metavar="PX", help="Image width and height in pixels. [default: the model's]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout (for CI)."),
+    backend: Optional[str] = typer.Option(None, "--backend", metavar="BACKEND", help="diffusers (local models) or openai (the hosted images API; variation and fuse are not available there). [default: diffusers]"),
+    quality: Optional[str] = typer.Option(None, "--quality", metavar="Q", help="--backend openai: low, medium, high or auto. [default: medium]"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", metavar="URL", help="--backend openai: images API base URL. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"),
+    max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", metavar="N", help="Hosted API: most requests in flight at once (a batch holds at least N). [default: 4]"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Hosted API: seconds to wait for one answer before retrying. [default: 120]"),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", metavar="N", help="Hosted API: retries of a 429, 5xx or timeout (exponential backoff, Retry-After honoured). [default: 5]"),
+    llm: Optional[str] = typer.Option(None, "--llm", metavar="MODEL", help="Have this chat model write the vanilla scene prompts (any OpenAI-compatible server)."),
+    llm_base_url: Optional[str] = typer.Option(None, "--llm-base-url", metavar="URL", help="Chat server for --llm. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"),
+    llm_prompts: Optional[int] = typer.Option(None, "--llm-prompts", metavar="N", help="Distinct scene prompts --llm writes per class. [default: 50]"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Ask the LLM afresh instead of reusing its cached answers."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and a cost estimate; load no model, call no API, write nothing."),
+    price_per_image: Optional[float] = typer.Option(None, "--price-per-image", metavar="USD", help="--dry-run: price one image at this (else the table in dalle_data/pricing.py, or $DALLE_DATA_PRICES)."),
 ) -> None:
     """Generate a labeled, CLIP-filtered image dataset for the given classes."""
     names = split_list(classes)
@@ -119,6 +140,9 @@ def generate(
         "batch_size": batch_size, "device": device, "steps": steps, "prior_steps": prior_steps,
         "width": size, "height": size, "shard_size": shard_size, "from_dir": from_dir, "per_source": per_source,
         "prompt_weight": prompt_weight, "fuse_weight": fuse_weight, "mask": mask, "mask_dir": mask_dir,
+        "backend": backend, "quality": quality, "base_url": base_url, "max_concurrency": max_concurrency,
+        "timeout": timeout, "max_retries": max_retries, "llm": llm, "llm_base_url": llm_base_url,
+        "llm_prompts": llm_prompts,
     }
     if resume is not None:
         if config is not None:
@@ -138,10 +162,41 @@ def generate(
     from dalle_data.job import run_generate
 
     spec = build_spec(values, source=f"config {config}" if config and not any(v is not None for v in flags.values()) else "options")
-    summary = run_generate(spec, quiet=quiet or json_output, overwrite=overwrite)
+    if dry_run:
+        from dalle_data.job import dry_run as plan_only
+
+        report = plan_only(spec, price_per_image=price_per_image, llm_cache=not no_cache)
+        if json_output:
+            typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        else:
+            print_dry_run(report)
+        return
+    summary = run_generate(spec, quiet=quiet or json_output, overwrite=overwrite, llm_cache=not no_cache)
     if json_output:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     elif not quiet:
         from dalle_data.cli.report import print_summary
 
         print_summary(summary)
+
+
+def print_dry_run(report: dict[str, Any]) -> None:
+    """The plan and cost of a ``--dry-run``, for people."""
+    from dalle_data.pricing import Estimate, describe
+
+    images = report["images"]
+    what = f"{report['backend']} {report['model']}"
+    if "quality" in report:
+        what += f" (quality {report['quality']}, {report['size']}, {report['max_concurrency']} at a time)"
+    typer.echo(f"dry run: nothing generated, no API called, {report['out']} not touched")
+    typer.echo(f"model: {what}")
+    for slot in report["slots"]:
+        typer.echo(f"  {slot['class']} / {slot['mode']}: {slot['target']} kept wanted, at most {slot['max_attempts']} made")
+    typer.echo(f"images: {images['target']} if every image is kept, at most {images['max']}")
+    if "llm" in report:
+        llm = report["llm"]
+        typer.echo(f"prompts: {llm['prompts_per_class']} per class by --llm {llm['model']} at {llm['base_url']}; "
+                   f"{llm['classes_cached']} of {len(report['classes'])} classes cached, "
+                   f"at least {llm['requests_at_least']} LLM requests to make")
+    cost = report["cost"]
+    typer.echo(describe(Estimate(cost["per_image"], cost["expected"], cost["max"], cost["source"], cost["note"])))

@@ -110,6 +110,8 @@ def render(label: str, rng: random.Random, background: str | None = None, outlin
 
 def caption(label: str, background: str, outlined: bool, rng: random.Random) -> str:
     where = BACKGROUNDS[background]
+    if rng.random() < 0.3:  # the bare class, as zero-shot prompts and short user prompts say it
+        return rng.choice([f"a {label}", f"a photo of a {label}", f"a picture of a {label}"])
     if outlined:
         return rng.choice([f"a line drawing of a {label} {where}", f"a {label} {where}, as a line drawing"])
     return rng.choice([f"a {label} {where}", f"a photo of a {label} {where}", f"A {label} {where}"])

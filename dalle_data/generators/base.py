@@ -35,6 +35,13 @@ class Defect:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The backend refused to make the image (a hosted API's moderation); recorded as ``status=refused``."""
+
+    reason: str
+
+
 @runtime_checkable
 class Generator(Protocol):
     """A text-to-image backend.
@@ -51,8 +58,8 @@ class Generator(Protocol):
 
     def __call__(
         self, prompt: Sequence[str], seeds: Sequence[int], settings: GenerationSettings
-    ) -> list[Image | Defect]:
-        """One image (or ``Defect``) per prompt; image ``i`` depends only on
+    ) -> list[Image | Defect | Refusal]:
+        """One image (or ``Defect`` / ``Refusal``) per prompt; image ``i`` depends only on
         ``prompt[i]``, ``seeds[i]`` and ``settings`` (and, within floating-point
         noise, not on the batch)."""
         ...

@@ -17,8 +17,17 @@ if TYPE_CHECKING:
 # Preset name → what it means. ``tiny`` is built offline from configs.
 MODEL_PRESETS: dict[str, str] = {
     "kandinsky-2-2": "Kandinsky 2.2 prior + decoder from the Hugging Face Hub (needs a GPU for speed)",
+    "shapes-demo": "a small Kandinsky 2.2-layout unCLIP trained here on a world of coloured shapes, offline",
     "tiny": "Kandinsky 2.2 pipeline classes with tiny random weights, offline (tests, demos)",
 }
+
+
+def shapes_demo_dir() -> Path:
+    """The committed shapes-demo weights (``make demo-model`` retrains them)."""
+    path = Path(__file__).resolve().parents[2] / "models" / "shapes-demo"
+    if not (path / "decoder").is_dir():
+        raise ModelLoadError(f"the shapes-demo weights are missing from {path}; run `make demo-model` to train them")
+    return path
 
 
 def check_model_name(model: str) -> None:
@@ -49,6 +58,10 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
 
         return build_tiny_generator(seed=0, device=device)
     dtype = default_dtype(device)
+    if model == "shapes-demo":
+        generator = KandinskyGenerator.from_directory(shapes_demo_dir(), device=device, dtype=dtype)
+        generator.model = "shapes-demo"
+        return generator
     if model == "kandinsky-2-2":
         return KandinskyGenerator.from_pretrained(
             prior or PRIOR_ID, DECODER_ID, model=DECODER_ID, device=device, dtype=dtype, inpaint=INPAINT_ID
@@ -62,6 +75,16 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
     return KandinskyGenerator.from_pretrained(
         prior or PRIOR_ID, model, model=model, device=device, dtype=dtype, inpaint=INPAINT_ID
     )
+
+
+def load_api_generator(spec: RunSpec) -> Generator:
+    """The hosted images backend named by ``--backend openai`` (no weights to load; the key is checked here)."""
+    from dalle_data.generators.openai_images import DEFAULT_QUALITY, OpenAIImageGenerator
+    from dalle_data.llm.client import Endpoint, RetryPolicy
+
+    endpoint = Endpoint(base_url=spec.base_url, timeout=spec.timeout, retry=RetryPolicy.from_env(spec.max_retries))
+    return OpenAIImageGenerator(spec.model, endpoint=endpoint, quality=spec.quality or DEFAULT_QUALITY,
+                                max_concurrency=spec.max_concurrency)
 
 
 def resolve_settings(spec: RunSpec, defaults: GenerationSettings) -> GenerationSettings:

@@ -21,15 +21,16 @@ if TYPE_CHECKING:
 
 DEFAULT_SCORER = "ViT-L-14/openai"
 SCORER_PRESETS: dict[str, str] = {
-    "auto": f"the scorer that matches --model (tiny → tiny, otherwise {DEFAULT_SCORER})",
+    "auto": f"the scorer that matches --model (tiny → tiny, shapes-demo → its CLIP, otherwise {DEFAULT_SCORER})",
     "tiny": "a tiny open_clip model with random weights, offline (tests, demos)",
+    "shapes-demo": "the CLIP the shapes-demo model was trained with (its prior's towers)",
 }
 TINY_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-_MODEL_SCORERS = {"tiny": "tiny"}
+_MODEL_SCORERS = {"tiny": "tiny", "shapes-demo": "shapes-demo"}
 
 
 def resolve_scorer_name(scorer: str, model: str) -> str:
@@ -59,7 +60,16 @@ def load_scorer(name: str, device: str = "cpu") -> ClipScorer:
     if name == "tiny":
         model, preprocess = _tiny_model()
         return ClipScorer(model, preprocess, open_clip.get_tokenizer("ViT-B-32"), name="tiny", device=device)
+    if name == "shapes-demo":
+        from dalle_data.generators.registry import shapes_demo_dir
+        from dalle_data.scoring.hf_clip import load_hf_towers
+
+        return load_hf_towers(shapes_demo_dir(), device=device)
     path = Path(name).expanduser()
+    if path.is_dir() and (path / "prior" / "text_encoder").is_dir():
+        from dalle_data.scoring.hf_clip import load_hf_towers
+
+        return load_hf_towers(path, device=device)
     if path.is_dir():
         if not (path / "open_clip_config.json").is_file():
             raise ModelLoadError(f"{path} is not an open_clip model directory (no open_clip_config.json)")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-COMMANDS = ["generate", "prompts"]
+COMMANDS = ["generate", "prompts", "review"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

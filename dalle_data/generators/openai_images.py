@@ -1,0 +1,209 @@
+"""The OpenAI images API as a generator: GPT image models, text to image and masked edits.
+
+``OpenAIImageGenerator`` calls ``images.generate`` (vanilla, style and
+adversarial modes) and ``images.edit`` (inpainting) through the ``openai``
+client, one request per image, at most ``max_concurrency`` at a time (a
+thread pool inside each batch call). Retries, backoff and secret hygiene are
+``dalle_data.llm.client``'s. A prompt the API refuses (moderation) comes back
+as a ``Refusal``, so the run records it as ``status=refused`` and goes on;
+authentication and quota failures, and transient failures that outlast the
+retries, stop the run with one line (finished shards are kept).
+
+The API has no seed: seeds are recorded, but a rerun of unfinished work makes
+different images. It has no variations endpoint either: ``variation`` and
+``fuse`` are refused when the spec is validated.
+
+Masks: dalle-data's masks are white where to repaint; the edits endpoint
+wants an RGBA mask whose transparent (alpha 0) pixels are the ones to edit.
+Outside the mask the source's own pixels are composited back, as the local
+backend does.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from dalle_data.generators.base import Defect, GenerationSettings, Refusal
+from dalle_data.llm.client import (
+    Aborted,
+    ContentRefused,
+    Endpoint,
+    call_with_retries,
+    make_client,
+)
+
+if TYPE_CHECKING:
+    import openai
+    from PIL.Image import Image
+
+    from dalle_data.llm.client import Scrubber
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gpt-image-1.5"
+QUALITIES = ("low", "medium", "high", "auto")
+DEFAULT_QUALITY = "medium"
+# Steps mean nothing to the API; they stay 1 so record ids do not change with --steps defaults.
+OPENAI_DEFAULTS = GenerationSettings(width=1024, height=1024, num_inference_steps=1, prior_num_inference_steps=1)
+
+Output = Any  # Image | Defect | Refusal
+
+
+class OpenAIImageGenerator:
+    """Text → image and masked edits with a GPT image model over the images API."""
+
+    backend = "openai"
+
+    def __init__(
+        self, model: str = DEFAULT_MODEL, *, endpoint: Endpoint | None = None, quality: str = DEFAULT_QUALITY,
+        max_concurrency: int = 4, client: openai.OpenAI | None = None, scrubber: Scrubber | None = None,
+    ) -> None:
+        if quality not in QUALITIES:
+            raise ValueError(f"quality must be one of {', '.join(QUALITIES)}")
+        self.model = model
+        self.endpoint = endpoint or Endpoint()
+        self.quality = quality
+        self.max_concurrency = max(1, max_concurrency)
+        self.defaults = OPENAI_DEFAULTS
+        if client is None or scrubber is None:
+            client, scrubber = make_client(self.endpoint)  # fails here, before any work, without a key
+        self._client, self._scrub = client, scrubber
+
+    def __repr__(self) -> str:
+        return f"OpenAIImageGenerator(model={self.model!r}, url={self.endpoint.url!r}, quality={self.quality!r})"
+
+    # -- the Generator contract ---------------------------------------------------
+    def __call__(self, prompt: Sequence[str], seeds: Sequence[int], settings: GenerationSettings) -> list[Output]:
+        """One image (or ``Refusal`` / ``Defect``) per prompt; ``seeds`` are recorded, not used."""
+        if len(prompt) != len(seeds):
+            raise ValueError("one seed per prompt is needed")
+        size = _size(settings)
+        jobs = [self._generate_job(p, size) for p in prompt]
+        return self._run_all(jobs)
+
+    def inpaint(
+        self, images: Sequence[Image], masks: Sequence[Image], prompt: Sequence[str],
+        seeds: Sequence[int], settings: GenerationSettings,
+    ) -> list[Output]:
+        """Repaint the white part of each mask through the edits endpoint; the black part is kept."""
+        size = _size(settings)
+        jobs = [self._edit_job(image, mask, p, size) for image, mask, p in zip(images, masks, prompt)]
+        return self._run_all(jobs)
+
+    # -- requests -----------------------------------------------------------------
+    def _generate_job(self, prompt: str, size: str) -> Callable[[threading.Event], Output]:
+        def job(abort: threading.Event) -> Output:
+            response = self._call(lambda: self._client.images.generate(
+                model=self.model, prompt=prompt, n=1, size=size, quality=self.quality, output_format="png",
+            ), abort)
+            return response if isinstance(response, Refusal) else _decode(response)
+
+        return job
+
+    def _edit_job(self, image: Image, mask: Image, prompt: str, size: str) -> Callable[[threading.Event], Output]:
+        source_png, mask_png = _png(image.convert("RGB")), _png(alpha_mask(mask, image.size))
+
+        def job(abort: threading.Event) -> Output:
+            response = self._call(lambda: self._client.images.edit(
+                model=self.model, prompt=prompt, n=1, size=size, quality=self.quality,
+                image=("image.png", source_png, "image/png"), mask=("mask.png", mask_png, "image/png"),
+            ), abort)
+            if isinstance(response, Refusal):
+                return response
+            result = _decode(response)
+            return result if isinstance(result, Defect) else composite(result, image, mask)
+
+        return job
+
+    def _call(self, request: Callable[[], Any], abort: threading.Event) -> Any:
+        try:
+            return call_with_retries(request, what=f"images API ({self.model})", endpoint=self.endpoint,
+                                     scrub=self._scrub, abort=abort)
+        except ContentRefused as err:
+            return Refusal(err.reason)
+
+    def _run_all(self, jobs: list[Callable[[threading.Event], Output]]) -> list[Output]:
+        """Run ``jobs`` at most ``max_concurrency`` at a time; the first hard failure stops the rest."""
+        if not jobs:
+            return []
+        abort = threading.Event()
+
+        def guarded(job: Callable[[threading.Event], Output]) -> Output:
+            try:
+                return job(abort)
+            except Aborted:
+                return None
+            except BaseException:
+                abort.set()
+                raise
+
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(jobs)),
+                                thread_name_prefix="dalle-data-openai") as pool:
+            futures = [pool.submit(guarded, job) for job in jobs]
+            try:
+                errors = [f.exception() for f in futures]
+            except BaseException:  # a second Ctrl-C: no new requests, no more retries
+                abort.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+        return [f.result() for f in futures]
+
+
+def _size(settings: GenerationSettings) -> str:
+    return f"{settings.width}x{settings.height}"
+
+
+def _png(image: Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _decode(response: Any) -> Image | Defect:
+    """The first image of an images-API response, as RGB."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    data = getattr(response, "data", None) or []
+    b64 = getattr(data[0], "b64_json", None) if data else None
+    if not b64:
+        return Defect("the images API returned no image data")
+    try:
+        with PILImage.open(io.BytesIO(base64.b64decode(b64))) as img:
+            return img.convert("RGB")
+    except (ValueError, OSError, UnidentifiedImageError) as err:
+        return Defect(f"the images API returned an unreadable image ({type(err).__name__})")
+
+
+def alpha_mask(mask: Image, size: tuple[int, int]) -> Image:
+    """dalle-data's white-is-repaint mask as the API's RGBA mask: alpha 0 where to edit, 255 where to keep."""
+    from PIL import Image as PILImage
+
+    gray = mask.convert("L")
+    if gray.size != size:
+        gray = gray.resize(size, PILImage.Resampling.NEAREST)
+    alpha = gray.point(lambda v: 0 if v >= 128 else 255)
+    out = PILImage.new("RGBA", size, (0, 0, 0, 255))
+    out.putalpha(alpha)
+    return out
+
+
+def composite(result: Image, source: Image, mask: Image) -> Image:
+    """The API's output inside the mask, the source's own pixels outside it (at the source's size)."""
+    from PIL import Image as PILImage
+
+    if result.size != source.size:
+        result = result.resize(source.size, PILImage.Resampling.BICUBIC)
+    keep = mask.convert("L").resize(source.size, PILImage.Resampling.NEAREST).point(lambda v: 255 if v < 128 else 0)
+    out = result.copy()
+    out.paste(source.convert("RGB"), (0, 0), keep)
+    return out

@@ -1,0 +1,238 @@
+"""A local OpenAI-compatible HTTP server for tests: the real ``openai`` client talks to it.
+
+``FakeOpenAI`` binds 127.0.0.1 on a random port and speaks the three
+endpoints dalle-data uses: ``POST /v1/chat/completions``,
+``/v1/images/generations`` and ``/v1/images/edits`` (multipart). Each
+endpoint answers from a queue of scripted ``Reply``s, then from a default
+(distinct scene phrases; a small noise PNG). Every request is recorded
+(path, headers, JSON or form fields) so tests can count calls and look at
+what was sent; ``max_in_flight`` is the most requests served at once.
+Handlers are bounded: a scripted delay is capped, and the server stops with
+the test.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHAT = "/v1/chat/completions"
+GENERATE = "/v1/images/generations"
+EDIT = "/v1/images/edits"
+KEY = "sk-test-" + "S3cr3tK3y" * 4  # what tests export as OPENAI_API_KEY and then look for everywhere
+MAX_DELAY = 5.0
+
+ACTIONS = ["lying down", "running", "sleeping", "jumping", "sitting", "drinking water", "playing", "walking",
+           "standing", "rolling over", "digging", "swimming", "resting", "stretching", "yawning", "sniffing"]
+PLACES = ["on the kitchen floor", "in deep snow", "at a busy market", "in a forest at dawn", "on a beach at dusk",
+          "under a streetlight at night", "in tall grass", "beside a river"]
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # a dict (sent as JSON), a str, or bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    json: dict[str, Any] | None
+    form: dict[str, bytes]
+    started: float
+    finished: float = 0.0
+
+
+def chat_reply(content: str | None) -> Reply:
+    return Reply(body={
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    })
+
+
+def phrases_reply(phrases: list[str]) -> Reply:
+    return chat_reply(json.dumps({"phrases": phrases}))
+
+
+def noise_png(seed: int, size: tuple[int, int] = (32, 32)) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_reply(png: bytes) -> Reply:
+    return Reply(body={"created": 0, "data": [{"b64_json": base64.b64encode(png).decode("ascii")}]})
+
+
+def error(status: int, message: str, code: str | None = None, type_: str = "invalid_request_error",
+          headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, {"error": {"message": message, "type": type_, "code": code, "param": None}}, headers or {})
+
+
+class FakeOpenAI:
+    """The server; ``with FakeOpenAI() as api: ... api.url ...``."""
+
+    def __init__(self, key: str | None = KEY) -> None:
+        self.key = key  # None: no Authorization check (a local server)
+        self.seen: list[Seen] = []
+        self.scripts: dict[str, deque[Reply]] = {CHAT: deque(), GENERATE: deque(), EDIT: deque()}
+        self.in_flight = self.max_in_flight = 0
+        self._counter = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def queue(self, path: str, *replies: Reply) -> None:
+        self.scripts[path].extend(replies)
+
+    def count(self, path: str | None = None) -> int:
+        return sum(1 for s in self.seen if path is None or s.path == path)
+
+    def requests(self, path: str) -> list[Seen]:
+        return [s for s in self.seen if s.path == path]
+
+    # -- serving ------------------------------------------------------------------
+    def _answer(self, seen: Seen) -> Reply:
+        if self.key is not None and seen.headers.get("authorization") != f"Bearer {self.key}":
+            # like the real API, the message quotes the key it got: the client must scrub it
+            got = seen.headers.get("authorization", "").removeprefix("Bearer ")
+            return error(401, f"Incorrect API key provided: {got}.", "invalid_api_key")
+        with self._lock:
+            script = self.scripts.get(seen.path)
+            if script is None:
+                return error(404, f"no route {seen.path}", "not_found")
+            if script:
+                return script.popleft()
+            self._counter += 1
+            n = self._counter
+        if seen.path == CHAT:
+            return phrases_reply(self._default_phrases(n, seen))
+        return image_reply(noise_png(n))
+
+    def _default_phrases(self, n: int, seen: Seen) -> list[str]:
+        text = seen.json["messages"][-1]["content"] if seen.json else ""
+        k = next((int(w) for w in text.split() if w.isdigit()), 5)
+        start = (n - 1) * k
+        return [f"{ACTIONS[i % len(ACTIONS)]} {PLACES[(i // len(ACTIONS)) % len(PLACES)]}" for i in range(start, start + k)]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self._body()
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                path = self.path.split("?")[0]
+                seen = Seen(path, headers, None, {}, time.monotonic())
+                ctype = headers.get("content-type", "")
+                if ctype.startswith("application/json"):
+                    seen.json = json.loads(body or b"{}")
+                elif ctype.startswith("multipart/form-data"):
+                    seen.form = dict(_multipart(ctype, body))
+                with server._lock:
+                    server.seen.append(seen)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server._answer(seen)
+                    time.sleep(min(reply.delay, MAX_DELAY))
+                    self._send(reply)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+                    seen.finished = time.monotonic()
+
+            def _body(self) -> bytes:
+                if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                    chunks = []
+                    while (size := int(self.rfile.readline().strip() or b"0", 16)) > 0:
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+            def _send(self, reply: Reply) -> None:
+                body = reply.body
+                if isinstance(body, (dict, list)):
+                    data, ctype = json.dumps(body).encode(), "application/json"
+                else:
+                    data, ctype = (body.encode() if isinstance(body, str) else body or b""), "text/plain"
+                self.send_response(reply.status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(data)))
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+def _multipart(ctype: str, body: bytes) -> Iterator[tuple[str, bytes]]:
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + body)
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        yield str(name), part.get_payload(decode=True) or b""
+
+
+def files_containing(root: Any, needle: str) -> list[str]:
+    """Every file under ``root`` whose bytes contain ``needle``."""
+    from pathlib import Path
+
+    return [str(p) for p in Path(root).rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+@pytest.fixture()
+def fake_api() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as api:
+        yield api
+
+
+@pytest.fixture()
+def api_env(fake_api: FakeOpenAI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
+    """The key, the fake server as OPENAI_BASE_URL, a private home, millisecond backoff."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_api.url)
+    monkeypatch.setenv("DALLE_DATA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DALLE_DATA_RETRY_BASE_DELAY", "0.001")
+    monkeypatch.delenv("DALLE_DATA_PRICES", raising=False)
+    return fake_api

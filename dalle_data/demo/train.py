@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     seed: int = 0
     pool: int = 12_000
-    clip_steps: int = 1000
+    clip_steps: int = 1200
     ae_steps: int = 1000
     decoder_steps: int = 4000
     prior_steps: int = 3000

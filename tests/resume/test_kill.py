@@ -75,7 +75,9 @@ def test_second_ctrl_c_stops_at_once_without_corrupt_files(tmp_path: Path, refer
     time.sleep(0.2)  # let the first handler run (a loaded machine can be slow to get there)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=180)
-    assert proc.returncode == 130, stderr
+    # 130 when the second Ctrl-C lands inside the command, -SIGINT when it lands as the process is already
+    # leaving (the interpreter then dies of the signal, as shells expect): both stop at once.
+    assert proc.returncode in (130, -signal.SIGINT), stderr
     resumed = run_cli(out, "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert snapshot(out) == reference

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from dalle_data.prompts.expand import _wants_an  # the "a"/"an" rule the templates use
+from dalle_data.prompts.expand import wants_an  # the "a"/"an" rule the templates use
 from dalle_data.prompts.templates import normalize_prompt
 
 TEMPLATE = "A {cls} {phrase}"
@@ -143,7 +143,7 @@ def clean_phrase(phrase: str, cls: str) -> str:
 def fill(cls: str, phrase: str) -> str:
     """``TEMPLATE`` filled: "A dalmatian lying on the floor" ("An" before a vowel sound)."""
     text = TEMPLATE.format(cls=cls, phrase=phrase)
-    if _wants_an(cls):
+    if wants_an(cls):
         text = "An" + text[1:]
     return normalize_prompt(text)
 

@@ -39,7 +39,7 @@ _AN_SILENT_H = ("hour", "honest", "honor", "honour", "heir")
 T = TypeVar("T")
 
 
-def _wants_an(word: str) -> bool:
+def wants_an(word: str) -> bool:
     w = word.lstrip().lower()
     if w.startswith(_AN_SILENT_H):
         return True
@@ -56,7 +56,7 @@ def _render(template: _Template, cls: str, values: Mapping[str, str]) -> str:
         value = cls if name == CLASS_FIELD else values[name]
         match = _ARTICLE.search(literal)
         if match:
-            article = ("An" if match.group(1) == "A" else "an") if _wants_an(value) else match.group(1)
+            article = ("An" if match.group(1) == "A" else "an") if wants_an(value) else match.group(1)
             literal = literal[: match.start()] + article + match.group(3)
         out.append(literal)
         out.append(value)

@@ -2,7 +2,9 @@
 
 Stages (each seeded; together within the 90-minute two-core budget):
 
-1. CLIP: a text and an image tower trained contrastively on (render, caption).
+1. CLIP: a text and an image tower trained contrastively on (render, caption),
+   plus the zero-shot task itself on training renders (the bare class prompt
+   "a photo of a red circle" must win among the class prompts).
 2. Autoencoder (MoVQ layout, used without quantization as Kandinsky 2.2's
    decoder pipeline uses it): 32x32x3 ↔ 8x8x4 latents.
 3. Decoder: a UNet denoising latents, conditioned on CLIP image embeddings
@@ -125,7 +127,7 @@ class Clip:
         return self.image(pixel_values=clip_pixels(pixels)).image_embeds
 
 
-def train_clip(pool: Pool, cfg: TrainConfig) -> Clip:
+def train_clip(pool: Pool, cfg: TrainConfig, tok: Any) -> Clip:
     import torch
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
@@ -136,15 +138,23 @@ def train_clip(pool: Pool, cfg: TrainConfig) -> Clip:
     rng = np.random.default_rng(cfg.seed)
     params = list(clip.text.parameters()) + list(clip.image.parameters()) + [clip.logit_scale]
 
+    class_enc = tok([f"a photo of a {c}" for c in CLASSES], padding="max_length", max_length=C.CONTEXT,
+                    return_tensors="pt")
+
     def loss_fn(step: int) -> Any:
         idx = pool.batch(rng, 2 * cfg.batch)
         text = torch.nn.functional.normalize(clip.text_embeds(pool.ids[idx], pool.mask[idx]), dim=-1)
         image = torch.nn.functional.normalize(clip.image_embeds(pool.pixels[idx]), dim=-1)
-        logits = clip.logit_scale.clamp(max=math.log(100)).exp() * image @ text.T
-        # Captions of one scene type are near-duplicates: every same-label, same-caption pair is a positive.
+        scale = clip.logit_scale.clamp(max=math.log(100)).exp()
+        logits = scale * image @ text.T
+        # Captions of one scene type are near-duplicates: every same-caption pair is a positive.
         same = torch.tensor([[pool.captions[i] == pool.captions[j] for j in idx] for i in idx], dtype=torch.float32)
         target = same / same.sum(dim=1, keepdim=True)
-        return 0.5 * ((-target * logits.log_softmax(-1)).sum(-1).mean() + (-target * logits.T.log_softmax(-1)).sum(-1).mean())
+        pairs = 0.5 * ((-target * logits.log_softmax(-1)).sum(-1).mean() + (-target * logits.T.log_softmax(-1)).sum(-1).mean())
+        # The bare class prompt must win for every image of the class: the zero-shot task, on training renders.
+        classes = torch.nn.functional.normalize(clip.text_embeds(class_enc.input_ids, class_enc.attention_mask), dim=-1)
+        zero_shot = torch.nn.functional.cross_entropy(scale * image @ classes.T, pool.labels[idx])
+        return pairs + zero_shot
 
     _loop("clip", cfg.clip_steps, 2e-3, params, loss_fn)
     clip.text.eval()
@@ -449,7 +459,7 @@ def train_all(out: Path, cfg: TrainConfig = TrainConfig()) -> dict[str, Any]:
     tok = C.tokenizer()
     pool = Pool(cfg.pool, tok)
     stages = Stages(out / ".stages")
-    clip = stages.run("clip", lambda: train_clip(pool, cfg), lambda: _empty_clip(cfg))
+    clip = stages.run("clip", lambda: train_clip(pool, cfg, tok), lambda: _empty_clip(cfg))
     zero_shot = zero_shot_accuracy(clip, tok)
     log.info("CLIP zero-shot top-1 on held-out renders: %.3f", zero_shot)
     ae = stages.run("autoencoder", lambda: train_autoencoder(pool, cfg), C.movq)

@@ -24,9 +24,7 @@ from dalle_data.naming import clean_class_names
 TEXT_MODES: tuple[str, ...] = ("vanilla", "style", "adversarial")
 IMAGE_MODES: tuple[str, ...] = ("variation", "fuse", "inpaint")
 MODES: tuple[str, ...] = TEXT_MODES + IMAGE_MODES
-MASKS: tuple[str, ...] = ("border", "center", "random-box")
 FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
-FILTERS: tuple[str, ...] = ("zero-shot", "none")
 
 # Fields that do not change what a run writes; left out of the spec hash.
 # (Where an API runs is execution too: the LLM's prompts enter the hash as a digest.)

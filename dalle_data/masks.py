@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUTO_MASKS = ("center", "border", "random-box")
 CENTER_FRACTION = 0.5
 BORDER_KEEP = 0.6
 RANDOM_SIDE = (0.3, 0.6)

@@ -11,13 +11,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
-
-Role = Literal["positive", "hard_negative"]
-Status = Literal["kept", "rejected", "failed", "refused"]
-
-ROLES: tuple[str, ...] = ("positive", "hard_negative")
-STATUSES: tuple[str, ...] = ("kept", "rejected", "failed", "refused")
+from typing import Any
 
 
 def record_id(*parts: object) -> str:

@@ -16,7 +16,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -121,10 +120,6 @@ def dataset(split: str, n: int, classes: tuple[str, ...] = CLASSES) -> list[Rend
     """``n`` renders of a split, classes balanced (round robin), deterministic."""
     base = SPLIT_SEEDS[split] if split in SPLIT_SEEDS else sum(map(ord, split))
     return [render(classes[i % len(classes)], random.Random(base * 1_000_003 + i)) for i in range(n)]
-
-
-def as_arrays(renders: list[Render]) -> np.ndarray:
-    return np.stack([np.asarray(r.image, dtype=np.uint8) for r in renders])
 
 
 def write_imagefolder(root: str | Path, split: str, n: int) -> Path:

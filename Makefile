@@ -5,14 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-out
+DEMO_CLASSES ?= red circle,blue square,green triangle,yellow star,red triangle,blue star,green circle,yellow square
 
 .PHONY: demo demo-model test install bench clean help
 
 help:
-	@echo "make demo   - install if needed, then generate a small dataset offline (tiny model)"
+	@echo "make demo   - install if needed, then generate a small dataset offline (bundled shapes-demo model)"
 	@echo "make test   - install if needed, then run the test suite"
 	@echo "make bench  - run the benchmarks in benchmarks/"
-	@echo "make demo-model - retrain the shapes-demo model from scratch (about an hour on two CPU cores)"
+	@echo "make demo-model - retrain the shapes-demo model from scratch (under an hour on two CPU cores)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +26,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/dalle-data generate --model tiny --classes "dalmatian,golden retriever,tabby cat" \
-		--per-class 8 --mode vanilla=0.75,adversarial=0.25 --format parquet --format imagefolder \
-		--filter none --out $(DEMO_OUT)
+	HF_HUB_OFFLINE=1 $(BIN)/dalle-data generate --model shapes-demo --templates templates/shapes.yaml \
+		--classes "$(DEMO_CLASSES)" --per-class 8 --mode vanilla=0.75,style=0.25 \
+		--format parquet --format imagefolder --out $(DEMO_OUT)
 	@echo
 	@echo "Dataset written to $(DEMO_OUT)/ (spec.yaml, summary.json, parquet/, imagefolder/, manifest.jsonl)."
-	@echo "Open it:  $(BIN)/python -c \"import datasets; print(datasets.load_dataset('parquet', data_dir='$(DEMO_OUT)/parquet'))\""
-	@echo "The tiny preset has random weights: its images are noise; it exercises the real pipeline offline."
+	@echo "Look at it:  ls $(DEMO_OUT)/imagefolder/train/*   (32x32 PNGs of coloured shapes, one folder per class)"
+	@echo "Load it:     $(BIN)/python -c \"import datasets; print(datasets.load_dataset('parquet', data_dir='$(DEMO_OUT)/parquet'))\""
+	@echo "Review it:   $(BIN)/dalle-data review $(DEMO_OUT) --lowest-clip 16"
 
 test: $(STAMP)
 	@# The review page's browser test drives Debian's chromium (never `playwright install`); as root, install it if missing.

@@ -1,5 +1,6 @@
 """Figures of the shapes-demo model, measured on held-out renders of the shapes world.
 
+* the judge's own top-1 on held-out renders (it must be right for the rest to mean anything);
 * CLIP zero-shot top-1 on held-out renders (goal >= 95%);
 * generator fidelity: the share of vanilla generations that the judge (a small
   CNN trained on renders only, not the CLIP) assigns to the requested class,
@@ -47,7 +48,7 @@ def judge_share(judge: Any, out: Path, status: str, by: str = "label") -> tuple[
 def run(model: str, per_class: int, tmp: Path) -> dict[str, Any]:
     from dalle_data.config import build_spec
     from dalle_data.demo.train import Judge
-    from dalle_data.demo.world import CLASSES, write_imagefolder
+    from dalle_data.demo.world import CLASSES, dataset, write_imagefolder
     from dalle_data.generators import load_generator
     from dalle_data.generators.registry import shapes_demo_dir
     from dalle_data.job import run_generate
@@ -62,6 +63,9 @@ def run(model: str, per_class: int, tmp: Path) -> dict[str, Any]:
     real = write_imagefolder(tmp / "real", "test", 40 * len(CLASSES))
     sources = write_imagefolder(tmp / "sources", "val", 4 * len(CLASSES))
     figures: dict[str, Any] = {}
+    held_out = dataset("test", 40 * len(CLASSES))  # the same renders as `real`: is the judge itself right?
+    figures["judge_top1_on_renders"] = sum(p == r.label for p, r in zip(judge.predict([r.image for r in held_out]),
+                                                                        held_out)) / len(held_out)
 
     def generate(name: str, **values: Any) -> dict[str, Any]:
         spec = build_spec({"classes": list(CLASSES), "model": model, "out": tmp / name, "keep_rejected": True,

@@ -47,11 +47,11 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-_OFFLINE_PRESET = {"model": "--model tiny", "scorer": "--scorer tiny"}
+_OFFLINE_PRESET = {"model": "--model shapes-demo", "scorer": "--scorer shapes-demo"}
 
 
 def offline_message(what: str, name: str, reason: str) -> str:
-    preset = _OFFLINE_PRESET.get(what, "--model tiny")
+    preset = _OFFLINE_PRESET.get(what, "--model shapes-demo")
     return (
         f"cannot load {what} {name!r}: {reason}. Download it where there is a network "
         f"(`hf download {name}`) and rerun with HF_HUB_OFFLINE=1, pass a local directory, "

@@ -20,7 +20,7 @@ app = typer.Typer(
         "Turn class names into labeled, CLIP-filtered synthetic image datasets.\n\n"
         "Examples:\n\n"
         "  dalle-data generate --classes dalmatian --per-class 500\n\n"
-        "  dalle-data generate --classes cat,dog --model tiny --out demo-out --format imagefolder\n\n"
+        "  dalle-data generate --classes \"red circle,blue star\" --model shapes-demo --out demo-out\n\n"
         "  dalle-data prompts --classes dalmatian --mode style -n 20"
     ),
     no_args_is_help=True,

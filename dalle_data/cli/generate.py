@@ -16,7 +16,7 @@ Examples:
 
   dalle-data generate --classes dalmatian --per-class 500
 
-  dalle-data generate --classes cat,dog --model tiny --out demo-out --format parquet --format imagefolder
+  dalle-data generate --classes "red circle,blue star" --model shapes-demo --out demo-out --format parquet --format imagefolder
 
   dalle-data generate --classes-file classes.txt --mode vanilla=0.7,adversarial=0.3 --per-class 100
 

@@ -27,7 +27,7 @@ def tokenizer() -> Any:
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=CONTEXT)
 
 
-def clip_config() -> Any:
+def clip_config(width: int = 64, layers: int = 4, patch: int = 4) -> Any:
     from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
     text = CLIPTextConfig(
@@ -36,8 +36,8 @@ def clip_config() -> Any:
         projection_dim=EMBED_DIM,
     )
     vision = CLIPVisionConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, image_size=SIZE,
-        patch_size=4, projection_dim=EMBED_DIM,
+        hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=4,
+        image_size=SIZE, patch_size=patch, projection_dim=EMBED_DIM,
     )
     return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=EMBED_DIM)
 

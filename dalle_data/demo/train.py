@@ -45,12 +45,17 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     seed: int = 0
     pool: int = 12_000
-    clip_steps: int = 1200
+    clip_steps: int = 3000
+    clip_lr: float = 2e-3
+    clip_width: int = 64
+    clip_layers: int = 4
+    clip_patch: int = 4
+    clip_augment: bool = True
     ae_steps: int = 1000
     decoder_steps: int = 4000
     prior_steps: int = 3000
     inpaint_steps: int = 1200
-    judge_steps: int = 400
+    judge_steps: int = 600
     batch: int = 64
     threads: int = 2
 
@@ -132,7 +137,7 @@ def train_clip(pool: Pool, cfg: TrainConfig, tok: Any) -> Clip:
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
     torch.manual_seed(cfg.seed)
-    config = C.clip_config()
+    config = C.clip_config(cfg.clip_width, cfg.clip_layers, cfg.clip_patch)
     clip = Clip(CLIPTextModelWithProjection(config.text_config), CLIPVisionModelWithProjection(config.vision_config),
                 torch.nn.Parameter(torch.tensor(math.log(1 / 0.07))))
     rng = np.random.default_rng(cfg.seed)
@@ -144,7 +149,10 @@ def train_clip(pool: Pool, cfg: TrainConfig, tok: Any) -> Clip:
     def loss_fn(step: int) -> Any:
         idx = pool.batch(rng, 2 * cfg.batch)
         text = torch.nn.functional.normalize(clip.text_embeds(pool.ids[idx], pool.mask[idx]), dim=-1)
-        image = torch.nn.functional.normalize(clip.image_embeds(pool.pixels[idx]), dim=-1)
+        pixels = pool.pixels[idx]
+        if cfg.clip_augment:  # the classes are invariant to flips and quarter turns; the captions too
+            pixels = _flip_rotate(pixels, rng)
+        image = torch.nn.functional.normalize(clip.image_embeds(pixels), dim=-1)
         scale = clip.logit_scale.clamp(max=math.log(100)).exp()
         logits = scale * image @ text.T
         # Captions of one scene type are near-duplicates: every same-caption pair is a positive.
@@ -156,10 +164,20 @@ def train_clip(pool: Pool, cfg: TrainConfig, tok: Any) -> Clip:
         zero_shot = torch.nn.functional.cross_entropy(scale * image @ classes.T, pool.labels[idx])
         return pairs + zero_shot
 
-    _loop("clip", cfg.clip_steps, 2e-3, params, loss_fn)
+    _loop("clip", cfg.clip_steps, cfg.clip_lr, params, loss_fn)
     clip.text.eval()
     clip.image.eval()
     return clip
+
+
+def _flip_rotate(pixels: Any, rng: np.random.Generator) -> Any:
+    """Each image flipped horizontally or not, then turned by 0-3 quarter turns (seeded)."""
+    import torch
+
+    flips = torch_bool(rng.random(len(pixels)) < 0.5)
+    turns = rng.integers(0, 4, len(pixels))
+    pixels = torch.where(flips.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
+    return torch.stack([torch.rot90(p, int(k), dims=(-2, -1)) for p, k in zip(pixels, turns)])
 
 
 def zero_shot_accuracy(clip: Clip, tok: Any, split: str = "test", n: int = 800) -> float:
@@ -323,11 +341,13 @@ class Judge:
     def __init__(self) -> None:
         from torch import nn
 
+        def block(cin: int, cout: int) -> list[Any]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
         self.net = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(64, len(CLASSES)),
+            *block(3, 32), *block(32, 32), nn.MaxPool2d(2),
+            *block(32, 64), *block(64, 64), nn.MaxPool2d(2),
+            *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, len(CLASSES)),
         )
 
     def __call__(self, pixels: Any) -> Any:
@@ -364,9 +384,11 @@ def train_judge(pool: Pool, cfg: TrainConfig) -> Judge:
     judge = Judge()
     rng = np.random.default_rng(cfg.seed + 4)
 
+    judge.net.train()
+
     def loss_fn(step: int) -> Any:
         idx = pool.batch(rng, cfg.batch * 2)
-        return torch.nn.functional.cross_entropy(judge(pool.pixels[idx]), pool.labels[idx])
+        return torch.nn.functional.cross_entropy(judge(_flip_rotate(pool.pixels[idx], rng)), pool.labels[idx])
 
     _loop("judge", cfg.judge_steps, 2e-3, list(judge.net.parameters()), loss_fn)
     judge.net.eval()
@@ -415,7 +437,7 @@ def _empty_clip(cfg: TrainConfig) -> Clip:
     import torch
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
-    config = C.clip_config()
+    config = C.clip_config(cfg.clip_width, cfg.clip_layers, cfg.clip_patch)
     return Clip(CLIPTextModelWithProjection(config.text_config), CLIPVisionModelWithProjection(config.vision_config),
                 torch.nn.Parameter(torch.tensor(0.0)))
 

@@ -23,7 +23,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 CLASSES: tuple[str, ...] = (
     "red circle", "blue square", "green triangle", "yellow star",
-    "blue circle", "red square", "yellow triangle", "green star",
+    "red triangle", "blue star", "green circle", "yellow square",
 )
 BACKGROUNDS: dict[str, str] = {
     "plain": "on a plain background", "striped": "on a striped background",
@@ -90,7 +90,7 @@ def render(label: str, rng: random.Random, background: str | None = None, outlin
     outlined = rng.random() < 0.25 if outlined is None else outlined
     im = _background(background, rng, big)
     draw = ImageDraw.Draw(im)
-    r = big * rng.uniform(0.2, 0.34)
+    r = big * rng.uniform(0.28, 0.42)
     cx, cy = rng.uniform(r, big - r), rng.uniform(r, big - r)
     colour = tuple(min(255, max(0, c + rng.randint(-20, 20))) for c in COLOURS[colour_name])
     width = max(3, int(big * 0.05))

@@ -107,7 +107,7 @@ def test_hub_model_offline_fails_in_one_line_that_says_what_to_do(tmp_path: Path
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
     result = cli("generate", "--classes", "cat", "--per-class", "1", "--scorer", "tiny", "--out", tmp_path / "o")
-    assert_one_line_error(result, "kandinsky-community/kandinsky-2-2-prior", "HF_HUB_OFFLINE", "--model tiny")
+    assert_one_line_error(result, "kandinsky-community/kandinsky-2-2-prior", "HF_HUB_OFFLINE", "--model shapes-demo")
     assert time.perf_counter() - start < 60
     assert not (tmp_path / "o").exists()
 
@@ -128,6 +128,6 @@ def test_hub_scorer_without_network_fails_fast_and_clearly(tmp_path: Path) -> No
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot load scorer 'ViT-B-32/openai'"), result.stderr
-    assert "no network" in lines[0] and "--scorer tiny" in lines[0]
+    assert "no network" in lines[0] and "--scorer shapes-demo" in lines[0]
     assert time.perf_counter() - start < 60
     assert not (tmp_path / "o").exists()

@@ -43,6 +43,30 @@ def test_preset_generates_classes_the_judge_recognises(tmp_path, cli) -> None:
     images = [Image.open(tmp_path / "o" / "imagefolder" / "train" / r["class_dir"] / f"{r['id']}.png") for r in rows]
     judged = Judge.load(root / "judge.safetensors").predict(images)
     agree = sum(j == r["label"] for j, r in zip(judged, rows)) / len(rows)
-    # Chance is 1/8 = 12.5%. The benchmark measured the unfiltered fidelity on 192 images (see README);
-    # 32 images at a true rate of >= 60% fall below 40% with probability < 1%.
-    assert agree >= 0.40, agree
+    # Chance is 1/8 = 12.5%. benchmarks/shapes.py measured 94.3% unfiltered fidelity on 192 images (this
+    # test's batch gave 29/32). At a true rate of 90%, 32 images fall below 75% with probability < 1%.
+    assert agree >= 0.75, agree
+
+
+def test_make_demo_writes_a_dataset_offline_and_says_where(tmp_path) -> None:
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from dalle_data.demo.world import CLASSES
+
+    _weights_dir()
+    repo = Path(__file__).resolve().parents[2]
+    if shutil.which("make") is None or subprocess.run(["make", "-q", "-C", str(repo), ".venv/.installed-stamp"]).returncode:
+        pytest.skip("make demo would (re)install first: run it through `make test`")
+    out = tmp_path / "demo"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    done = subprocess.run(["make", "-C", str(repo), "demo", f"DEMO_OUT={out}"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"Dataset written to {out}/" in done.stdout
+    folders = sorted(p for p in (out / "imagefolder" / "train").iterdir() if p.is_dir())
+    assert [p.name for p in folders] == sorted(c.replace(" ", "_") for c in CLASSES)
+    assert all(len(list(p.glob("*.png"))) == 8 for p in folders)
+    assert (out / "_SUCCESS").is_file()

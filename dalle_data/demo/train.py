@@ -134,12 +134,9 @@ class Clip:
 
 def train_clip(pool: Pool, cfg: TrainConfig, tok: Any) -> Clip:
     import torch
-    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
     torch.manual_seed(cfg.seed)
-    config = C.clip_config(cfg.clip_width, cfg.clip_layers, cfg.clip_patch)
-    clip = Clip(CLIPTextModelWithProjection(config.text_config), CLIPVisionModelWithProjection(config.vision_config),
-                torch.nn.Parameter(torch.tensor(math.log(1 / 0.07))))
+    clip = _new_clip(cfg, math.log(1 / 0.07))
     rng = np.random.default_rng(cfg.seed)
     params = list(clip.text.parameters()) + list(clip.image.parameters()) + [clip.logit_scale]
 
@@ -384,8 +381,6 @@ def train_judge(pool: Pool, cfg: TrainConfig) -> Judge:
     judge = Judge()
     rng = np.random.default_rng(cfg.seed + 4)
 
-    judge.net.train()
-
     def loss_fn(step: int) -> Any:
         idx = pool.batch(rng, cfg.batch * 2)
         return torch.nn.functional.cross_entropy(judge(_flip_rotate(pool.pixels[idx], rng)), pool.labels[idx])
@@ -433,13 +428,14 @@ def _module(model: Any) -> Any:
     return model
 
 
-def _empty_clip(cfg: TrainConfig) -> Clip:
+def _new_clip(cfg: TrainConfig, log_scale: float = 0.0) -> Clip:
+    """Freshly initialized towers of the configured shape (a finished stage loads its weights into these)."""
     import torch
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
     config = C.clip_config(cfg.clip_width, cfg.clip_layers, cfg.clip_patch)
     return Clip(CLIPTextModelWithProjection(config.text_config), CLIPVisionModelWithProjection(config.vision_config),
-                torch.nn.Parameter(torch.tensor(0.0)))
+                torch.nn.Parameter(torch.tensor(log_scale)))
 
 
 def save_model(out: Path, clip: Clip, tok: Any, prior: Any, ae: Any, decoder: Any, inpaint: Any) -> None:
@@ -481,7 +477,7 @@ def train_all(out: Path, cfg: TrainConfig = TrainConfig()) -> dict[str, Any]:
     tok = C.tokenizer()
     pool = Pool(cfg.pool, tok)
     stages = Stages(out / ".stages")
-    clip = stages.run("clip", lambda: train_clip(pool, cfg, tok), lambda: _empty_clip(cfg))
+    clip = stages.run("clip", lambda: train_clip(pool, cfg, tok), lambda: _new_clip(cfg))
     zero_shot = zero_shot_accuracy(clip, tok)
     log.info("CLIP zero-shot top-1 on held-out renders: %.3f", zero_shot)
     ae = stages.run("autoencoder", lambda: train_autoencoder(pool, cfg), C.movq)

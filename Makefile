@@ -26,14 +26,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/dalle-data generate --model shapes-demo --templates templates/shapes.yaml \
+	HF_HUB_OFFLINE=1 $(BIN)/dalle-data generate --model shapes-demo \
 		--classes "$(DEMO_CLASSES)" --per-class 8 --mode vanilla=0.75,style=0.25 \
 		--format parquet --format imagefolder --out $(DEMO_OUT)
 	@echo
-	@echo "Dataset written to $(DEMO_OUT)/ (spec.yaml, summary.json, parquet/, imagefolder/, manifest.jsonl)."
+	@echo "Dataset written to $(DEMO_OUT)/ (spec.yaml, labels.json, summary.json, parquet/, imagefolder/, manifest.jsonl)."
 	@echo "Look at it:  ls $(DEMO_OUT)/imagefolder/train/*   (32x32 PNGs of coloured shapes, one folder per class)"
 	@echo "Load it:     $(BIN)/python -c \"import datasets; print(datasets.load_dataset('parquet', data_dir='$(DEMO_OUT)/parquet'))\""
 	@echo "Review it:   $(BIN)/dalle-data review $(DEMO_OUT) --lowest-clip 16"
+	@echo "Check it:    $(BIN)/dalle-data verify $(DEMO_OUT)"
 
 test: $(STAMP)
 	@# The review page's browser test drives Debian's chromium (never `playwright install`); as root, install it if missing.

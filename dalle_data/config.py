@@ -68,7 +68,7 @@ class RunSpec(BaseModel):
     fuse_weight: float = Field(default=0.5, gt=0.0, lt=1.0)
     mask: Literal["border", "center", "random-box"] = "border"
     mask_dir: str | None = None
-    negative_label: str = "hard_negative"
+    negative_label: str = Field(default="hard_negative", min_length=1, max_length=200)
     shard_size: int = Field(default=64, gt=0, le=100_000)
     split: str = Field(default="train", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     # Hosted APIs (the key is never a field: it comes from OPENAI_API_KEY only).
@@ -134,7 +134,11 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _checks(self) -> "RunSpec":
-        if self.negative_label.casefold() in {c.casefold() for c in self.classes} and "adversarial" in self.modes:
+        if not self.negative_label.strip():
+            raise ValueError("negative_label is empty; name the hard-negative class (default hard_negative)")
+        from dalle_data.naming import duplicate_key
+
+        if duplicate_key(self.negative_label) in {duplicate_key(c) for c in self.classes} and "adversarial" in self.modes:
             raise ValueError(
                 f"class {self.negative_label!r} collides with the hard-negative label; set negative_label to another name"
             )
@@ -202,15 +206,20 @@ class RunSpec(BaseModel):
         return out
 
     def content_dict(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json")
-        return {k: v for k, v in data.items()
-                if k not in EXECUTION_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        return content_of(self.model_dump(mode="json"))
 
     def spec_hash(self, extra: dict[str, str] | None = None) -> str:
         """Hash of what decides the output (plus digests of input files in ``extra``)."""
         payload = {"spec": self.content_dict(), "inputs": extra or {}}
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def content_of(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a dumped spec that decide what a run produces (what the spec hash covers)."""
+    return {k: v for k, v in data.items()
+            if k in RunSpec.model_fields and k not in EXECUTION_FIELDS
+            and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def parse_modes(value: Any) -> dict[str, float]:
@@ -258,11 +267,17 @@ def apportion(total: int, shares: dict[str, float]) -> dict[str, int]:
     return base
 
 
+# Spec fields set only in a spec file (no flag), and flags named otherwise than their field.
+SPEC_FILE_ONLY = frozenset({"negative_label", "split", "guidance_scale"})
+FLAG_NAMES = {"from_dir": "--from", "formats": "--format", "modes": "--mode", "width": "--size", "height": "--size",
+              "filter": "--filter"}
+
+
 def _one_line(err: ValidationError, as_flags: bool) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first.get("loc", ())) or "spec"
-    if as_flags and loc in RunSpec.model_fields:
-        loc = "--" + loc.replace("_", "-")
+    if as_flags and loc in RunSpec.model_fields and loc not in SPEC_FILE_ONLY:
+        loc = FLAG_NAMES.get(loc, "--" + loc.replace("_", "-"))
     msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
     return f"{loc}: {msg}{more}"

@@ -52,9 +52,10 @@ _OFFLINE_PRESET = {"model": "--model shapes-demo", "scorer": "--scorer shapes-de
 
 def offline_message(what: str, name: str, reason: str) -> str:
     preset = _OFFLINE_PRESET.get(what, "--model shapes-demo")
+    repo = (open_clip_repo(name) or name) if what == "scorer" else name
     return (
         f"cannot load {what} {name!r}: {reason}. Download it where there is a network "
-        f"(`hf download {name}`) and rerun with HF_HUB_OFFLINE=1, pass a local directory, "
+        f"(`hf download {repo}`) and rerun with HF_HUB_OFFLINE=1, pass a local directory, "
         f"or use the offline preset ({preset})"
     )
 
@@ -74,6 +75,57 @@ def load_with_hub_fallback(load: Callable[[bool], T], *, what: str, name: str) -
     except Exception as err:  # noqa: BLE001 - library errors become one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"cannot load {what} {name!r} from the Hub: {first}") from err
+
+
+def cached(repo: str, filenames: tuple[str, ...]) -> bool:
+    """Whether one of ``filenames`` of hub repo ``repo`` is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        try:
+            found = try_to_load_from_cache(repo, filename)
+        except Exception:  # noqa: BLE001 - a malformed id is simply "not cached"
+            return False
+        if isinstance(found, str):
+            return True
+    return False
+
+
+def open_clip_repo(name: str) -> str | None:
+    """The hub repo an open_clip ``ARCH/TAG`` (or ``hf-hub:org/repo``) downloads from, if it has one."""
+    if name.startswith("hf-hub:"):
+        return name[len("hf-hub:"):]
+    arch, _, tag = name.partition("/")
+    try:
+        import open_clip
+
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+    except Exception:  # noqa: BLE001 - unknown names are reported elsewhere
+        return None
+    parts = str(cfg.get("hf_hub", "")).strip("/").split("/")
+    return "/".join(parts[:2]) if len(parts) >= 2 else None
+
+
+def check_offline(pieces: list[tuple[str, str, str, tuple[str, ...]]]) -> None:
+    """Fail in one line naming every missing piece, when the hub cannot be reached.
+
+    ``pieces`` are (what, name, hub repo, files that show it is cached). Pieces
+    already in the local cache pass; with a network nothing is checked here
+    (loading downloads what is missing).
+    """
+    missing = [(what, name, repo) for what, name, repo, files in pieces if not cached(repo, files)]
+    if not missing:
+        return
+    if not hub_offline() and hub_reachable():
+        return
+    why = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hugging Face Hub cannot be reached"
+    names = ", ".join(f"{what} {name!r}" for what, name, _ in missing)
+    downloads = " && ".join(f"hf download {repo}" for repo in dict.fromkeys(repo for _, _, repo in missing))
+    raise ModelLoadError(
+        f"not in the local cache and {why}: {names}. Download them where there is a network (`{downloads}`) "
+        "and rerun with HF_HUB_OFFLINE=1, pass local directories, or use the offline presets "
+        "(--model shapes-demo, --scorer shapes-demo)"
+    )
 
 
 def quiet_libraries() -> None:

@@ -82,11 +82,34 @@ def prepare(unit: WorkUnit, opts: ImageOptions, size: tuple[int, int]) -> Prepar
         original = source.open()
         path = find_mask_file(opts.mask_dir, source.path, opts.source_root or Path(source.path).parent)
         if path is None:
-            raise SourceError(f"no mask for {source.path} in {opts.mask_dir} (same relative path and stem expected)")
-        mask = ImageOps.fit(load_mask(path, original.size), size, method=PILImage.Resampling.NEAREST)
+            raise SourceError(f"no mask for {source.path} in {opts.mask_dir} (same relative path and stem expected)",
+                              code="mask-unusable")
+        try:
+            loaded = load_mask(path, original.size)
+        except SourceError as err:
+            raise SourceError(str(err), code="mask-unusable") from None
+        mask = ImageOps.fit(loaded, size, method=PILImage.Resampling.NEAREST)
         image = ImageOps.fit(original, size, method=PILImage.Resampling.BICUBIC)
         desc = f"file: {path}"
     else:
         image = source.open(size)
         mask, desc = auto_mask(opts.mask, size, unit.seed)
     return Prepared(conditions=[], weights=[], image=image, mask=mask, mask_desc=desc)
+
+
+def check_source(source: Any, mode: str, opts: ImageOptions, size: tuple[int, int]) -> SourceError | None:
+    """Why ``source`` cannot be used for ``mode`` (its image, or for inpainting its mask file), or None."""
+    try:
+        image = source.open()
+        if mode == "inpaint" and opts.mask_dir is not None:
+            path = find_mask_file(opts.mask_dir, source.path, opts.source_root or Path(source.path).parent)
+            if path is None:
+                return SourceError(f"no mask for {source.path} in {opts.mask_dir} (same relative path and stem "
+                                   "expected)", code="mask-unusable")
+            try:
+                load_mask(path, image.size)
+            except SourceError as err:
+                return SourceError(str(err), code="mask-unusable")
+    except SourceError as err:
+        return err
+    return None

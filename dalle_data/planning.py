@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from dalle_data.config import RunSpec
 from dalle_data.errors import SpecError
+from dalle_data.labels import LabelMap
 from dalle_data.prompts import PromptItem
 from dalle_data.sources import Source
 
@@ -73,6 +74,16 @@ class Slot:
     kept_by_source: dict[str, int] = field(default_factory=dict)
     tried_by_source: dict[str, int] = field(default_factory=dict)
     next_k: int = 0  # the next unit index; with --per-source, units of finished sources are skipped
+    unusable: int = 0  # failed records of sources (or masks) found unusable before generation: not attempts
+
+    def exclude(self, bad: set[str]) -> None:
+        """Drop sources found unusable: never paired or attempted again; a per-source target shrinks."""
+        if not bad or not self.sources:
+            return
+        kept = [s for s in self.sources if s.id not in bad]
+        self.sources = kept
+        if self.per_source is not None:
+            self.target = self.per_source * len(kept)
 
     def source_open(self, source: Source) -> bool:
         """With --per-source: the source still needs images and has attempts left."""
@@ -84,6 +95,8 @@ class Slot:
     def done(self) -> bool:
         if self.generated >= self.budget:
             return True
+        if self.mode in ("variation", "inpaint", "fuse") and len(self.sources) < (2 if self.mode == "fuse" else 1):
+            return True  # no usable source left
         if self.per_source is not None:
             return not any(self.source_open(s) for s in self.sources)
         return self.kept >= self.target
@@ -152,8 +165,7 @@ class Slot:
 def build_slots(
     spec: RunSpec,
     prompts: Sequence[PromptItem],
-    labels: Sequence[str],
-    class_dirs: dict[str, str],
+    labels: LabelMap,
     sources: Sequence[Source] = (),
 ) -> list[Slot]:
     """Slots for every class × mode with a non-zero target, in class then mode order."""
@@ -177,7 +189,7 @@ def build_slots(
         hard = mode == "adversarial"
         label = spec.negative_label if hard else cls
         slots.append(Slot(
-            cls=cls, mode=mode, label=label, label_id=labels.index(label), class_dir=class_dirs[label],
+            cls=cls, mode=mode, label=label, label_id=labels.id_of(label), class_dir=labels.folder_of(label),
             hard_negative=hard, target=target, budget=budget, prompts=items, run_seed=spec.seed, sources=own,
             per_source=spec.per_source if mode in ("variation", "fuse", "inpaint") else None,
         ))

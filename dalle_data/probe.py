@@ -14,6 +14,12 @@ beside the scorer's zero-shot accuracy on the same test set. Training sets:
 Hard negatives (adversarial images) are left out: their label is not a class
 of the test set. Test folders are matched to class names exactly or by their
 safe folder name ("red circle" ↔ "red_circle").
+
+An unreadable image (empty, truncated, not an image) in any set is skipped
+with one warning line per set, as ``generate`` treats bad sources; the report
+counts them per set (``skipped``: ``train``, ``train (rejected)`` with
+``--ablate filter``, ``test``, ``real-train``). A set none of whose files can
+be read is an error.
 """
 
 from __future__ import annotations
@@ -32,48 +38,58 @@ from dalle_data.sources import IMAGE_SUFFIXES, SourceError, load_rgb
 log = logging.getLogger(__name__)
 
 
+MAX_REASONS = 3  # unreadable files named in a warning or error line
+
+
 @dataclass
 class LabeledImages:
     paths: list[str]
     labels: list[str]
     data: list[bytes | None]
 
-    def images(self) -> list[Any]:
-        out = []
-        for path, data in zip(self.paths, self.data):
-            out.append(load_rgb(data if data is not None else Path(path), None, path))
-        return out
+
+@dataclass(frozen=True)
+class Embedded:
+    """The readable images of a set: L2-normalized embeddings, their labels, and how many files were skipped."""
+
+    x: Any
+    labels: list[str]
+    skipped: int
 
 
-def from_output(out: Path, include_rejected: bool = False) -> LabeledImages:
-    """Positive kept images (and rejected ones) of a dalle-data output, with their class names."""
-    rows: list[tuple[str, str, bytes | None]] = []
-    roots = [("imagefolder", out / "imagefolder")] + ([("rejected", out / "rejected" / "imagefolder")] if include_rejected else [])
-    for _, root in roots:
-        for meta in sorted(root.glob("**/metadata.jsonl")):
-            for line in meta.read_text(encoding="utf-8").splitlines():
-                row = json.loads(line) if line.strip() else None
-                if row and row.get("role", "positive") == "positive":
-                    rows.append((str(meta.parent / row["file_name"]), row["label_name"], None))
-    if not rows:
-        rows = _from_parquet(out, include_rejected)
-    if not rows:
+def from_output(out: Path) -> LabeledImages:
+    """The positive kept images of a dalle-data output, with their class names."""
+    labeled = _positives(out / "imagefolder", sorted(out.glob("parquet/*/*.parquet")))
+    if not labeled.paths:
         raise SpecError(f"--train {out}: no kept images found (is it a dalle-data output?)")
-    if include_rejected and not (out / "rejected").is_dir():
+    return labeled
+
+
+def rejected_from_output(out: Path) -> LabeledImages:
+    """The rejected positive images of a dalle-data output (made with ``--keep-rejected``); may be empty."""
+    from dalle_data.rundir import open_run
+
+    if not open_run(out).spec.keep_rejected:
         raise SpecError(f"--ablate filter needs the rejected images: rerun generate with --keep-rejected into {out}")
+    return _positives(out / "rejected" / "imagefolder", sorted(out.glob("rejected/parquet/*.parquet")))
+
+
+def _positives(imagefolder: Path, parquet_parts: list[Path]) -> LabeledImages:
+    """Positive rows of an ImageFolder's metadata.jsonl files or, when it has none, of Parquet parts."""
+    rows: list[tuple[str, str, bytes | None]] = []
+    for meta in sorted(imagefolder.glob("**/metadata.jsonl")):
+        for line in meta.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else None
+            if row and row.get("role", "positive") == "positive":
+                rows.append((str(meta.parent / row["file_name"]), row["label_name"], None))
+    if not rows:
+        import pyarrow.parquet as pq
+
+        for part in parquet_parts:
+            for row in pq.read_table(part, columns=["id", "label_name", "role", "image"]).to_pylist():
+                if row["role"] == "positive":
+                    rows.append((f"{part}#{row['id']}", row["label_name"], row["image"]["bytes"]))
     return LabeledImages([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
-
-
-def _from_parquet(out: Path, include_rejected: bool) -> list[tuple[str, str, bytes | None]]:
-    import pyarrow.parquet as pq
-
-    parts = sorted(out.glob("parquet/*/*.parquet")) + (sorted(out.glob("rejected/parquet/*.parquet")) if include_rejected else [])
-    rows = []
-    for part in parts:
-        for row in pq.read_table(part, columns=["id", "label_name", "role", "image"]).to_pylist():
-            if row["role"] == "positive":
-                rows.append((f"{part}#{row['id']}", row["label_name"], row["image"]["bytes"]))
-    return rows
 
 
 def from_imagefolder(root: Path, classes: Sequence[str]) -> LabeledImages:
@@ -96,19 +112,42 @@ def from_imagefolder(root: Path, classes: Sequence[str]) -> LabeledImages:
     return LabeledImages(paths, labels, [None] * len(paths))
 
 
-def embed(scorer: Any, images: LabeledImages, batch: int = 64) -> Any:
-    import torch
+def load_readable(images: LabeledImages, what: str) -> tuple[list[Any], list[str], list[str]]:
+    """The readable images with their labels, and why each other file was skipped (one warning line).
 
-    chunks = []
-    loaded = []
-    for path, data in zip(images.paths, images.data):
+    ``what`` names the set in messages (``--test DIR``). Raises ``SpecError``
+    when the set has files but none of them can be read.
+    """
+    loaded, labels, reasons = [], [], []
+    for path, label, data in zip(images.paths, images.labels, images.data):
         try:
             loaded.append(load_rgb(data if data is not None else Path(path), None, path))
+            labels.append(label)
         except SourceError as err:
-            raise SpecError(str(err)) from None
-    for start in range(0, len(loaded), batch):
-        chunks.append(scorer.encode_images(loaded[start : start + batch]).cpu())
-    return torch.cat(chunks)
+            reasons.append(str(err))
+    if reasons:
+        total = len(images.paths)
+        named = "; ".join(reasons[:MAX_REASONS])
+        if len(reasons) > MAX_REASONS:
+            named += f"; and {len(reasons) - MAX_REASONS} more"
+        if not loaded:
+            raise SpecError(f"{what}: none of its {_files(total, 'image file')} could be read ({named})")
+        log.warning("%s: skipped %s of %d (%s)", what, _files(len(reasons), "unreadable file"), total, named)
+    return loaded, labels, reasons
+
+
+def _files(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def embed(scorer: Any, images: LabeledImages, what: str, batch: int = 64) -> Embedded:
+    """L2-normalized CLIP embeddings of the readable images of a set (unreadable ones skipped)."""
+    import torch
+
+    loaded, labels, reasons = load_readable(images, what)
+    chunks = [scorer.encode_images(loaded[start : start + batch]).cpu() for start in range(0, len(loaded), batch)]
+    x = torch.nn.functional.normalize(torch.cat(chunks), dim=-1) if chunks else None
+    return Embedded(x, labels, len(reasons))
 
 
 def fit_linear(x: Any, y: Any, n_classes: int, steps: int = 300, weight_decay: float = 1e-3) -> Any:
@@ -147,28 +186,34 @@ def run_probe(
     import torch
 
     classes = list(classes)
-    synthetic = from_output(train)
-    test_set = from_imagefolder(test, classes)
+    sets: dict[str, tuple[str, LabeledImages]] = {"train": (f"--train {train}", from_output(train))}
+    if ablate_filter:
+        sets["train (rejected)"] = (f"--train {train} (rejected)", rejected_from_output(train))
+    sets["test"] = (f"--test {test}", from_imagefolder(test, classes))
+    if real_train is not None:
+        sets["real-train"] = (f"--real-train {real_train}", from_imagefolder(real_train, classes))
+    embedded = {name: embed(scorer, images, what) for name, (what, images) in sets.items()}
     index = {c: i for i, c in enumerate(classes)}
-    x_test = torch.nn.functional.normalize(embed(scorer, test_set), dim=-1)
-    y_test = torch.tensor([index[c] for c in test_set.labels])
+    test_set = embedded["test"]
+    x_test, y_test = test_set.x, torch.tensor([index[c] for c in test_set.labels])
 
-    def probe(sets: list[LabeledImages]) -> dict[str, Any]:
-        x = torch.nn.functional.normalize(torch.cat([embed(scorer, s) for s in sets]), dim=-1)
-        y = torch.tensor([index[c] for s in sets for c in s.labels])
+    def probe(names: list[str]) -> dict[str, Any]:
+        parts = [embedded[n] for n in names if embedded[n].labels]
+        x = torch.cat([p.x for p in parts])
+        y = torch.tensor([index[c] for p in parts for c in p.labels])
         predict = fit_linear(x, y, len(classes))
         return {"train_images": len(y), **accuracy(predict(x_test), y_test, classes)}
 
-    results: dict[str, Any] = {"synthetic": probe([synthetic])}
+    results: dict[str, Any] = {"synthetic": probe(["train"])}
     if ablate_filter:
-        results["synthetic (unfiltered)"] = probe([from_output(train, include_rejected=True)])
+        results["synthetic (unfiltered)"] = probe(["train", "train (rejected)"])
     if real_train is not None:
-        real = from_imagefolder(real_train, classes)
-        results["real"] = probe([real])
-        results["real + synthetic"] = probe([real, synthetic])
+        results["real"] = probe(["real-train"])
+        results["real + synthetic"] = probe(["real-train", "train"])
     scorer.set_labels(classes)
     with torch.no_grad():
         scale = float(scorer.model.logit_scale.detach().exp())
         zero = (scale * x_test @ scorer._label_emb.cpu().T).argmax(-1)
     results["zero-shot"] = {"train_images": 0, **accuracy(zero, y_test, classes)}
-    return {"classes": classes, "test_images": len(y_test), "scorer": scorer.name, "results": results}
+    return {"classes": classes, "test_images": len(y_test), "scorer": scorer.name,
+            "skipped": {name: e.skipped for name, e in embedded.items()}, "results": results}

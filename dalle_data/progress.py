@@ -38,19 +38,45 @@ class NullProgress:
         pass
 
 
-class LineProgress(NullProgress):
-    """One line per round on stderr: for CI logs and other non-terminals."""
+HEARTBEAT_ENV = "DALLE_DATA_HEARTBEAT"
 
-    def __init__(self) -> None:
-        self._t0 = time.perf_counter()
+
+class LineProgress(NullProgress):
+    """One line per round on stderr, and a heartbeat line at least every ``DALLE_DATA_HEARTBEAT``
+    seconds (default 30) while a round runs: for CI logs, ``--json`` runs and other non-terminals."""
+
+    def __init__(self, heartbeat: float | None = None) -> None:
+        import os
+
+        self._t0 = self._last = time.perf_counter()
+        if heartbeat is None:
+            try:
+                heartbeat = float(os.environ.get(HEARTBEAT_ENV, "") or 30.0)
+            except ValueError:
+                heartbeat = 30.0
+        self.heartbeat = heartbeat
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._targets: dict[str, int] = {}
+
+    def start(self, targets: dict[str, int]) -> None:
+        self._targets = dict(targets)
+
+    def update(self, cls: str, generated: int, kept: int) -> None:
+        self._counts[cls] = (generated, kept)
+        if time.perf_counter() - self._last >= self.heartbeat:
+            made = sum(g for g, _ in self._counts.values())
+            kept_all = sum(k for _, k in self._counts.values())
+            self._print(f"working: generated {made}, kept {kept_all} of {sum(self._targets.values())}, "
+                        f"{made / max(time.perf_counter() - self._t0, 1e-9):.2f} img/s")
 
     def round_done(self, round_no: int, generated: int, kept: int) -> None:
         rate = generated / max(time.perf_counter() - self._t0, 1e-9)
         acc = kept / generated if generated else 0.0
-        print(
-            f"round {round_no}: generated {generated}, kept {kept} ({acc:.0%}), {rate:.2f} img/s",
-            file=sys.stderr, flush=True,
-        )
+        self._print(f"round {round_no}: generated {generated}, kept {kept} ({acc:.0%}), {rate:.2f} img/s")
+
+    def _print(self, line: str) -> None:
+        self._last = time.perf_counter()
+        print(line, file=sys.stderr, flush=True)
 
 
 class RichProgress(NullProgress):
@@ -91,9 +117,10 @@ class RichProgress(NullProgress):
         self._progress.stop()
 
 
-def make_progress(quiet: bool) -> Progress:
+def make_progress(quiet: bool, json_mode: bool = False) -> Progress:
+    """Nothing with ``--quiet``; plain lines (with a heartbeat) with ``--json`` or off a terminal; else a live table."""
     if quiet:
         return NullProgress()
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() and not json_mode:
         return RichProgress()
     return LineProgress()

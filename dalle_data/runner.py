@@ -19,6 +19,7 @@ are recorded as failed and replaced by new seeds in later rounds.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import threading
@@ -35,9 +36,9 @@ from dalle_data.image_modes import IMAGE_MODES, ImageOptions, Prepared, id_parts
 from dalle_data.planning import Slot, WorkUnit
 from dalle_data.progress import NullProgress, Progress
 from dalle_data.quality import image_defect
-from dalle_data.records import Record, record_id
+from dalle_data.records import Record, reason_code, record_id
 from dalle_data.scoring.filters import ClipFilter
-from dalle_data.sources import SourceError
+from dalle_data.sources import Source, SourceError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -134,11 +135,12 @@ class Runner:
 
     def run(self) -> RunStats:
         t0 = time.perf_counter()
-        targets: dict[str, int] = {}
-        for slot in self.slots:
-            targets[slot.cls] = targets.get(slot.cls, 0) + slot.target
-        self.progress.start(targets)
         try:
+            self._check_sources()
+            targets: dict[str, int] = {}
+            for slot in self.slots:
+                targets[slot.cls] = targets.get(slot.cls, 0) + slot.target
+            self.progress.start(targets)
             while units := [u for slot in self.slots for u in slot.take(slot.next_batch_size())]:
                 self.stats.rounds += 1
                 for index, shard_units in enumerate(chunks(units, self.shard_size)):
@@ -155,6 +157,77 @@ class Runner:
         self.stats.batch_size = self.batch_size
         self.stats.elapsed = time.perf_counter() - t0
         return self.stats
+
+    # -- sources, checked once -------------------------------------------------
+    def _check_sources(self) -> None:
+        """Open every source image (and inpainting mask) once, before any generation.
+
+        One that cannot be used becomes one ``failed`` record (reason
+        ``source-unreadable`` or ``mask-unusable``) and is left out of every
+        pairing and attempt: it costs no quota and no attempt budget. The
+        check runs in shards ``r000-sNNNN`` with markers, so a resumed run
+        does not repeat it.
+        """
+        users: dict[str, list[Slot]] = {}
+        by_id = {}
+        for slot in self.slots:
+            for source in slot.sources:
+                users.setdefault(source.id, []).append(slot)
+                by_id[source.id] = source
+        if not users:
+            return
+        order = sorted(users)
+        bad: dict[Slot, set[str]] = {}
+        for index, start in enumerate(range(0, len(order), self.shard_size)):
+            shard = f"r000-s{index:04d}"
+            ids = order[start : start + self.shard_size]
+            done = self.store.load(shard, None) if self.store else None
+            records = done if done is not None else self._check_chunk(shard, [by_id[i] for i in ids], users)
+            for record in records:
+                slot = self._by_key[(record.imitates or record.label, record.mode)]
+                key = record.reject_reason or "source-unreadable"
+                slot.reasons[key] = slot.reasons.get(key, 0) + 1
+                slot.unusable += 1
+                # an unreadable file is out of every mode; a missing mask only out of inpainting
+                for user in (users[str(record.source_id)] if key == "source-unreadable" else [slot]):
+                    bad.setdefault(user, set()).add(str(record.source_id))
+            self.stats.records.extend(records)
+            self.stats.shards_replayed += done is not None
+        for slot, ids in bad.items():
+            slot.exclude(ids)
+        if bad:
+            log.warning("%d source image(s) cannot be used; recorded as failed and left out (see the manifest)",
+                        len(set().union(*bad.values())))
+
+    def _check_chunk(self, shard: str, sources: Sequence[Source], users: dict[str, list[Slot]]) -> list[Record]:
+        from dalle_data.image_modes import check_source
+
+        records: list[Record] = []
+        size = (self.settings.width, self.settings.height)
+        for source in sources:
+            for slot in users[source.id]:
+                problem = check_source(source, slot.mode, self.image_options, size)
+                if problem is not None:
+                    records.append(self._unusable(shard, slot, source, problem))
+                    if problem.code == "source-unreadable":
+                        break  # one record per unreadable file, under the first slot that uses it
+        if self.store is not None:
+            self.store.begin(shard, [r.id for r in records])
+            self.store.commit(shard, records)
+        return records
+
+    def _unusable(self, shard: str, slot: Slot, source: Source, problem: SourceError) -> Record:
+        s = self.settings
+        return Record(
+            id=record_id("source-check", source.id, slot.cls, slot.mode, problem.code), label=slot.label,
+            label_id=slot.label_id, class_dir=slot.class_dir, role="hard_negative" if slot.hard_negative else "positive",
+            imitates=slot.cls if slot.hard_negative else None, prompt="", prompt_source="source-check", mode=slot.mode,
+            backend=self.generator.backend, model=self.generator.model, seed=0, width=s.width, height=s.height,
+            clip_score=None, class_prob=None, top_class=None, kept=False, status="failed",
+            reject_reason=problem.code, error=str(problem), source_id=source.id, source_path=source.path,
+            source2_id=None, source2_path=None, mask=None, shard=shard,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        )
 
     # -- one shard --------------------------------------------------------------
     def unit_id(self, unit: WorkUnit) -> str:
@@ -180,6 +253,8 @@ class Runner:
             records.extend(self._batch(shard, batch))
             self._report(batch)
         t = time.perf_counter()
+        if self.store is not None:
+            self.store.begin(shard, [r.id for r in records])
         for i, writer in enumerate(self.writers):
             writer.write(shard, records)
             if i == 0:
@@ -223,7 +298,7 @@ class Runner:
                 try:
                     prepared[i] = prepare(unit, self.image_options, (s.width, s.height))
                 except SourceError as err:
-                    outputs[i] = str(err)
+                    outputs[i] = err
         groups: dict[str, list[int]] = {"text": [], "variation": [], "inpaint": []}
         for i, unit in enumerate(batch):
             if outputs[i] is None:
@@ -247,8 +322,7 @@ class Runner:
         t = time.perf_counter()
         outputs, prepared = self._outputs(batch)
         times.generate += time.perf_counter() - t
-        defects = [o if isinstance(o, str) else o.reason if isinstance(o, (Defect, Refusal)) else image_defect(o)
-                   for o in outputs]
+        defects = [_defect(o) for o in outputs]
         good = [i for i, d in enumerate(defects) if d is None]
         t = time.perf_counter()
         scores = self.scorer.score([outputs[i] for i in good], [batch[i].prompt.prompt for i in good]) if good else None
@@ -257,9 +331,10 @@ class Runner:
         records = []
         for i, unit in enumerate(batch):
             mask = prepared[i].mask_desc if i in prepared else None
-            if defects[i] is not None:
+            defect = defects[i]
+            if defect is not None:
                 status = "refused" if isinstance(outputs[i], Refusal) else "failed"
-                record = self._failed(shard, unit, defects[i], mask, status)
+                record = self._failed(shard, unit, defect[1], mask, status, defect[0])
             else:
                 assert scores is not None
                 record = self._scored(shard, unit, outputs[i], scores, row_of[i], mask)
@@ -273,8 +348,7 @@ class Runner:
             return
         if record.status == "failed":
             slot.failed += 1
-        reason = "refused" if record.status == "refused" else record.reject_reason or record.error or record.status
-        key = reason.split(":")[0]
+        key = reason_code(record.reject_reason, record.status) or "error"
         slot.reasons[key] = slot.reasons.get(key, 0) + 1
 
     def _base(self, shard: str, unit: WorkUnit, mask: str | None) -> dict[str, Any]:
@@ -294,9 +368,10 @@ class Runner:
             created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         )
 
-    def _failed(self, shard: str, unit: WorkUnit, reason: str, mask: str | None, status: str = "failed") -> Record:
+    def _failed(self, shard: str, unit: WorkUnit, reason: str, mask: str | None, status: str = "failed",
+                code: str = "defect") -> Record:
         return Record(**self._base(shard, unit, mask), clip_score=None, class_prob=None, top_class=None, kept=False,
-                      status=status, reject_reason=None, error=reason, image=None)
+                      status=status, reject_reason=code, error=reason, image=None)
 
     def _scored(
         self, shard: str, unit: WorkUnit, image: Image, scores: ScoreBatch, row: int, mask: str | None
@@ -306,9 +381,9 @@ class Runner:
             clip_score=scores.clip_score[row], probs=scores.probs[row], labels=scores.labels,
             target=slot.cls, hard_negative=slot.hard_negative,  # a hard negative's target: the class it imitates
         )
-        passed, reason = verdict.passed, verdict.reason
+        passed, code, detail = verdict.passed, verdict.code, verdict.reason
         if passed and slot.full(unit):
-            passed, reason = False, "surplus: quota already met"
+            passed, code, detail = False, "surplus", "passed, but the quota was already met"
         t = time.perf_counter()
         png = encode_png(image)
         self.stats.times.encode += time.perf_counter() - t
@@ -317,8 +392,20 @@ class Runner:
         return Record(
             **base, clip_score=round(scores.clip_score[row], 6), class_prob=round(verdict.class_prob, 6),
             top_class=verdict.top_class, kept=passed, status="kept" if passed else "rejected",
-            reject_reason=reason, error=None, image=png,
+            reject_reason=code, error=None, reject_detail=detail, sha256=hashlib.sha256(png).hexdigest(), image=png,
         )
+
+
+def _defect(output: Any) -> tuple[str, str] | None:
+    """(reason code, detail) for an output that is not a usable image, else None."""
+    if isinstance(output, SourceError):
+        return output.code, str(output)
+    if isinstance(output, Refusal):
+        return "refused", output.reason
+    if isinstance(output, Defect):
+        return "defect", output.reason
+    reason = image_defect(output)
+    return ("defect", reason) if reason is not None else None
 
 
 def _free_accelerator_memory() -> None:
@@ -330,21 +417,21 @@ def _free_accelerator_memory() -> None:
 
 
 def summarize(stats: RunStats, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run summary (also ``--json`` output): per class, per mode, totals, timings."""
+    """The run summary (also ``--json`` output; its schema: ``dalle_data.summary``)."""
+    from dalle_data.summary import EXIT_OK, EXIT_SHORT, SUMMARY_SCHEMA, validate_summary
+
     per_class: dict[str, dict[str, Any]] = {}
-    per_mode: dict[str, dict[str, int]] = {}
+    per_mode: dict[str, dict[str, Any]] = {}
     reasons: dict[str, int] = {}
     for slot in stats.slots:
-        row = per_class.setdefault(slot.cls, {"target": 0, "generated": 0, "kept": 0, "rejected": 0, "failed": 0})
-        row["target"] += slot.target
-        row["generated"] += slot.generated
-        row["kept"] += slot.kept
-        row["failed"] += slot.failed
-        row["rejected"] += slot.generated - slot.kept - slot.failed
-        m = per_mode.setdefault(slot.mode, {"target": 0, "generated": 0, "kept": 0})
-        m["target"] += slot.target
-        m["generated"] += slot.generated
-        m["kept"] += slot.kept
+        rejected = slot.generated - slot.kept - slot.failed
+        for row in (per_class.setdefault(slot.cls, {"target": 0, "generated": 0, "kept": 0, "rejected": 0, "failed": 0}),
+                    per_mode.setdefault(slot.mode, {"target": 0, "generated": 0, "kept": 0, "rejected": 0, "failed": 0})):
+            row["target"] += slot.target
+            row["generated"] += slot.generated + slot.unusable  # unusable sources: failed, but no attempt spent
+            row["kept"] += slot.kept
+            row["failed"] += slot.failed + slot.unusable
+            row["rejected"] += rejected
         for k, v in slot.reasons.items():
             reasons[k] = reasons.get(k, 0) + v
     for row in per_class.values():
@@ -352,10 +439,15 @@ def summarize(stats: RunStats, extra: dict[str, Any] | None = None) -> dict[str,
         row["met"] = row["kept"] >= row["target"]
     generated = sum(r["generated"] for r in per_class.values())
     kept = sum(r["kept"] for r in per_class.values())
-    return {
-        "complete": all(r["met"] for r in per_class.values()),
+    complete = all(r["met"] for r in per_class.values())
+    summary = {
+        "schema": SUMMARY_SCHEMA,
+        "status": "complete" if complete else "short",
+        "complete": complete,
+        "exit_code": EXIT_OK if complete else EXIT_SHORT,
         "generated": generated,
         "kept": kept,
+        "rejected": sum(r["rejected"] for r in per_class.values()),
         "failed": sum(r["failed"] for r in per_class.values()),
         "acceptance": round(kept / generated, 4) if generated else 0.0,
         "rounds": stats.rounds,
@@ -370,3 +462,4 @@ def summarize(stats: RunStats, extra: dict[str, Any] | None = None) -> dict[str,
         "modes": per_mode,
         **(extra or {}),
     }
+    return validate_summary(summary) if extra else summary

@@ -42,3 +42,24 @@ def cli(tmp_path: Path):
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+def generate_run(tmp_path_factory: pytest.TempPathFactory, name: str, *args: str) -> Path:
+    """A run made in-process with ``dalle-data generate ARGS --out <tmp>/out --quiet``; asserts it exited 0."""
+    from typer.testing import CliRunner
+
+    from dalle_data.cli import app
+
+    out = tmp_path_factory.mktemp(name) / "out"
+    result = CliRunner().invoke(app, ["generate", *FAST, *args, "--out", str(out), "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def copy_run(base: Path, tmp_path: Path) -> Path:
+    """A private copy of a run, for a test that changes it."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(base, out)
+    return out

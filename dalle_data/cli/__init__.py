@@ -9,18 +9,22 @@ from __future__ import annotations
 import typer
 
 from dalle_data import __version__
+from dalle_data.cli import demo as _demo
 from dalle_data.cli import generate as _generate
 from dalle_data.cli import probe as _probe
 from dalle_data.cli import prompts as _prompts
 from dalle_data.cli import review as _review
+from dalle_data.cli import verify as _verify
 
 app = typer.Typer(
     name="dalle-data",
     help=(
         "Turn class names into labeled, CLIP-filtered synthetic image datasets.\n\n"
-        "Examples:\n\n"
-        "  dalle-data generate --classes dalmatian --per-class 500\n\n"
-        "  dalle-data generate --classes \"red circle,blue star\" --model shapes-demo --out demo-out\n\n"
+        "Examples:\n\n\b\n"
+        "  dalle-data generate --classes dalmatian --per-class 500\n"
+        "  dalle-data generate --classes \"red circle,blue star\" --per-class 8 --model shapes-demo --out demo-out\n"
+        "  dalle-data review demo-out --lowest-clip 16\n"
+        "  dalle-data verify demo-out\n"
         "  dalle-data prompts --classes dalmatian --mode style -n 20"
     ),
     no_args_is_help=True,
@@ -43,11 +47,19 @@ def _root(
     """Turn class names into labeled, CLIP-filtered synthetic image datasets."""
 
 
-app.command("generate", epilog=_generate.EPILOG)(_generate.generate)
-app.command("prompts", epilog=_prompts.EPILOG)(_prompts.prompts)
-app.command("probe", epilog=_probe.EPILOG)(_probe.probe)
-app.command("review", epilog=_review.EPILOG)(_review.review)
+app.command("generate", epilog=_generate.EPILOG, short_help="Make a labeled, CLIP-filtered image dataset.")(_generate.generate)
+app.command("prompts", epilog=_prompts.EPILOG, short_help="Expand classes into prompts (JSONL) to read and edit.")(_prompts.prompts)
+app.command("probe", epilog=_probe.EPILOG, short_help="Does the data help? A linear probe on real images.")(_probe.probe)
+app.command("review", epilog=_review.EPILOG, short_help="Look at the weakest images; apply the decisions.")(_review.review)
+app.command("verify", epilog=_verify.EPILOG, short_help="Check a finished run against its records; repair it.")(_verify.verify)
+app.command("demo-real", epilog=_demo.EPILOG, short_help="Render a real test set of the shapes world (for probe).")(_demo.demo_real)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        from dalle_data.cli.common import quiet_broken_pipe
+
+        quiet_broken_pipe()
+        raise SystemExit(0) from None

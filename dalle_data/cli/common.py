@@ -34,6 +34,9 @@ def cli_errors(func: F) -> F:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:  # `dalle-data prompts ... | head`: the reader has what it wanted
+            quiet_broken_pipe()
+            raise typer.Exit(0) from None
         except DalleDataError as err:
             if debug:
                 raise
@@ -50,6 +53,22 @@ def cli_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def epilog(examples: list[str], notes: str = "") -> str:
+    """A command's help epilog: examples kept one per line whatever the terminal width (click's \\b),
+    then notes as a paragraph. The README test runs every example line."""
+    text = "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in examples)
+    return text + (f"\n\n{notes}" if notes else "")
+
+
+def quiet_broken_pipe() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush does not complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def split_list(values: list[str] | None) -> list[str]:
     """Repeatable options that also accept comma-separated lists."""
     out: list[str] = []
@@ -60,3 +79,12 @@ def split_list(values: list[str] | None) -> list[str]:
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console for tables and notes: the terminal's width on a TTY; off one (CI logs, pipes)
+    nothing is wrapped or truncated, so commands stay on one line and figures stay whole."""
+    from rich.console import Console
+
+    tty = (sys.stderr if stderr else sys.stdout).isatty()
+    return Console(highlight=False, stderr=stderr, width=None if tty else 10_000, soft_wrap=not tty)

@@ -8,46 +8,36 @@ from typing import Any, Optional
 
 import typer
 
-from dalle_data.cli.common import cli_errors, split_list
+from dalle_data.cli.common import cli_errors, epilog, split_list
 from dalle_data.errors import SpecError
 
-EPILOG = """\
-Examples:
-
-  dalle-data generate --classes dalmatian --per-class 500
-
-  dalle-data generate --classes "red circle,blue star" --model shapes-demo --out demo-out --format parquet --format imagefolder
-
-  dalle-data generate --classes-file classes.txt --mode vanilla=0.7,adversarial=0.3 --per-class 100
-
-  dalle-data generate --config spec.yaml --seed 7        # a saved spec, one flag overridden
-
-  dalle-data generate --resume out                       # continue an interrupted run
-
-  dalle-data generate --mode variation --from my_photos/ --per-source 10   # my_photos/<class>/<image>
-
-  dalle-data generate --mode inpaint --from my_photos/ --mask border --per-class 100
-
-  dalle-data generate --mode vanilla=0.6,variation=0.2,inpaint=0.2 --from my_photos/ --per-class 500
-
-  dalle-data prompts --classes dalmatian -n 50 > p.jsonl  # edit, then:
-  dalle-data generate --prompts p.jsonl --per-class 50
-
-  dalle-data generate --classes dalmatian --per-class 100 --llm gpt-5-mini      # an LLM writes the scenes
-
-  dalle-data generate --classes dalmatian --per-class 100 --backend openai --dry-run   # plan and cost, no calls
-
-  dalle-data generate --classes dalmatian --per-class 100 --backend openai --model gpt-image-1.5 --max-concurrency 8
-
-Hosted APIs read the key from OPENAI_API_KEY only (never a flag or a spec field) and the server from
---base-url / --llm-base-url or OPENAI_BASE_URL (any OpenAI-compatible server: vLLM, Ollama, llama.cpp).
-"""
+EPILOG = epilog(
+    [
+        "dalle-data generate --classes dalmatian --per-class 500",
+        'dalle-data generate --classes "red circle,blue star" --per-class 8 --model shapes-demo --out demo-out --format parquet --format imagefolder',
+        "dalle-data generate --classes-file classes.txt --mode vanilla=0.7,adversarial=0.3 --per-class 100",
+        "dalle-data generate --config spec.yaml --seed 7        # a saved spec, one flag overridden",
+        "dalle-data generate --resume out                       # continue an interrupted run",
+        "dalle-data generate --mode variation --from my_photos/ --per-source 10   # my_photos/<class>/<image>",
+        "dalle-data generate --mode inpaint --from my_photos/ --mask border --per-class 100",
+        "dalle-data generate --mode vanilla=0.6,variation=0.2,inpaint=0.2 --from my_photos/ --per-class 500",
+        "dalle-data prompts --classes dalmatian -n 50 > p.jsonl  # edit, then:",
+        "dalle-data generate --prompts p.jsonl --per-class 50",
+        "dalle-data generate --classes dalmatian --per-class 100 --llm gpt-5-mini      # an LLM writes the scenes",
+        "dalle-data generate --classes dalmatian --per-class 100 --backend openai --dry-run   # plan and cost, no calls",
+        "dalle-data generate --classes dalmatian --per-class 100 --backend openai --model gpt-image-1.5 --max-concurrency 8",
+    ],
+    "Exit status: 0 complete; 3 short (a quota unmet; --allow-short makes it 0); 2 bad input; 75 another process "
+    "holds --out; 130 interrupted (rerun to resume). Hosted APIs read the key from OPENAI_API_KEY only (never a flag "
+    "or a spec field) and the server from --base-url / --llm-base-url or OPENAI_BASE_URL (any OpenAI-compatible "
+    "server: vLLM, Ollama, llama.cpp).",
+)
 
 
 def read_classes_file(path: Path) -> list[str]:
     """One class per line; blank lines and lines starting with # are skipped."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not part of a name
     except FileNotFoundError:
         raise SpecError(f"--classes-file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -85,10 +75,10 @@ def generate(
     classes: Optional[list[str]] = typer.Option(None, "--classes", "-c", metavar="NAME", help="Class name; repeat or comma-separate (a,b,c)."),
     classes_file: Optional[Path] = typer.Option(None, "--classes-file", metavar="FILE", help="File with one class per line (# comments allowed)."),
     per_class: Optional[int] = typer.Option(None, "--per-class", "-n", metavar="N", help="Kept images wanted per class (quota)."),
-    mode: Optional[list[str]] = typer.Option(None, "--mode", metavar="MODE", help="vanilla | style | adversarial; repeat, or give shares: vanilla=0.7,adversarial=0.3. [default: vanilla]"),
-    model: Optional[str] = typer.Option(None, "--model", metavar="MODEL", envvar="DALLE_DATA_MODEL", help="Preset (kandinsky-2-2, tiny), hub id of a Kandinsky 2.2 decoder, or a local model directory. [default: kandinsky-2-2]"),
+    mode: Optional[list[str]] = typer.Option(None, "--mode", metavar="MODE", help="vanilla | style | adversarial | variation | fuse | inpaint; repeat, or give shares: vanilla=0.7,adversarial=0.3. [default: vanilla]"),
+    model: Optional[str] = typer.Option(None, "--model", metavar="MODEL", envvar="DALLE_DATA_MODEL", help="Preset (kandinsky-2-2; shapes-demo, the bundled offline model; tiny, random weights), hub id of a Kandinsky 2.2 decoder, or a local model directory. [default: kandinsky-2-2]"),
     prior: Optional[str] = typer.Option(None, "--prior", metavar="PRIOR", help="Prior hub id or folder for a hub decoder. [default: kandinsky-community/kandinsky-2-2-prior]"),
-    scorer: Optional[str] = typer.Option(None, "--scorer", metavar="SCORER", envvar="DALLE_DATA_SCORER", help="CLIP scorer: auto, tiny, open_clip ARCH/TAG (ViT-L-14/openai), hf-hub:org/repo or a folder. [default: auto]"),
+    scorer: Optional[str] = typer.Option(None, "--scorer", metavar="SCORER", envvar="DALLE_DATA_SCORER", help="CLIP scorer: auto (the model's own for shapes-demo and tiny, else ViT-L-14/openai), shapes-demo, tiny, open_clip ARCH/TAG, hf-hub:org/repo or a folder. [default: auto]"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Output directory of the run. [default: out]"),
     fmt: Optional[list[str]] = typer.Option(None, "--format", "-f", metavar="FORMAT", help="parquet | imagefolder; repeat for both. [default: parquet]"),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="INT", help="Run seed; the same spec and seed give the same images. [default: 0]"),
@@ -96,17 +86,18 @@ def generate(
     filter_: Optional[str] = typer.Option(None, "--filter", metavar="FILTER", help="zero-shot (keep when the image's own class wins) or none. [default: zero-shot]"),
     max_attempts: Optional[int] = typer.Option(None, "--max-attempts", metavar="N", help="Most images generated per class to meet its quota. [default: 5 x --per-class]"),
     keep_rejected: Optional[bool] = typer.Option(None, "--keep-rejected/--no-keep-rejected", help="Store rejected images apart (OUT/rejected/) for audit and review."),
-    templates: Optional[str] = typer.Option(None, "--templates", metavar="PACK.yaml", help="YAML template pack to use instead of the built-in one."),
+    templates: Optional[str] = typer.Option(None, "--templates", metavar="PACK.yaml", help="YAML template pack to use instead of the model's (templates/default.yaml; shapes-demo: templates/shapes.yaml)."),
     prompts: Optional[str] = typer.Option(None, "--prompts", metavar="FILE.jsonl", help="JSONL prompt list (from `dalle-data prompts`, edited) used as is."),
     config: Optional[Path] = typer.Option(None, "--config", metavar="SPEC.yaml", help="YAML run spec (e.g. a saved OUT/spec.yaml); flags override it."),
     from_dir: Optional[str] = typer.Option(None, "--from", metavar="DIR", help="Source images for variation/fuse/inpaint: an ImageFolder tree (<class>/<image>), a dalle-data output, or a flat folder with --classes NAME."),
     per_source: Optional[int] = typer.Option(None, "--per-source", metavar="K", help="Image modes: K kept images per source image (instead of --per-class)."),
     prompt_weight: Optional[float] = typer.Option(None, "--prompt-weight", metavar="W", help="Variation/fuse: mix the class prompt into the CLIP embedding with this weight (0..1). [default: 0]"),
     fuse_weight: Optional[float] = typer.Option(None, "--fuse-weight", metavar="W", help="Fuse: weight of the first image of each pair; the second gets 1-W. [default: 0.5]"),
-    mask: Optional[str] = typer.Option(None, "--mask", metavar="KIND", help="Inpaint: border (new background, 64%% repainted), center (25%%) or random-box. [default: border]"),
+    mask: Optional[str] = typer.Option(None, "--mask", metavar="KIND", help="Inpaint: border (new background, 64 percent repainted), center (25 percent) or random-box. [default: border]"),
     mask_dir: Optional[str] = typer.Option(None, "--mask-dir", metavar="DIR", help="Inpaint: masks with the same relative path and stem as each source (white = repaint)."),
     resume: Optional[Path] = typer.Option(None, "--resume", metavar="OUT", help="Continue the run in OUT with its saved spec (same as rerunning its command)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run already in --out and start over."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete what an earlier run wrote in --out (nothing else) and start over."),
+    allow_short: bool = typer.Option(False, "--allow-short", help="Exit 0 even when a quota is not met (the dataset is short; summary.json says so). Without it a short run exits 3."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", metavar="N", help="Images per generator call. [default: 8]"),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", envvar="DALLE_DATA_DEVICE", help="auto, cpu, cuda, cuda:N or mps. [default: auto]"),
     steps: Optional[int] = typer.Option(None, "--steps", metavar="N", help="Decoder denoising steps. [default: the model's]"),
@@ -119,7 +110,7 @@ def generate(
     quality: Optional[str] = typer.Option(None, "--quality", metavar="Q", help="--backend openai: low, medium, high or auto. [default: medium]"),
     base_url: Optional[str] = typer.Option(None, "--base-url", metavar="URL", help="--backend openai: images API base URL. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"),
     max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", metavar="N", help="Hosted API: most requests in flight at once (a batch holds at least N). [default: 4]"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Hosted API: seconds to wait for one answer before retrying. [default: 120]"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Hosted API: most seconds one request may take in all (connect, send, answer) before it is retried. [default: 120]"),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", metavar="N", help="Hosted API: retries of a 429, 5xx or timeout (exponential backoff, Retry-After honoured). [default: 5]"),
     llm: Optional[str] = typer.Option(None, "--llm", metavar="MODEL", help="Have this chat model write the vanilla scene prompts (any OpenAI-compatible server)."),
     llm_base_url: Optional[str] = typer.Option(None, "--llm-base-url", metavar="URL", help="Chat server for --llm. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"),
@@ -171,13 +162,24 @@ def generate(
         else:
             print_dry_run(report)
         return
-    summary = run_generate(spec, quiet=quiet or json_output, overwrite=overwrite, llm_cache=not no_cache)
+    from dalle_data.progress import make_progress
+
+    summary = run_generate(spec, quiet=quiet, overwrite=overwrite, llm_cache=not no_cache,
+                           progress=make_progress(quiet, json_mode=json_output))
     if json_output:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     elif not quiet:
         from dalle_data.cli.report import print_summary
 
         print_summary(summary)
+    if not summary["complete"] and not allow_short:
+        from dalle_data.summary import EXIT_SHORT
+
+        short = [name for name, row in summary["classes"].items() if not row["met"]]
+        typer.echo(f"error: the dataset is short: {len(short)} class(es) under quota ({', '.join(short[:5])}"
+                   f"{', ...' if len(short) > 5 else ''}); raise --max-attempts or loosen the filter, "
+                   f"or pass --allow-short to accept it (exit {EXIT_SHORT})", err=True)
+        raise typer.Exit(EXIT_SHORT)
 
 
 def print_dry_run(report: dict[str, Any]) -> None:

@@ -8,18 +8,16 @@ from typing import Any, Optional
 
 import typer
 
-from dalle_data.cli.common import cli_errors
+from dalle_data.cli.common import cli_errors, epilog
 from dalle_data.errors import SpecError
 
-EPILOG = """\
-Examples:
-
-  dalle-data probe --train out --test real_val/
-
-  dalle-data probe --train out --test real_val/ --real-train real_train/ --ablate filter --json
-
-  dalle-data probe --train out --test real_val/ --scorer ViT-B-32/laion2b_s34b_b79k
-"""
+EPILOG = epilog(
+    [
+        'dalle-data probe --train out --test real_val/',
+        'dalle-data probe --train out --test real_val/ --real-train real_train/ --ablate filter --json',
+        'dalle-data probe --train out --test real_val/ --scorer ViT-B-32/laion2b_s34b_b79k',
+    ],
+)
 
 
 @cli_errors
@@ -35,18 +33,19 @@ def probe(
     """Train a linear probe on CLIP embeddings of a generated dataset; report accuracy on real images."""
     if ablate not in (None, "filter"):
         raise SpecError(f"--ablate {ablate}: the only ablation is 'filter'")
-    from dalle_data.config import load_config
     from dalle_data.device import resolve_device
     from dalle_data.probe import run_probe
     from dalle_data.scoring import load_scorer, resolve_scorer_name
 
-    spec_path = train / "spec.yaml"
-    if not spec_path.is_file():
-        raise SpecError(f"--train {train}: not a dalle-data output (no spec.yaml)")
-    spec = load_config(spec_path)
-    model = str(spec.get("model", "kandinsky-2-2"))
-    the_scorer = load_scorer(resolve_scorer_name(scorer, model), device=resolve_device(device))
-    report = run_probe(train, test, scorer=the_scorer, classes=spec["classes"], real_train=real_train,
+    from dalle_data.errors import OutputDirError
+    from dalle_data.rundir import open_run
+
+    try:
+        run = open_run(train)
+    except OutputDirError as err:
+        raise SpecError(f"--train {train}: {err}") from None
+    the_scorer = load_scorer(resolve_scorer_name(scorer, run.spec.model), device=resolve_device(device))
+    report = run_probe(train, test, scorer=the_scorer, classes=list(run.spec.classes), real_train=real_train,
                        ablate_filter=ablate == "filter")
     if json_output:
         typer.echo(json.dumps(report, indent=2))
@@ -55,8 +54,9 @@ def probe(
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from dalle_data.cli.common import console
 
     table = Table(title=f"linear probe on {report['scorer']}: top-1 on {report['test_images']} real images",
                   title_justify="left")
@@ -68,4 +68,8 @@ def print_report(report: dict[str, Any]) -> None:
     for setting, row in report["results"].items():
         per_class = [f"{row['per_class'].get(c, float('nan')):.0%}" for c in report["classes"]]
         table.add_row(setting, str(row["train_images"]), f"{row['top1']:.1%}", *per_class)
-    Console(highlight=False).print(table)
+    out = console()
+    out.print(table)
+    skipped = {k: v for k, v in report.get("skipped", {}).items() if v}
+    if skipped:
+        out.print("skipped unreadable files: " + ", ".join(f"{k} {v}" for k, v in skipped.items()), soft_wrap=True)

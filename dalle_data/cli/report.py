@@ -6,34 +6,45 @@ from typing import Any
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
-    if summary.get("already_complete"):
-        console.print(f"[bold]{summary['out']}[/] already holds this run, finished; nothing to do.")
+    from dalle_data.cli.common import console as make_console
+
+    console = make_console()
+    if summary.get("already_finished"):
+        how = "complete" if summary.get("complete") else "short (rerunning the same spec cannot do better)"
+        if summary.get("repaired"):
+            done = ", ".join(f"{n} {what}" for what, n in summary["repaired"].items())
+            console.print(f"[bold]{summary['out']}[/] held this run, finished {how}, but damaged: repaired ({done}).")
+        else:
+            console.print(f"[bold]{summary['out']}[/] already holds this run, finished {how}; nothing to do.")
     table = Table(title="dalle-data generate", title_justify="left")
-    for col in ("class", "target", "generated", "kept", "rejected", "acceptance", ""):
+    for col in ("class", "target", "generated", "kept", "rejected", "failed", "acceptance", ""):
         table.add_column(col, justify="left" if col in ("class", "") else "right")
     for name, row in summary["classes"].items():
         status = "[green]done[/]" if row["met"] else f"[yellow]short by {row['target'] - row['kept']}[/]"
         table.add_row(name, str(row["target"]), str(row["generated"]), str(row["kept"]),
-                      str(row["rejected"]), f"{row['acceptance']:.0%}", status)
+                      str(row["rejected"]), str(row.get("failed", 0)), f"{row['acceptance']:.0%}", status)
     console.print(table)
     modes = ", ".join(f"{m}: {r['kept']}/{r['target']} kept of {r['generated']}" for m, r in summary["modes"].items())
     console.print(f"modes: {modes}")
     if summary.get("rejections"):
-        console.print("rejected because: " + ", ".join(f"{k} ×{v}" for k, v in summary["rejections"].items()))
+        console.print("not kept because: " + ", ".join(f"{k} ×{v}" for k, v in summary["rejections"].items()))
     stages = summary.get("stage_seconds", {})
     console.print(
         f"{summary['generated']} images in {summary['seconds']:.1f}s ({summary['images_per_second']:.2f} img/s; "
         + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()) + ")"
     )
-    if not summary["complete"]:
-        console.print("[yellow]Some quotas were not met within --max-attempts; raise it or loosen the filter.[/]")
     out = summary["out"]
     outputs = summary.get("outputs", {})
     if "parquet" in outputs:
-        console.print(f"Parquet:     {outputs['parquet']}/   datasets.load_dataset('parquet', data_dir='{out}/parquet')")
+        console.print(f"Parquet:     {outputs['parquet']}/   datasets.load_dataset('parquet', data_dir='{out}/parquet')",
+                      soft_wrap=True)
     if "imagefolder" in outputs:
-        console.print(f"ImageFolder: {outputs['imagefolder']}/   torchvision.datasets.ImageFolder('{outputs['imagefolder']}')")
+        console.print(f"ImageFolder: {outputs['imagefolder']}/   datasets.load_dataset('{out}/imagefolder') or "
+                      f"torchvision.datasets.ImageFolder('{outputs['imagefolder']}')", soft_wrap=True)
+    for fmt, why in summary.get("missing_outputs", {}).items():
+        console.print(f"{fmt}: {why}", soft_wrap=True)
+    if outputs:
+        console.print(f"Labels:      {summary.get('labels_file', out + '/labels.json')}   (id, label, folder, role: "
+                      "the same ids in every format)", soft_wrap=True)

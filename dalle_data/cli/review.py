@@ -8,32 +8,24 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from dalle_data.cli.common import cli_errors, stdout_is_tty
+from dalle_data.cli.common import cli_errors, epilog
 from dalle_data.errors import SpecError
 
 if TYPE_CHECKING:
     from dalle_data.review.apply import ApplyReport
     from dalle_data.review.session import ReviewSession
 
-EPILOG = """\
-Examples:
-
-  dalle-data review out --lowest-clip 50                 # a local page: the 50 lowest CLIP scores
-
-  dalle-data review out --lowest-clip 10 --per-class --random 20 --shuffle
-
-  dalle-data review out --apply                          # write the decisions into the dataset
-
-  dalle-data review out --apply --dry-run --json         # what --apply would change, for CI
-
-  dalle-data review out --lowest-clip 100 --format table # the same selection, no server
-
-  dalle-data review out --export-html sheet.html         # a contact sheet to share (images inlined)
-
-Keys on the page: arrows move, a accept, r reject, l relabel (then 1-9), n hard negative, u undo.
-Decisions are saved as they are made in OUT/review/decisions.jsonl; --apply moves rejected images
-to OUT/rejected/, relabeled ones to their new class, and updates OUT/manifest.jsonl.
-"""
+EPILOG = epilog(
+    [
+        'dalle-data review out --lowest-clip 50                 # a local page: the 50 lowest CLIP scores',
+        'dalle-data review out --lowest-clip 10 --per-class --random 20 --shuffle',
+        'dalle-data review out --apply                          # write the decisions into the dataset',
+        'dalle-data review out --apply --dry-run --json         # what --apply would change, for CI',
+        'dalle-data review out --lowest-clip 100 --format table # the same selection, no server',
+        'dalle-data review out --export-html sheet.html         # a contact sheet to share (images inlined)',
+    ],
+    'Keys on the page: arrows move, a accept, r reject, l relabel (then 1-9), n hard negative, u undo. Decisions are saved as they are made in OUT/review/decisions.jsonl; --apply moves rejected images to OUT/rejected/, relabeled ones to their new class, and updates OUT/manifest.jsonl.',
+)
 
 _FLAGS = {"lowest": "--lowest-clip", "random": "--random", "seed": "--seed"}
 
@@ -54,8 +46,9 @@ def _open_session(out: Path, values: dict[str, Any]) -> ReviewSession:
 
 
 def _print_table(session: ReviewSession) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from dalle_data.cli.common import console as make_console
 
     progress = session.progress()
     table = Table(title=f"{session.run.out}: {session.opts.describe()}", title_justify="left")
@@ -66,7 +59,7 @@ def _print_table(session: ReviewSession) -> None:
         decision = "" if d is None else (f"relabel → {d.label}" if d.action == "relabel" else d.action)
         table.add_row(str(n), f"{item.why} {item.rank}", r.label, "—" if r.clip_score is None else f"{r.clip_score:.4f}",
                       "—" if r.class_prob is None else f"{r.class_prob:.1%}", r.mode, decision, r.id, r.prompt)
-    console = Console(highlight=False, width=None if stdout_is_tty() else 200)
+    console = make_console()
     console.print(table)
     console.print(f"{progress['reviewed']} of {progress['total']} reviewed; decisions in {session.log.path}")
 
@@ -151,7 +144,7 @@ def review(
         from dalle_data.review.decisions import DecisionLog
         from dalle_data.review.run import DECISIONS_FILE, load_run
 
-        run = load_run(out)
+        run = load_run(out, recover=False)  # apply finishes a cut-off apply itself, and reports it
         report = apply_decisions(run, DecisionLog(run.review_dir / DECISIONS_FILE, run.spec_hash), dry_run=dry_run)
         if json_output:
             typer.echo(json.dumps({"out": str(out), **report.as_json()}, indent=2, ensure_ascii=False))

@@ -217,14 +217,17 @@ class KandinskyGenerator:
     ) -> list[Image | Defect]:
         """Repaint the white part of each mask, guided by the prompt; the black part is kept.
 
-        The decoder's output is composited over the source outside the mask, so
-        kept pixels are the source's own (the MoVQ round trip would blur them).
+        The decoder's output is composited over the source with a feathered
+        edge (``masks.feathered_composite``): kept pixels beyond the blend band
+        are the source's own (the MoVQ round trip would blur them), and there is
+        no hard seam at the mask edge.
         One decoder call per image: diffusers' Kandinsky inpainting blends the
         latents of the first image of a batch only.
         """
-        import numpy as np
         import torch
         from PIL import Image as PILImage
+
+        from dalle_data.masks import feathered_composite
 
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         out: list[Image | Defect] = []
@@ -243,10 +246,10 @@ class KandinskyGenerator:
                 ).images[0]
                 result = _to_image(array)
                 if not isinstance(result, Defect):
-                    keep = np.asarray(mask.convert("L").resize(result.size)) < 128
-                    pixels = np.asarray(result).copy()
-                    pixels[keep] = np.asarray(image.convert("RGB").resize(result.size))[keep]
-                    result = PILImage.fromarray(pixels)
+                    source = image.convert("RGB")
+                    if source.size != result.size:
+                        source = source.resize(result.size, PILImage.Resampling.BICUBIC)
+                    result = feathered_composite(result, source, mask)
                 out.append(result)
         return out
 

@@ -13,6 +13,11 @@ The API has no seed: seeds are recorded, but a rerun of unfinished work makes
 different images. It has no variations endpoint either: ``variation`` and
 ``fuse`` are refused when the spec is validated.
 
+An answer that is no usable image (no data, bad base64, not an image, a
+truncated file, or more than ``MAX_IMAGE_PIXELS`` pixels, which is refused
+from the header before any pixel is decoded) is a ``Defect``: the run records
+it as ``status=failed`` with the reason and goes on.
+
 Masks: dalle-data's masks are white where to repaint; the edits endpoint
 wants an RGBA mask whose transparent (alpha 0) pixels are the ones to edit.
 Outside the mask the source's own pixels are composited back, as the local
@@ -24,12 +29,14 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from dalle_data.generators.base import Defect, GenerationSettings, Refusal
+from dalle_data.masks import feathered_composite
 from dalle_data.llm.client import (
     Aborted,
     ContentRefused,
@@ -51,6 +58,9 @@ QUALITIES = ("low", "medium", "high", "auto")
 DEFAULT_QUALITY = "medium"
 # Steps mean nothing to the API; they stay 1 so record ids do not change with --steps defaults.
 OPENAI_DEFAULTS = GenerationSettings(width=1024, height=1024, num_inference_steps=1, prior_num_inference_steps=1)
+# An answer with more pixels is a Defect, never decoded (the API's largest is 1536x1024; 8000x8000 RGB is 192 MB).
+MAX_IMAGE_PIXELS = 64_000_000
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 Output = Any  # Image | Defect | Refusal
 
@@ -117,7 +127,7 @@ class OpenAIImageGenerator:
             if isinstance(response, Refusal):
                 return response
             result = _decode(response)
-            return result if isinstance(result, Defect) else composite(result, image, mask)
+            return result if isinstance(result, Defect) else feathered_composite(result, image, mask)
 
         return job
 
@@ -169,19 +179,51 @@ def _png(image: Image) -> bytes:
 
 
 def _decode(response: Any) -> Image | Defect:
-    """The first image of an images-API response, as RGB."""
+    """The first image of an images-API response, as RGB, or a ``Defect`` saying why there is none."""
+    data = getattr(response, "data", None)
+    b64 = getattr(data[0], "b64_json", None) if isinstance(data, list) and data else None
+    if b64 is None or b64 == "":
+        return Defect("the images API returned no image data")
+    try:
+        raw = base64.b64decode("".join(b64.split()), validate=True)
+    except (AttributeError, TypeError, ValueError):
+        return Defect("the images API returned image data that is not valid base64")
+    too_big = _too_big(_png_size(raw))
+    return too_big or _open_rgb(raw)
+
+
+def _open_rgb(raw: bytes) -> Image | Defect:
+    """``raw`` decoded as RGB; the size is checked from the header first (``Image.open`` reads only that)."""
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
-    data = getattr(response, "data", None) or []
-    b64 = getattr(data[0], "b64_json", None) if data else None
-    if not b64:
-        return Defect("the images API returned no image data")
     try:
-        with PILImage.open(io.BytesIO(base64.b64decode(b64))) as img:
-            return img.convert("RGB")
-    except (ValueError, OSError, UnidentifiedImageError) as err:
+        with PILImage.open(io.BytesIO(raw)) as img:
+            return _too_big(img.size) or img.convert("RGB")
+    except UnidentifiedImageError:
+        return Defect("the images API returned an unreadable image (the data is not an image)")
+    except PILImage.DecompressionBombError:
+        return Defect(f"the images API returned an image too large to decode (over {_limit()})")
+    except (ValueError, OSError, EOFError, SyntaxError, struct.error) as err:
         return Defect(f"the images API returned an unreadable image ({type(err).__name__})")
+
+
+def _png_size(raw: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's IHDR (PIL itself warns on, or refuses, huge sizes before we can look)."""
+    if raw[:8] != _PNG_SIGNATURE or raw[12:16] != b"IHDR" or len(raw) < 24:
+        return None
+    width, height = struct.unpack(">II", raw[16:24])
+    return width, height
+
+
+def _too_big(size: tuple[int, int] | None) -> Defect | None:
+    if size is None or size[0] * size[1] <= MAX_IMAGE_PIXELS:
+        return None
+    return Defect(f"the images API returned a {size[0]}x{size[1]} image, too large to decode (over {_limit()})")
+
+
+def _limit() -> str:
+    return f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels"
 
 
 def alpha_mask(mask: Image, size: tuple[int, int]) -> Image:
@@ -198,7 +240,8 @@ def alpha_mask(mask: Image, size: tuple[int, int]) -> Image:
 
 
 def composite(result: Image, source: Image, mask: Image) -> Image:
-    """The API's output inside the mask, the source's own pixels outside it (at the source's size)."""
+    """The API's output inside the mask, the source's own pixels outside it, with a hard edge (kept for
+    comparison; edits use ``dalle_data.masks.feathered_composite``, as the local backend does)."""
     from PIL import Image as PILImage
 
     if result.size != source.size:

@@ -22,6 +22,13 @@ MODEL_PRESETS: dict[str, str] = {
 }
 
 
+def default_templates(model: str) -> Path | None:
+    """The template pack a model preset is meant for (None: the built-in default pack)."""
+    if model == "shapes-demo":
+        return Path(__file__).resolve().parents[2] / "templates" / "shapes.yaml"
+    return None
+
+
 def shapes_demo_dir() -> Path:
     """The committed shapes-demo weights (``make demo-model`` retrains them)."""
     path = Path(__file__).resolve().parents[2] / "models" / "shapes-demo"
@@ -45,6 +52,19 @@ def check_model_name(model: str) -> None:
         f"unknown model {model!r}: use a preset ({', '.join(MODEL_PRESETS)}), "
         "a Hugging Face hub id (org/name) or a local directory"
     )
+
+
+def hub_pieces(model: str, prior: str | None, inpaint: bool) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """The hub repos ``--model`` loads from: (what, name, repo, files that show it is cached)."""
+    from dalle_data.generators.kandinsky import DECODER_ID, INPAINT_ID, PRIOR_ID
+
+    if model in ("tiny", "shapes-demo") or Path(model).expanduser().is_dir() or not (
+        model == "kandinsky-2-2" or looks_like_hub_id(model)
+    ):
+        return []
+    decoder = DECODER_ID if model == "kandinsky-2-2" else model
+    repos = [("prior", prior or PRIOR_ID), ("decoder", decoder)] + ([("inpainting decoder", INPAINT_ID)] if inpaint else [])
+    return [(what, repo, repo, ("model_index.json",)) for what, repo in repos if not Path(repo).is_dir()]
 
 
 def load_generator(model: str, *, prior: str | None = None, device: str = "cpu", seed: int = 0) -> Generator:

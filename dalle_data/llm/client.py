@@ -11,6 +11,11 @@ One place decides how hosted-API calls are made:
   ``retry-after-ms``; no retry on authentication (401/403), quota
   (``insufficient_quota``), moderation refusals or other 4xx.
   ``DALLE_DATA_RETRY_BASE_DELAY`` sets the first backoff delay in seconds.
+* **Time** is bounded per request: ``Endpoint.timeout`` limits each
+  attempt's total time (connect, send, headers, body), not just each read
+  (``transport``), and ``CANCEL`` (``cancel_requests()``, set by the signal
+  handlers) stops requests in flight, retry waits and new requests with
+  ``RequestsCancelled`` (``cancel``).
 * **Secrets** never leave: every message built from a server reply is
   scrubbed of the key, and the client library's own loggers are kept quiet.
 """
@@ -19,12 +24,12 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import json
 import logging
 import os
 import random
 import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,9 +37,24 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from dalle_data.errors import DalleDataError
+from dalle_data.llm.cancel import (
+    CANCEL,
+    RequestsCancelled,
+    cancel_requests,
+    check_cancel,
+    request_deadline,
+    reset_cancel,
+    wait,
+)
 
 if TYPE_CHECKING:
     import openai
+
+__all__ = [
+    "CANCEL", "APIAuthError", "APIError", "APIQuotaError", "APIRequestRejected", "Aborted", "ContentRefused",
+    "Endpoint", "RequestsCancelled", "RetryPolicy", "Scrubber", "call_with_retries", "cancel_requests",
+    "check_base_url", "make_client", "reset_cancel", "scrubber",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -142,8 +162,23 @@ class Scrubber:
             text = text.replace(secret, "***")
         return _KEY_PATTERN.sub("sk-***", text)
 
+    def deep(self, value: Any) -> Any:
+        """``value`` with every string in it (dict keys and values, list items) scrubbed."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self.deep(k): self.deep(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.deep(v) for v in value]
+        return value
+
     def __repr__(self) -> str:
         return "Scrubber(***)"
+
+
+def scrubber() -> Scrubber:
+    """The scrubber for the configured key (``OPENAI_API_KEY``; key-shaped strings are always removed)."""
+    return Scrubber((os.environ.get(API_KEY_ENV, "").strip(),))
 
 
 def api_key(url: str) -> str:
@@ -157,15 +192,22 @@ def api_key(url: str) -> str:
 
 
 def make_client(endpoint: Endpoint) -> tuple[openai.OpenAI, Scrubber]:
-    """An ``openai.OpenAI`` client with our timeout and no retries of its own, and its scrubber."""
+    """An ``openai.OpenAI`` client with our timeout and no retries of its own, and its scrubber.
+
+    Its HTTP client (``transport.http_client``) bounds each request's total
+    time by the deadline ``call_with_retries`` sets, and stops on ``CANCEL``.
+    """
     import openai
 
-    for name in ("openai", "httpx2", "httpx", "httpcore"):
+    from dalle_data.llm.transport import http_client
+
+    for name in ("openai", "httpx2", "httpx", "httpcore", "httpcore2"):
         logging.getLogger(name).setLevel(logging.WARNING)  # request dumps stay out of logs, whatever the level
     url = endpoint.url
     key = api_key(url)
-    client = openai.OpenAI(api_key=key, base_url=url, timeout=endpoint.timeout, max_retries=0)
-    return client, Scrubber((key,))
+    client = openai.OpenAI(api_key=key, base_url=url, timeout=endpoint.timeout, max_retries=0,
+                           http_client=http_client(endpoint.timeout))
+    return client, scrubber()  # not the keyless placeholder: "no-key" is no secret (and "piano-key" no leak)
 
 
 @dataclass(frozen=True)
@@ -183,7 +225,7 @@ def classify(err: Exception, endpoint: Endpoint, scrub: Scrubber) -> Failure:
     if isinstance(err, openai.APITimeoutError):
         return Failure("retry", f"no answer within {endpoint.timeout:g} s (timeout; raise it with --timeout)")
     if isinstance(err, openai.APIConnectionError):
-        return Failure("retry", f"cannot connect to {endpoint.url}")
+        return Failure("retry", scrub(f"cannot connect to {endpoint.url}"))
     if not isinstance(err, openai.APIStatusError):
         raise err
     status, code = err.status_code, (err.code or "")
@@ -229,30 +271,33 @@ def call_with_retries(
 ) -> T:
     """``call()``, retried on transient failures; other failures raise at once.
 
-    Raises ``APIAuthError``, ``APIQuotaError``, ``APIRequestRejected``,
-    ``ContentRefused``, ``APIError`` (retries used up) or ``Aborted`` (when
-    ``abort`` is set by a sibling call). Messages are scrubbed of the key.
+    Each attempt may take ``endpoint.timeout`` seconds in all. Raises
+    ``APIAuthError``, ``APIQuotaError``, ``APIRequestRejected``,
+    ``ContentRefused``, ``APIError`` (retries used up), ``RequestsCancelled``
+    (``CANCEL`` is set) or ``Aborted`` (``abort`` is set by a sibling call).
+    Messages are scrubbed of the key.
     """
     import openai
 
     policy = endpoint.retry
     for attempt in itertools.count():
+        check_cancel()
         if abort is not None and abort.is_set():
             raise Aborted()
         try:
-            return call()
+            with request_deadline(endpoint.timeout):
+                return call()
         except (openai.APIStatusError, openai.APIConnectionError) as err:
             failure = classify(err, endpoint, scrub)
+        except (json.JSONDecodeError, UnicodeDecodeError):  # a 200 whose body is not JSON: a server fault
+            failure = Failure("retry", "the server's answer is not valid JSON")
         _raise_final(failure, what, attempt, policy)
         delay = failure.retry_after if failure.retry_after is not None else policy.backoff(attempt, rng)
         if delay > MAX_RETRY_AFTER:
             raise APIError(f"{what}: {failure.message}; the server asks to wait {delay:.0f} s, rerun later")
         log.warning("%s: %s; retry %d of %d in %.2f s", what, failure.message, attempt + 1, policy.max_retries, delay)
-        if abort is not None:
-            if abort.wait(delay):
-                raise Aborted()
-        else:
-            time.sleep(delay)
+        if wait(delay, abort):
+            raise Aborted()
     raise AssertionError("unreachable")
 
 

@@ -12,6 +12,10 @@ way. A reply that is not valid JSON is asked for again, up to
 The finished phrase list of a class is cached (``cache``), keyed by model,
 base URL, class, count, seed, temperature and the prompt version, so a rerun
 makes no request and gives the same prompts.
+
+Server text is scrubbed of the API key (and key-shaped strings) as soon as it
+arrives, and again as phrases, so no key reaches a phrase, the cache, a log
+line or an error message, whatever the server echoes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dalle_data.llm.client import (
     Endpoint,
     call_with_retries,
     make_client,
+    scrubber,
 )
 from dalle_data.llm.phrases import (
     Deduper,
@@ -68,6 +73,7 @@ class PromptWriter:
         self.structured = True  # until the server says it cannot
         self.requests = 0
         self._client: tuple[openai.OpenAI, Scrubber] | None = None
+        self._scrub = scrubber()
 
     @property
     def source(self) -> str:
@@ -96,11 +102,12 @@ class PromptWriter:
         hit = self.cache.get(key)
         if hit is not None and isinstance(hit.get("phrases"), list) and all(isinstance(p, str) for p in hit["phrases"]):
             log.debug("LLM phrases for %r from the cache (%s)", cls, key[:12])
-            return list(hit["phrases"])
+            return [self._scrub(p) for p in hit["phrases"]]  # entries written before scrubbing existed
         phrases = self._collect(cls, n)
-        self.cache.put(key, {"request": request, "phrases": phrases,
-                             "structured_output": self.structured,
-                             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        self.cache.put(key, self._scrub.deep({
+            "request": request, "phrases": phrases, "structured_output": self.structured,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }))
         return phrases
 
     def _collect(self, cls: str, n: int) -> list[str]:
@@ -110,7 +117,8 @@ class PromptWriter:
             if len(out) >= n or stale >= 2:
                 break
             k = min(n - len(out), PER_REQUEST)
-            new = [p for p in (clean_phrase(p, cls) for p in self._ask(cls, k, out[-AVOID_SHOWN:])) if p]
+            asked = self._ask(cls, k, out[-AVOID_SHOWN:])
+            new = [p for p in (clean_phrase(self._scrub(p), cls) for p in asked) if p]
             added = [p for p in new if dedupe.add(p)]
             out.extend(added[: n - len(out)])
             stale = stale + 1 if not added else 0
@@ -154,13 +162,20 @@ class PromptWriter:
                                       what=f"--llm {self.model}", endpoint=self.endpoint, scrub=scrub)
         except ContentRefused as err:
             raise APIError(f"--llm {self.model} refused to write prompts: {err.reason}") from None
-        choices = getattr(reply, "choices", None) or []
-        if not choices:
-            return None
-        message = choices[0].message
-        return getattr(message, "content", None) or getattr(message, "refusal", None)
+        text = reply_text(reply)
+        return None if text is None else scrub(text)
 
     def _client_and_scrubber(self) -> tuple[openai.OpenAI, Scrubber]:
         if self._client is None:
             self._client = make_client(self.endpoint)
         return self._client
+
+
+def reply_text(reply: Any) -> str | None:
+    """The text (or refusal) of a chat completion; None for an answer without that shape."""
+    try:
+        message = reply.choices[0].message
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    text = getattr(message, "content", None) or getattr(message, "refusal", None)
+    return text if isinstance(text, str) else None

@@ -1,12 +1,12 @@
-"""``review --apply``: write the decisions into the dataset.
+"""``review --apply``: write the decisions into the dataset, crash-safe.
 
 What each decision means for a record, starting from its original state (as
 ``generate`` made it, see ``run``):
 
 * ``accept`` / ``clear`` / no decision: the original state.
 * ``reject``: ``status="rejected"``, ``kept=False``, ``reject_reason="review"``.
-* ``relabel`` to class C: ``label=C`` (its ``label_id`` and ``class_dir``),
-  ``role="positive"``, ``imitates=None``.
+* ``relabel`` to class C: ``label=C`` (its ``label_id`` and ``class_dir`` from
+  the run's label map), ``role="positive"``, ``imitates=None``.
 * ``hard_negative``: the run's hard-negative label (``negative_label`` in
   ``spec.yaml``), ``role="hard_negative"``, ``imitates`` = the original class:
   the same labelling as an adversarial image.
@@ -14,59 +14,68 @@ What each decision means for a record, starting from its original state (as
 Every record whose state now differs from that outcome is changed, and only
 those, so applying twice changes nothing the second time, and a decision
 undone after an apply is carried out by the next one (a rejected image comes
-back). On disk, in this order:
+back). Rejected images are kept apart (``OUT/rejected/``), never deleted.
 
-1. ``OUT/review/originals.jsonl``: the original state of each record about to
-   change for the first time (appended, fsync'd).
-2. Parquet: each affected ``parquet/<split>/part-<shard>.parquet`` and its
-   twin ``rejected/parquet/part-<shard>.parquet`` are rewritten atomically
-   (temporary file, fsync, rename): rejected rows move to the twin, relabeled
-   rows get their new ``label`` / ``label_name`` / ``class_dir`` / ``role`` /
-   ``imitates``; an emptied file is removed. The schema (ClassLabel names) is
-   kept as it is.
-3. ImageFolder: each changed PNG is renamed into ``imagefolder/<split>/<class_dir>/``
-   or ``rejected/imagefolder/<class_dir>/``; both ``metadata.jsonl`` files are
-   rebuilt whole.
-4. ``OUT/manifest.jsonl`` rewritten atomically with the new status and labels.
-5. ``OUT/review/applied.jsonl``: one line saying what changed.
+Crash safety: an intent journal (``OUT/review/apply-journal.json``) is written
+before any dataset file changes, and the new Parquet files are written in
+full beside the old ones (``.apply-<name>.staged``) before any of them
+replaces one:
 
-Rejected images are kept apart, never deleted. A crash anywhere in between
-leaves a state from which the next ``--apply`` converges (it finds rows and
-files wherever they are). The shard markers (``OUT/shards/``), ``spec.yaml``,
-``summary.json`` and ``_SUCCESS`` are left alone, so ``generate`` still finds
-the run complete and does nothing.
+1. journal ``planned`` (the changed records' new states), originals saved;
+2. staged Parquet files written (each shard and its ``rejected/`` twin);
+3. journal ``staged``: from here the apply is rolled forward, never back;
+4. staged files renamed over the old ones (an emptied file is removed);
+5. each changed PNG renamed into its new folder (one atomic rename);
+6. ``metadata.jsonl`` files, class folders and the card rebuilt; the manifest rewritten;
+7. a line in ``OUT/review/applied.jsonl``; the journal removed.
+
+A kill before 3 is rolled back (staged files removed: nothing had changed);
+after 3 it is rolled forward. Either happens at the next apply, and whenever
+a command opens the run with its lock free (``recover``), so after any kill
+every image is in exactly one place. Apply holds the run lock throughout.
+The shard markers, ``spec.yaml``, ``summary.json`` and ``_SUCCESS`` are left
+alone, so ``generate`` still finds the run finished and does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dalle_data import faults
 from dalle_data.errors import OutputDirError
-from dalle_data.records import Record
+from dalle_data.records import METADATA_FIELDS, Record, validate_record
 from dalle_data.review.decisions import Decision, DecisionLog, now
-from dalle_data.review.images import parquet_candidates, png_candidates
+from dalle_data.review.images import png_candidates
 from dalle_data.review.run import (
     APPLIED_FILE,
-    MANIFEST_FILE,
     ORIGINALS_FILE,
+    REVIEW_DIR,
     ReviewRun,
     count_labels,
+    load_run,
 )
+from dalle_data.rundir.lock import RunLock, RunLocked
 from dalle_data.writers.base import (
+    WriterContext,
     append_jsonl,
-    atomic_open,
-    dataset_row,
+    atomic_write_bytes,
+    destination,
     disk_error,
     ensure_dir,
     remove_file,
     write_jsonl,
 )
+
+JOURNAL_FILE = "apply-journal.json"
 
 log = logging.getLogger(__name__)
 
@@ -150,29 +159,110 @@ def plan_changes(run: ReviewRun, decisions: dict[str, Decision]) -> list[Change]
 
 
 def apply_decisions(run: ReviewRun, decisions_log: DecisionLog, dry_run: bool = False) -> ApplyReport:
-    """Carry out the decisions in force (see the module docstring)."""
-    if not run.complete:
+    """Carry out the decisions in force (see the module docstring); takes the run lock."""
+    if not run.ended:
         raise OutputDirError(
-            f"{run.out} is not a finished run (no _SUCCESS); finish it with "
+            f"{run.out} is not a finished run (no summary.json); finish it with "
             f"`dalle-data generate --resume {run.out}` before applying review decisions"
         )
+    if not run.labels_saved:
+        raise OutputDirError(f"{run.out} was made by an older dalle-data (no labels.json); "
+                             f"run `dalle-data verify {run.out} --repair` once, then apply")
+    if dry_run:
+        return _report(run, decisions_log, dry_run=True)[0]
+    with RunLock(run.out, "dalle-data review --apply"):
+        report, changes = _report(run, decisions_log)  # before a cut-off apply is finished: report it too
+        if recover(run.out, locked=True):
+            run = load_run(run.out, recover=False)
+            changes = plan_changes(run, decisions_log.replay())
+        if changes:
+            _carry_out(run, changes, report)
+    return report
+
+
+def _report(run: ReviewRun, decisions_log: DecisionLog, dry_run: bool = False) -> tuple[ApplyReport, list[Change]]:
     decisions = decisions_log.replay()
     changes = plan_changes(run, decisions)
     report = ApplyReport(decisions=len(decisions), changes=changes, dry_run=dry_run)
     updated = {c.after.id: c.after for c in changes}
-    records = [updated.get(r.id, r) for r in run.records]
-    counts = count_labels(records)
+    counts = count_labels([updated.get(r.id, r) for r in run.records])
     report.kept = {label: counts.get(label, 0) for label in run.labels}
-    if dry_run or not changes:
-        return report
+    return report, changes
+
+
+def _carry_out(run: ReviewRun, changes: Sequence[Change], report: ApplyReport) -> None:
+    journal = Journal(run.review_dir / JOURNAL_FILE)
+    state = {"version": 1, "id": secrets.token_hex(6), "spec_hash": run.spec_hash, "phase": "planned",
+             "changes": [c.after.metadata() for c in changes], "staged": []}
+    journal.write(state)
+    faults.point("apply_journal")
     _save_originals(run, changes)
-    report.parquet_files = _apply_parquet(run, updated, {r.id: i for i, r in enumerate(records)})
-    report.images_moved = _apply_imagefolder(run, changes, records)
-    write_jsonl(run.out / MANIFEST_FILE, [r.metadata() for r in records])
-    append_jsonl(run.review_dir / APPLIED_FILE, {"time": now(), "spec_hash": run.spec_hash,
-                                                  **{k: v for k, v in report.as_json().items() if k != "kept"}})
+    state["staged"] = _stage_parquet(run, {c.after.id: c.after for c in changes})
+    state["phase"] = "staged"
+    journal.write(state)
+    faults.point("apply_staged")
+    moved = _roll_forward(run, state)
+    report.parquet_files += len(state["staged"])
+    report.images_moved += moved
     log.info("applied %d change(s) to %s", len(changes), run.out)
-    return report
+    append_jsonl(run.review_dir / APPLIED_FILE, {"time": now(), "spec_hash": run.spec_hash, "journal": state["id"],
+                                                  **{k: v for k, v in report.as_json().items() if k != "kept"}})
+    journal.remove()
+
+
+def recover(out: Path, *, locked: bool = False) -> bool:
+    """Finish or undo an apply that was cut off (see the module docstring); True if there was one.
+
+    Without ``locked`` it takes the run lock, and leaves the journal alone
+    when another process holds it (that apply is still running).
+    """
+    path = Path(out) / REVIEW_DIR / JOURNAL_FILE
+    if not path.is_file():
+        return False
+    if not locked:
+        try:
+            with RunLock(Path(out), "dalle-data (finishing a cut-off review --apply)"):
+                return recover(out, locked=True)
+        except RunLocked:
+            return False
+    journal = Journal(path)
+    state = journal.read()
+    run = load_run(out, recover=False)
+    if state is None or state.get("spec_hash") != run.spec_hash:
+        log.warning("ignoring an apply journal of another run: %s", path)
+        journal.remove()
+        return False
+    if state.get("phase") == "staged":
+        log.warning("finishing a review --apply that was cut off (%s)", path)
+        _roll_forward(run, state)
+        append_jsonl(run.review_dir / APPLIED_FILE, {"time": now(), "spec_hash": run.spec_hash,
+                                                      "journal": state.get("id"), "recovered": True})
+    else:
+        log.warning("undoing a review --apply that was cut off before it changed anything (%s)", path)
+        for leftover in _staged_files(run):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+    journal.remove()
+    return True
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, state: dict[str, Any]) -> None:
+        ensure_dir(self.path.parent)
+        atomic_write_bytes(self.path, json.dumps(state, ensure_ascii=False).encode("utf-8"))
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def remove(self) -> None:
+        remove_file(self.path)
 
 
 def _save_originals(run: ReviewRun, changes: Sequence[Change]) -> None:
@@ -182,107 +272,134 @@ def _save_originals(run: ReviewRun, changes: Sequence[Change]) -> None:
             run.originals[change.before.id] = change.before
 
 
-# --- Parquet -----------------------------------------------------------------
+# --- Parquet: staged in full, then renamed ------------------------------------------
 
 
-def _apply_parquet(run: ReviewRun, updated: dict[str, Record], order: dict[str, int]) -> int:
-    """Rewrite the shard files holding changed records; returns how many files were written."""
-    if not (run.out / "parquet" / run.split).is_dir():
-        return 0
-    written = 0
+def _writer_ctx(run: ReviewRun) -> WriterContext:
+    labels = run.label_map
+    assert labels is not None
+    return WriterContext(out_dir=run.out, class_names=labels.names, class_dirs=labels.folders, split=run.split,
+                         keep_rejected=run.keep_rejected)
+
+
+def _staged_name(path: Path) -> Path:
+    return path.with_name(f".apply-{path.name}.staged")
+
+
+def _staged_files(run: ReviewRun) -> list[Path]:
+    layout = run.layout
+    return [p for where in ("dataset", "rejected") for p in layout.parquet_dir(where).glob(".apply-*.staged")]
+
+
+def _stage_parquet(run: ReviewRun, updated: dict[str, Record]) -> list[dict[str, str | None]]:
+    """Write the new version of every Parquet file holding a changed record beside the old one."""
+    if "parquet" not in run.formats:
+        return []
+    from dalle_data.writers.parquet import ParquetWriter, read_part
+
+    ctx, layout = _writer_ctx(run), run.layout
+    if not layout.parquet_dir().is_dir():
+        return []
+    writer = ParquetWriter(ctx)
+    staged: list[dict[str, str | None]] = []
+    order = {r.id: i for i, r in enumerate(run.records)}
     for shard in sorted({r.shard for r in updated.values()}):
-        written += _rewrite_shard(parquet_candidates(run, shard), updated, order)
-    return written
+        paths = {where: layout.parquet_part(shard, where) for where in ("dataset", "rejected")}
+        records = [_record_of(row, ctx) for p in paths.values() if p.is_file() for row in read_part(p)]
+        if not records:
+            continue
+        groups: dict[str, list[Record]] = {"dataset": [], "rejected": []}
+        for record in records:
+            new = updated.get(record.id)
+            if new is not None:
+                record = new.replace(image=record.image, sha256=record.sha256 or new.sha256)
+            where = destination(record, ctx)
+            if where is not None:
+                groups[where].append(record)
+        for where, path in paths.items():
+            group = sorted(groups[where], key=lambda r: order.get(r.id, len(order)))
+            if group:
+                writer.write_part(_staged_name(path), group)
+                faults.point("apply_stage")
+                staged.append({"final": str(path), "staged": str(_staged_name(path))})
+            elif path.is_file():
+                staged.append({"final": str(path), "staged": None})
+    return staged
 
 
-def _rewrite_shard(paths: list[Path], updated: dict[str, Record], order: dict[str, int]) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows: list[tuple[int, dict[str, Any]]] = []  # (0 dataset / 1 rejected, row)
-    schema = None
-    for where, path in enumerate(paths):
-        if path.is_file():
-            table = pq.read_table(path)
-            schema = schema or table.schema
-            rows += [(where, row) for row in table.to_pylist()]
-    if schema is None:
-        return 0
-    groups: list[list[dict[str, Any]]] = [[], []]
-    changed = False
-    for where, row in rows:
-        record = updated.get(row["id"])
-        if record is not None:
-            row.update(dataset_row(record))
-            where, changed = (0 if record.status == "kept" else 1), True
-        groups[where].append(row)
-    if not changed:
-        return 0
-    written = 0
-    for path, group in zip(paths, groups):
-        group.sort(key=lambda row: order.get(row["id"], len(order)))
-        if group:
-            ensure_dir(path.parent)
-            with atomic_open(path) as handle:
-                pq.write_table(pa.Table.from_pylist(group, schema=schema), handle, row_group_size=100)
-            written += 1
-        elif path.is_file():
-            remove_file(path)
-    return written
+def _record_of(row: dict[str, Any], ctx: WriterContext) -> Record:
+    """A dataset row of a dalle-data Parquet file back as a record (image bytes included)."""
+    data = {k: v for k, v in row.items() if k in METADATA_FIELDS}
+    data.update(label=row["label_name"], label_id=row["label"])
+    return Record(**{**{f: None for f in METADATA_FIELDS if f in ("reject_detail", "sha256")}, **data},
+                  image=(row.get("image") or {}).get("bytes"))
 
 
-# --- ImageFolder ---------------------------------------------------------------
-
-
-def _apply_imagefolder(run: ReviewRun, changes: Sequence[Change], records: Sequence[Record]) -> int:
-    """Move changed PNGs, rebuild both metadata files; returns how many PNGs moved."""
-    dataset = run.out / "imagefolder" / run.split
-    if not dataset.is_dir():
-        return 0
-    rejected = run.out / "rejected" / "imagefolder"
-    moved = sum(_move_png(run, c.after, dataset, rejected) for c in changes)
-    for change in changes:  # an emptied class folder would make torchvision's ImageFolder fail
-        for root in (dataset, rejected):
-            _remove_if_empty(root / change.before.class_dir)
-    kept_rows = [_metadata_row(r) for r in records if r.status == "kept"]
-    rejected_rows = [_metadata_row(r) for r in records
-                     if r.status == "rejected" and (rejected / r.class_dir / f"{r.id}.png").is_file()]
-    for directory, rows in ((dataset, kept_rows), (rejected, rejected_rows)):
-        if rows:
-            write_jsonl(directory / "metadata.jsonl", rows)
-        else:
-            remove_file(directory / "metadata.jsonl")
+def _roll_forward(run: ReviewRun, state: dict[str, Any]) -> int:
+    """Steps 4-6 of the module docstring, each idempotent; returns how many PNGs were moved."""
+    for entry in state.get("staged", []):
+        final, staged = Path(entry["final"]), entry.get("staged")
+        run.layout.contained(final)
+        if staged is None:
+            remove_file(final)
+        elif Path(staged).is_file():
+            run.layout.contained(Path(staged))
+            _replace(Path(staged), final)
+        faults.point("apply_parquet")
+    updated = {}
+    for row in state.get("changes", []):
+        record = validate_record(row, "apply journal")
+        updated[record.id] = record
+    records = [updated.get(r.id, r) for r in run.records]
+    moved = _apply_imagefolder(run, list(updated.values()), records)
+    write_jsonl(run.layout.manifest, [r.metadata() for r in records])
+    faults.point("apply_manifest")
     return moved
 
 
-def _metadata_row(record: Record) -> dict[str, Any]:
-    return {"file_name": f"{record.class_dir}/{record.id}.png", **dataset_row(record)}
+def _replace(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        raise disk_error(target, exc) from exc
 
 
-def _move_png(run: ReviewRun, record: Record, dataset: Path, rejected: Path) -> bool:
-    target = (dataset if record.status == "kept" else rejected) / record.class_dir / f"{record.id}.png"
+# --- ImageFolder: one rename per image, then the indexes ------------------------------
+
+
+def _apply_imagefolder(run: ReviewRun, changed: Sequence[Record], records: Sequence[Record]) -> int:
+    """Move changed PNGs, rebuild both metadata files, folders and card; returns how many PNGs moved."""
+    if "imagefolder" not in run.formats or not run.layout.images_dir().is_dir():
+        return 0
+    from dalle_data.writers.imagefolder import write_indexes
+
+    ctx = _writer_ctx(run)
+    moved = 0
+    for record in changed:
+        moved += _move_png(run, record, ctx)
+    present = [r for r in records if destination(r, ctx) != "rejected"
+               or run.layout.png(r.class_dir, r.id, "rejected").is_file()]
+    write_indexes(ctx, present, owned={r.id for r in records})
+    return moved
+
+
+def _move_png(run: ReviewRun, record: Record, ctx: WriterContext) -> bool:
+    where = destination(record, ctx)
+    if where is None:
+        return False
+    target = run.layout.png(record.class_dir, record.id, where)  # type: ignore[arg-type]
     if target.is_file():
         return False
     for candidate in png_candidates(run, record.id):
         if candidate.is_file():
             ensure_dir(target.parent)
-            try:
-                os.replace(candidate, target)
-                _fsync_dir(target.parent)
-                _fsync_dir(candidate.parent)
-            except OSError as exc:
-                raise disk_error(target, exc) from exc
+            _replace(candidate, target)
+            _fsync_dir(candidate.parent)
+            faults.point("apply_move")
             return True
     log.warning("image of record %s not found in the ImageFolder tree; only its indexes change", record.id)
     return False
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    except OSError as exc:
-        log.warning("cannot remove the empty folder %s: %s", folder, exc)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -71,6 +71,8 @@ class DecisionBody(BaseModel):
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise DecisionError("the request body is not JSON") from None
+        except RecursionError:  # [[[[...]]]]: a few KiB are enough to exhaust the parser's stack
+            raise DecisionError("the request body is nested too deeply to be a decision") from None
         if not isinstance(data, dict):
             raise DecisionError("the request body must be a JSON object: {\"id\": ..., \"action\": ...}")
         try:

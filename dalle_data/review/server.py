@@ -22,8 +22,12 @@ Safety:
   paths come from the run's own records, never from the request, so
   ``../``, encoded or absolute paths simply name no image (404).
 * Every decision is validated (``session``) before anything is written: an
-  unknown id is a 404, an unknown class or a malformed body a 400, each with
-  a one-line JSON ``{"error": ...}``.
+  unknown id is a 404, an unknown class or a malformed body (deeply nested
+  JSON included) a 400, each with a one-line JSON ``{"error": ...}``.
+* A connection that sends nothing for ``IDLE_TIMEOUT`` seconds is dropped (a
+  body that stops half-way is answered 408), so a silent client cannot hold
+  a thread; a client that goes away (reset, closed tab) is logged at debug
+  level, not as a traceback.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 import sys
 from collections.abc import Callable
 from http import HTTPStatus
@@ -51,6 +56,9 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 MAX_BODY = 4096
+IDLE_TIMEOUT = 30.0  # seconds a connection may stay silent (before or within a request) before it is dropped
+# A client that went away or fell silent: not an error of the server, logged at debug level only.
+_DROPPED = (ConnectionError, TimeoutError)
 TOKEN_HEADER = "X-Review-Token"
 _IMAGE = re.compile(r"/img/([A-Za-z0-9_-]{1,128})")
 _SOURCE = re.compile(r"/src/([A-Za-z0-9_-]{1,128})/([12])")
@@ -80,9 +88,11 @@ class ReviewServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = sys.platform != "win32"  # rebind at once after a restart; Windows would share the port
 
-    def __init__(self, session: ReviewSession, port: int = 0, token: str | None = None) -> None:
+    def __init__(self, session: ReviewSession, port: int = 0, token: str | None = None,
+                 idle_timeout: float | None = None) -> None:
         self.session = session
         self.token = token or secrets.token_urlsafe(24)
+        self.idle_timeout = IDLE_TIMEOUT if idle_timeout is None else idle_timeout
         self.images = ImageStore(session.run, wanted=session.by_id)
         try:
             super().__init__((HOST, port), ReviewHandler)
@@ -102,6 +112,17 @@ class ReviewServer(ThreadingHTTPServer):
     def allowed_hosts(self) -> set[str]:
         return {f"{HOST}:{self.port}", f"localhost:{self.port}"}
 
+    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any) -> None:
+        """An exception escaped a handler: a client that went away is routine, anything else a bug.
+
+        (``socketserver`` would print a traceback to stderr for both.)
+        """
+        error = sys.exc_info()[1]
+        if isinstance(error, _DROPPED):
+            log.debug("connection from %s dropped: %r", client_address, error)
+        else:
+            log.error("review server error on a request from %s", client_address, exc_info=True)
+
 
 class ReviewHandler(BaseHTTPRequestHandler):
     """Routes a request (see the module docstring); every answer has a body."""
@@ -109,6 +130,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
     server: ReviewServer
     server_version = "dalle-data-review"
     sys_version = ""
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # read by StreamRequestHandler.setup: the socket's timeout
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -144,6 +169,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
             status, ctype, body = json_response({"error": str(err)}, err.status)
         except DecisionError as err:
             status, ctype, body = json_response({"error": str(err)}, err.status)
+        except _DROPPED as err:  # the client went away mid-request: nobody to answer
+            log.debug("%s %s: connection dropped: %r", self.command, self.path, err)
+            self.close_connection = True
+            return
         except Exception as err:
             log.exception("review server error on %s %s", self.command, self.path)
             status, ctype, body = json_response({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
@@ -205,4 +234,12 @@ class ReviewHandler(BaseHTTPRequestHandler):
             raise HttpError(411, "Content-Length is required") from None
         if not 0 < length <= MAX_BODY:
             raise HttpError(413, f"the body must be 1 to {MAX_BODY} bytes")
-        return json_response(self.server.session.decide(self.rfile.read(length)))
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            raise HttpError(408, f"the request body did not arrive within {self.server.idle_timeout:g} s") from None
+        if len(body) < length:
+            self.close_connection = True
+            raise HttpError(400, f"the body ended after {len(body)} of its {length} bytes (Content-Length)")
+        return json_response(self.server.session.decide(body))

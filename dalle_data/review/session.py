@@ -117,11 +117,16 @@ class ReviewSession:
         return {"reviewed": reviewed, "total": len(self.items)}
 
     def item_json(self, item: Item) -> dict[str, Any]:
-        """An image as the page, ``--json`` and the contact sheet show it (original state)."""
+        """An image as the page, ``--json`` and the contact sheet show it (original state).
+
+        The record's fields, except ``seed``: a decimal string, exact where a JSON number is not.
+        """
         record = item.record
         decision = self.decisions.get(record.id)
         current = self.run.current(record.id)
         data: dict[str, Any] = {name: getattr(record, name) for name in ITEM_FIELDS}
+        # Seeds are 63-bit: as a JSON number, JavaScript (the page) would round most of them.
+        data["seed"] = None if record.seed is None else str(record.seed)
         data.update(why=item.why, rank=item.rank, file=locate(self.run, record),
                     decision=_decision_json(decision),
                     applied=None if decision is None else current == outcome(self.run, record, decision))

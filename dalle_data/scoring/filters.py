@@ -26,9 +26,10 @@ import numpy as np
 @dataclass(frozen=True, slots=True)
 class Verdict:
     passed: bool
-    reason: str | None
+    reason: str | None  # in words
     class_prob: float
     top_class: str
+    code: str | None = None  # the reason's code: "min-clip" or "zero-shot" (see dalle_data.records.REASONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +46,13 @@ class ClipFilter:
         top = labels[int(np.argmax(probs))]
         class_prob = float(probs[idx])
         if self.min_clip is not None and clip_score < self.min_clip:
-            return Verdict(False, f"clip_score {clip_score:.3f} < min_clip {self.min_clip:.3f}", class_prob, top)
+            return Verdict(False, f"clip_score {clip_score:.3f} < min_clip {self.min_clip:.3f}", class_prob, top,
+                           "min-clip")
         if self.zero_shot:
             if hard_negative and top == target:
-                return Verdict(False, f"zero-shot: looks like {target!r} ({class_prob:.2f}), not a hard negative", class_prob, top)
+                return Verdict(False, f"zero-shot: looks like {target!r} ({class_prob:.2f}), not a hard negative",
+                               class_prob, top, "zero-shot")
             if not hard_negative and top != target:
-                return Verdict(False, f"zero-shot: predicted {top!r}, not {target!r} ({class_prob:.2f})", class_prob, top)
+                return Verdict(False, f"zero-shot: predicted {top!r}, not {target!r} ({class_prob:.2f})",
+                               class_prob, top, "zero-shot")
         return Verdict(True, None, class_prob, top)

@@ -51,6 +51,20 @@ def check_scorer_name(name: str) -> None:
         )
 
 
+def hub_pieces(name: str) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """The hub repo a scorer name loads from: (what, name, repo, files that show it is cached)."""
+    from dalle_data.hub import open_clip_repo
+
+    if name in SCORER_PRESETS or Path(name).expanduser().is_dir():
+        return []
+    repo = open_clip_repo(name)
+    if repo is None:
+        return []
+    files = ("open_clip_config.json",) if name.startswith("hf-hub:") else (
+        "open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_pytorch_model.safetensors")
+    return [("scorer", name, repo, files)]
+
+
 def load_scorer(name: str, device: str = "cpu") -> ClipScorer:
     check_scorer_name(name)
     import open_clip

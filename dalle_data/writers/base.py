@@ -37,10 +37,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dalle_data.errors import OutputDirError
 from dalle_data.records import Record
+
+if TYPE_CHECKING:
+    from dalle_data.rundir.layout import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,12 @@ class WriterContext:
         if not _SPLIT_NAME.match(self.split):
             raise ValueError(f"split {self.split!r} is not a valid datasets split name (letters, digits, _)")
 
+    @property
+    def layout(self) -> Layout:
+        from dalle_data.rundir.layout import Layout
+
+        return Layout(self.out_dir, self.split)
+
     def class_dir(self, record: Record, *, need_image: bool = True) -> str:
         """The folder for a record that goes into a dataset, after checking its label."""
         lid = record.label_id
@@ -98,10 +107,14 @@ class WriterContext:
 
 
 def destination(record: Record, ctx: WriterContext) -> str | None:
-    """Where a record goes in a dataset writer: ``"dataset"``, ``"rejected"`` or nowhere."""
+    """Where a record goes in a dataset writer: ``"dataset"``, ``"rejected"`` or nowhere.
+
+    Rejected images are kept apart with ``keep_rejected``; those a person
+    rejected in review always are (review never deletes an image).
+    """
     if record.status == "kept":
         return "dataset"
-    if record.status == "rejected" and ctx.keep_rejected:
+    if record.status == "rejected" and (ctx.keep_rejected or record.reject_reason == "review"):
         return "rejected"
     return None
 

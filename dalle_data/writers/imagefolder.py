@@ -18,38 +18,39 @@ class_names), ``label_name`` (the class name) and every other ``Record`` field
 but ``label_id``. The record's string ``label`` is stored as ``label_name``
 because ``label`` is the integer class index, as in the Parquet shards.
 
-What each loader gives:
+Labels: ``label`` ids follow the run's one label map (``OUT/labels.json``),
+whose ids are the sorted folder names, so every loader agrees:
 
+- ``datasets.load_dataset("OUT/imagefolder")`` (recommended): reads README.md,
+  whose YAML ``configs`` entry declares the split and the full features:
+  ``image`` Image, ``label`` ClassLabel(names=the map's labels), ``label_name``
+  and every other column typed as in Parquet. The config also carries a
+  fingerprint of ``metadata.jsonl`` (its ``description``): the Hugging Face
+  cache key is derived from it, so a second run in another folder, or the
+  same folder after ``review --apply``, is never served from an older cache.
 - ``torchvision.datasets.ImageFolder("OUT/imagefolder/<split>")``: classes are
-  the folder names, sorted; its class indices follow that sort, not
-  label_id (map through ``metadata.jsonl`` if the run's ids are needed).
-- ``datasets.load_dataset("imagefolder", data_dir="OUT/imagefolder")``: when a
-  metadata file exists, datasets 5.x does NOT add labels from folder names;
-  the features come from ``metadata.jsonl``: ``image`` (Image), ``label``
-  (int64, not a ClassLabel), ``label_name`` and the other columns, with types
-  inferred by pyarrow from the first 10 MB of the file (all-null columns
-  become ``null``, and loading fails if such a column has a value further
-  down; ISO timestamps without fractional seconds become timestamps). For a
-  ClassLabel use ``ds.cast_column("label", ClassLabel(names=...))``, or
-  better the next form.
-- ``datasets.load_dataset("OUT/imagefolder")``: reads README.md, whose YAML
-  ``configs`` entry declares the split and the full features: ``image`` Image,
-  ``label`` ClassLabel(names=class_names), ``label_name`` and every other
-  column typed as in Parquet (strings stay strings). This is the recommended
-  way.
+  the folder names, sorted — the same order as the map; every class folder
+  exists, even an empty one (torchvision then refuses the tree unless given
+  ``allow_empty=True``, rather than silently renumbering the classes).
+  ``ds.classes[i]`` is a folder name: ``labels.json`` maps it to the label.
+- ``datasets.load_dataset("imagefolder", data_dir="OUT/imagefolder")``: with a
+  metadata file, datasets 5.x takes the columns from ``metadata.jsonl``:
+  ``label`` is the map's int id (not a ClassLabel), ``label_name`` the class.
 
 Images are written per shard, each atomically; ``metadata.jsonl`` and the
 card are rebuilt whole at ``close`` from every finished record, so a row never
-points at a missing file and a resumed run never duplicates one. Images that
-no finished record accounts for (from a shard cut off mid-write and redone)
-are removed at ``close``.
+points at a missing file and a resumed run never duplicates one. Images of
+this run's records that no finished record accounts for (from a shard cut
+off mid-write and redone) are removed at ``close``; files dalle-data did not
+write are never touched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,8 @@ from dalle_data.writers.base import (
     dataset_row,
     destination,
     ensure_dir,
+    json_line,
     remove_file,
-    write_jsonl,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,12 +82,20 @@ def _yaml_features(class_names: tuple[str, ...]) -> list[dict[str, Any]]:
     return features
 
 
-def dataset_card(ctx: WriterContext) -> str:
+def metadata_fingerprint(data: bytes) -> str:
+    """What the card carries so that the Hugging Face cache key changes whenever the files do."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def dataset_card(ctx: WriterContext, fingerprint: str = "") -> str:
     """README.md for ``OUT/imagefolder``: YAML front matter (JSON is YAML) plus a short note."""
     config = {
         "config_name": "default",
         "data_files": [{"split": ctx.split, "path": f"{ctx.split}/**"}],
         "features": _yaml_features(ctx.class_names),
+        # datasets derives its cache key from the card's configs: a fingerprint of
+        # metadata.jsonl makes another run's (or an older state's) cache miss.
+        "description": f"dalle-data images, metadata sha256 {fingerprint}",
     }
     front = json.dumps({"configs": [config]}, indent=2)
     return (
@@ -122,28 +131,62 @@ class ImageFolderWriter:
             atomic_write_bytes(folder / f"{record.id}.png", record.image)
 
     def close(self, records: Sequence[Record]) -> None:
-        rows: dict[str, list[dict[str, Any]]] = {"dataset": [], "rejected": []}
-        for record in records:
-            where = destination(record, self.ctx)
-            if where is not None:
-                file_name = f"{self.ctx.class_dir(record, need_image=False)}/{record.id}.png"
-                rows[where].append({"file_name": file_name, **dataset_row(record)})
-        for where, directory in self.dirs.items():
-            if rows[where]:
-                write_jsonl(directory / METADATA_NAME, rows[where])
-            else:
-                remove_file(directory / METADATA_NAME)
-            _remove_strays(directory, {r["file_name"] for r in rows[where]})
-        if rows["dataset"]:
-            atomic_write_bytes(self.root / "README.md", dataset_card(self.ctx).encode("utf-8"))
+        """Rebuild both ``metadata.jsonl`` files and the card from every finished record."""
+        from dalle_data.shards import ShardStore
+
+        owned = {r.id for r in records}
+        owned.update(i for ids in ShardStore(self.ctx.layout).intents().values() for i in ids)
+        write_indexes(self.ctx, records, owned)
+
+
+def expected_indexes(ctx: WriterContext, records: Sequence[Record]) -> dict[Path, bytes | None]:
+    """What the index files should hold for ``records``: path -> bytes (None: the file should not exist)."""
+    rows: dict[str, list[dict[str, Any]]] = {"dataset": [], "rejected": []}
+    for record in records:
+        where = destination(record, ctx)
+        if where is not None:
+            file_name = f"{ctx.class_dir(record, need_image=False)}/{record.id}.png"
+            rows[where].append({"file_name": file_name, **dataset_row(record)})
+    layout = ctx.layout
+    out: dict[Path, bytes | None] = {}
+    for where in ("dataset", "rejected"):
+        data = b"".join(json_line(row) for row in rows[where]) if rows[where] else None
+        out[layout.metadata(where)] = data  # type: ignore[arg-type]
+        if where == "dataset":
+            card = dataset_card(ctx, metadata_fingerprint(data)).encode("utf-8") if data is not None else None
+            out[layout.card] = card
+    return out
+
+
+def write_indexes(ctx: WriterContext, records: Sequence[Record], owned: Collection[str]) -> None:
+    """``metadata.jsonl`` (dataset and rejected), every class folder, the card; strays of ``owned`` ids removed.
+
+    Shared by ``close``, ``review --apply`` (which moves images, then rebuilds these) and ``verify --repair``.
+    """
+    layout = ctx.layout
+    wanted: dict[str, set[str]] = {"dataset": set(), "rejected": set()}
+    for record in records:
+        where = destination(record, ctx)
+        if where is not None:
+            wanted[where].add(f"{ctx.class_dir(record, need_image=False)}/{record.id}.png")
+    for where in ("dataset", "rejected"):
+        _remove_strays(layout.images_dir(where), wanted[where], owned)  # type: ignore[arg-type]
+    if wanted["dataset"]:
+        for folder in ctx.class_dirs:  # torchvision numbers the folders it finds: all of them, always
+            ensure_dir(layout.images_dir() / folder)
+    for path, data in expected_indexes(ctx, records).items():
+        if data is None:
+            remove_file(path)
         else:
-            remove_file(self.root / "README.md")
+            ensure_dir(path.parent)
+            atomic_write_bytes(path, data)
 
 
-def _remove_strays(directory: Path, wanted: set[str]) -> None:
+def _remove_strays(directory: Path, wanted: set[str], owned: Collection[str]) -> None:
+    """Remove images of this run's records that are not where they belong (never anyone else's files)."""
     if not directory.is_dir():
         return
     for path in directory.glob("*/*.png"):
-        if f"{path.parent.name}/{path.name}" not in wanted:
+        if path.stem in owned and f"{path.parent.name}/{path.name}" not in wanted:
             logger.info("removing stray image %s", path)
             remove_file(path)

@@ -31,6 +31,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalle_data.records import Record
@@ -44,6 +45,25 @@ from dalle_data.writers.base import (
     hf_features,
     remove_file,
 )
+
+
+def read_part(path: Path) -> list[dict[str, Any]]:
+    """The rows of a dalle-data Parquet file (image as ``{bytes, path}``)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def class_names_of(path: Path) -> tuple[str, ...] | None:
+    """The ClassLabel names a Parquet file's schema declares (its footer only), or None."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    try:
+        features = json.loads(meta[b"huggingface"])["info"]["features"]
+        return tuple(features["label"]["names"])
+    except (KeyError, ValueError, TypeError):
+        return None
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -88,30 +108,38 @@ class ParquetWriter:
         self._schema: pa.Schema | None = None
 
     def write(self, shard: str, records: Sequence[Record]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         groups: dict[str, list[Record]] = {"dataset": [], "rejected": []}
         for record in records:
             where = destination(record, self.ctx)
             if where is not None:
                 self.ctx.class_dir(record)  # checks label, label_id and image
                 groups[where].append(record)
+        for where, rows in groups.items():
+            if rows:
+                self.write_part(self.dirs[where] / f"part-{shard}.parquet", rows)
+
+    def write_part(self, path: Path, records: Sequence[Record]) -> None:
+        """One Parquet file of ``records`` (with their image bytes), atomically; an empty list removes it."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not records:
+            remove_file(path)
+            return
         if self._schema is None:
             self._schema = arrow_schema(self.ctx.class_names)
-        for where, rows in groups.items():
-            if not rows:
-                continue
-            ensure_dir(self.dirs[where])
-            path = self.dirs[where] / f"part-{shard}.parquet"
-            table = pa.Table.from_pydict(_columns(rows), schema=self._schema)
-            with atomic_open(path) as handle:
-                pq.write_table(table, handle, row_group_size=ROW_GROUP_SIZE)
-            logger.debug("wrote %s (%d rows)", path, len(rows))
+        ensure_dir(path.parent)
+        table = pa.Table.from_pydict(_columns(records), schema=self._schema)
+        with atomic_open(path) as handle:
+            pq.write_table(table, handle, row_group_size=ROW_GROUP_SIZE)
+        logger.debug("wrote %s (%d rows)", path, len(records))
 
     def close(self, records: Sequence[Record]) -> None:
-        """Remove shard files that no finished shard accounts for (left by an
-        earlier attempt whose shard was later redone with other contents)."""
+        """Remove this run's shard files that no finished shard accounts for (left by an
+        earlier attempt whose shard was later redone with other contents); never other files."""
+        from dalle_data.shards import ShardStore
+
+        owned = {r.shard for r in records} | set(ShardStore(self.ctx.layout).intents())
         wanted = {
             where: {f"part-{r.shard}.parquet" for r in records if destination(r, self.ctx) == where}
             for where in self.dirs
@@ -120,6 +148,7 @@ class ParquetWriter:
             if not directory.is_dir():
                 continue
             for path in directory.iterdir():
-                if _SHARD_NAME.match(path.name) and path.name not in wanted[where]:
+                match = _SHARD_NAME.match(path.name)
+                if match and match.group(1) in owned and path.name not in wanted[where]:
                     logger.info("removing stale shard %s", path)
                     remove_file(path)

@@ -137,7 +137,7 @@ def test_same_spec_and_seed_reproduce_images_and_ids(tmp_path: Path, cli) -> Non
 def test_quota_rounds_reach_the_target_through_the_zero_shot_filter(tmp_path: Path, cli) -> None:
     result = cli("generate", *FAST, "--classes", "cat,dog,car", "--per-class", "2", "--max-attempts", "30",
                  "--out", tmp_path / "o", "--keep-rejected", "--json")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code in (0, 3), result.stderr  # 3: a quota was not met (the random tiny scorer)
     summary = json.loads(result.stdout)
     rows = read_manifest(tmp_path / "o")
     for name, row in summary["classes"].items():
@@ -147,7 +147,8 @@ def test_quota_rounds_reach_the_target_through_the_zero_shot_filter(tmp_path: Pa
         assert len(kept) == row["kept"] <= 2
         # The zero-shot filter: a kept image's own class won; a rejected one lost (or was surplus).
         assert all(r["top_class"] == name for r in kept)
-        assert all(r["top_class"] != name or r["reject_reason"].startswith("surplus") for r in mine if not r["kept"])
+        assert all(r["top_class"] != name or r["reject_reason"] == "surplus" for r in mine if not r["kept"])
+        assert {r["reject_reason"] for r in mine if not r["kept"]} <= {"zero-shot", "surplus"}
     assert summary["rejections"], "the random tiny scorer should reject some images"
     assert summary["rounds"] >= 2, "rejections must trigger more rounds"
     rejected_files = list((tmp_path / "o" / "rejected" / "parquet").glob("*.parquet"))
@@ -164,7 +165,8 @@ def test_min_clip_filter_rejects_below_the_threshold(tmp_path: Path, cli) -> Non
     assert first.exit_code == 0 and result.exit_code == 0, result.stderr
     rows = read_manifest(tmp_path / "o")
     assert all(r["clip_score"] >= threshold for r in rows if r["kept"])
-    assert any(r["reject_reason"] and "min_clip" in r["reject_reason"] for r in rows)
+    below = [r for r in rows if r["reject_reason"] == "min-clip"]
+    assert below and all("min_clip" in r["reject_detail"] for r in below)
     assert json.loads(result.stdout)["classes"]["cat"]["kept"] == 2
 
 

@@ -33,7 +33,8 @@ def test_saved_model_dir_has_the_diffusers_layout(saved_models: tuple[Path, Path
 
 def test_model_path_round_trip_gives_the_same_dataset(saved_models: tuple[Path, Path], tmp_path: Path, cli) -> None:
     gen, clip = saved_models
-    common = ["generate", *FAST_STEPS, "--classes", "cat,dog", "--per-class", "2", "--max-attempts", "6", "--quiet"]
+    common = ["generate", *FAST_STEPS, "--classes", "cat,dog", "--per-class", "2", "--max-attempts", "6", "--quiet",
+              "--allow-short"]
     assert cli(*common, "--model", "tiny", "--scorer", "tiny", "--out", tmp_path / "preset").exit_code == 0
     result = cli(*common, "--model", gen, "--scorer", clip, "--out", tmp_path / "path")
     assert result.exit_code == 0, result.stderr

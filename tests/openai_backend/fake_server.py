@@ -7,8 +7,10 @@ endpoint answers from a queue of scripted ``Reply``s, then from a default
 (distinct scene phrases; a small noise PNG). Every request is recorded
 (path, headers, JSON or form fields) so tests can count calls and look at
 what was sent; ``max_in_flight`` is the most requests served at once.
-Handlers are bounded: a scripted delay is capped, and the server stops with
-the test.
+A ``Reply`` with ``trickle`` set sends its whole answer (status line
+included) one byte every ``trickle`` seconds: a server that is alive but never
+done. Handlers are bounded: a scripted delay and a trickle are capped, and
+the server stops with the test.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ GENERATE = "/v1/images/generations"
 EDIT = "/v1/images/edits"
 KEY = "sk-test-" + "S3cr3tK3y" * 4  # what tests export as OPENAI_API_KEY and then look for everywhere
 MAX_DELAY = 5.0
+MAX_TRICKLE = 10.0  # seconds a trickling answer goes on at most (a client that never gives up fails, not hangs)
 
 ACTIONS = ["lying down", "running", "sleeping", "jumping", "sitting", "drinking water", "playing", "walking",
            "standing", "rolling over", "digging", "swimming", "resting", "stretching", "yawning", "sniffing"]
@@ -46,8 +51,9 @@ PLACES = ["on the kitchen floor", "in deep snow", "at a busy market", "in a fore
 class Reply:
     status: int = 200
     body: Any = None  # a dict (sent as JSON), a str, or bytes
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # a content-type here replaces the default one
     delay: float = 0.0
+    trickle: float = 0.0  # > 0: seconds between the bytes of the answer
 
 
 @dataclass
@@ -79,8 +85,25 @@ def noise_png(seed: int, size: tuple[int, int] = (32, 32)) -> bytes:
     return buf.getvalue()
 
 
+def blank_png(width: int, height: int) -> bytes:
+    """A valid all-black 1-bit PNG of any size, built without allocating its pixels (a few KB for 20000²)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte, then the packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 def image_reply(png: bytes) -> Reply:
     return Reply(body={"created": 0, "data": [{"b64_json": base64.b64encode(png).decode("ascii")}]})
+
+
+def trickle(seconds: float = 0.5) -> Reply:
+    """A valid-looking answer sent one byte every ``seconds``: no single read ever waits long."""
+    return Reply(body={"phrases": ["x" * 200]}, trickle=seconds)
 
 
 def error(status: int, message: str, code: str | None = None, type_: str = "invalid_request_error",
@@ -98,6 +121,7 @@ class FakeOpenAI:
         self.in_flight = self.max_in_flight = 0
         self._counter = 0
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -111,6 +135,7 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -173,7 +198,7 @@ class FakeOpenAI:
                     reply = server._answer(seen)
                     time.sleep(min(reply.delay, MAX_DELAY))
                     self._send(reply)
-                except (BrokenPipeError, ConnectionResetError):
+                except OSError:  # BrokenPipe, ConnectionReset, an SSL EOF
                     pass  # the client gave up (a timeout test)
                 finally:
                     with server._lock:
@@ -196,15 +221,30 @@ class FakeOpenAI:
                     data, ctype = json.dumps(body).encode(), "application/json"
                 else:
                     data, ctype = (body.encode() if isinstance(body, str) else body or b""), "text/plain"
+                headers = {"content-type": ctype, "content-length": str(len(data))}
+                headers.update({k.lower(): v for k, v in reply.headers.items()})
+                if reply.trickle > 0:
+                    _trickle(self.wfile, reply, headers, data, server._stopping)
+                    return
                 self.send_response(reply.status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(data)))
-                for k, v in reply.headers.items():
+                for k, v in headers.items():
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
 
         return Handler
+
+
+def _trickle(wfile: Any, reply: Reply, headers: dict[str, str], data: bytes, stopping: threading.Event) -> None:
+    """The whole answer, status line first, one byte every ``reply.trickle`` s (``MAX_TRICKLE`` s at most)."""
+    head = f"HTTP/1.1 {reply.status} OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    payload = head.encode() + b"\r\n" + data
+    until = time.monotonic() + MAX_TRICKLE
+    for i in range(len(payload)):
+        if stopping.is_set() or time.monotonic() > until:
+            return
+        wfile.write(payload[i : i + 1])
+        time.sleep(reply.trickle)
 
 
 def _multipart(ctype: str, body: bytes) -> Iterator[tuple[str, bytes]]:
@@ -219,6 +259,15 @@ def files_containing(root: Any, needle: str) -> list[str]:
     from pathlib import Path
 
     return [str(p) for p in Path(root).rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+@pytest.fixture(autouse=True)
+def no_cancel_left_over() -> Iterator[None]:
+    """A test that cancels requests (``dalle_data.llm.client.CANCEL``) does not leave them cancelled."""
+    yield
+    from dalle_data.llm.client import reset_cancel
+
+    reset_cancel()
 
 
 @pytest.fixture()

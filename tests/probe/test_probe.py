@@ -23,8 +23,9 @@ def pattern(cls: str, seed: int) -> Image.Image:
 
 def fake_output(root: Path, n: int, swap_rejected: bool = False) -> Path:
     """A dalle-data output: spec.yaml, kept images in imagefolder, (mislabeled) rejected ones."""
-    root.mkdir(parents=True)
-    (root / "spec.yaml").write_text(f"classes: {json.dumps(CLASSES)}\nper_class: {n}\nmodel: tiny\n")
+    from tests.run_files import write_run_files
+
+    write_run_files(root, classes=list(CLASSES), per_class=n, model="tiny", keep_rejected=True)
     for where, swap in (("imagefolder/train", False), ("rejected/imagefolder", swap_rejected)):
         rows = []
         for c, cls in enumerate(CLASSES):
@@ -92,4 +93,4 @@ def test_probe_bad_input(planted, cli, args: list[str], needle: str) -> None:
 def test_probe_needs_a_dalle_data_output(tmp_path, cli) -> None:
     (tmp_path / "x").mkdir()
     result = cli("probe", "--train", tmp_path / "x", "--test", tmp_path, "--scorer", "tiny")
-    assert result.exit_code != 0 and "not a dalle-data output" in result.stderr
+    assert result.exit_code == 2 and "holds no dalle-data run" in result.stderr and len(result.stderr.splitlines()) == 1

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 # Small but not trivial: several rounds (the zero-shot filter rejects), several shards per round.
 SPEC = ["--model", "tiny", "--steps", "2", "--prior-steps", "2", "--classes", "cat,dog", "--per-class", "5",
         "--max-attempts", "16", "--shard-size", "4", "--batch-size", "2", "--keep-rejected",
-        "--format", "parquet", "--format", "imagefolder", "--quiet"]
+        "--format", "parquet", "--format", "imagefolder", "--quiet", "--allow-short"]
 
 
 def run_cli(out: Path, *extra: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:

@@ -49,5 +49,7 @@ def lowest_ids(out: Path, n: int) -> list[str]:
 
 
 def snapshot(out: Path) -> dict[str, bytes]:
-    """Every file under ``out`` and its bytes (to prove that nothing changed)."""
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    """Every file under ``out`` and its bytes (to prove that nothing changed); the lock file, which
+    says who last held the run, is not data."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != ".dalle-data.lock"}

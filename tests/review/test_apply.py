@@ -72,7 +72,15 @@ def test_apply_rejects_relabels_and_marks_hard_negatives_in_every_format(run_dir
     assert not (tree / "cat" / f"{rej}.png").exists()
     assert (tree / "dog" / f"{rel}.png").is_file() and not (tree / "cat" / f"{rel}.png").exists()
     assert (tree / "hard_negative" / f"{neg}.png").is_file()
-    assert not (tree / "cat").exists()  # emptied class folders go: torchvision refuses empty ones
+    # An emptied class folder stays: torchvision numbers the folders it finds, so removing it would
+    # silently shift every later class id. It refuses the tree instead unless told allow_empty=True.
+    assert (tree / "cat").is_dir() and not any((tree / "cat").iterdir())
+    from torchvision.datasets import ImageFolder
+
+    with pytest.raises(FileNotFoundError):
+        ImageFolder(str(tree))
+    tv = ImageFolder(str(tree), allow_empty=True)
+    assert tv.classes == ["cat", "dog", "hard_negative"] and tv.class_to_idx["dog"] == rows[rel]["label_id"]
     meta = metadata(tree / "metadata.jsonl")
     assert set(meta) == set(kept)
     assert {row["file_name"] for row in meta.values()} == {str(p.relative_to(tree)) for p in tree.glob("*/*.png")}
@@ -91,7 +99,8 @@ def test_datasets_and_torchvision_still_read_the_applied_dataset(run_dir: Path, 
     assert len(ds) == 5 and ds.features["label"].names == ["cat", "dog", "hard_negative"]
     row = next(r for r in ds if r["id"] == chosen["relabel"]["id"])
     assert ds.features["label"].int2str(row["label"]) == "dog"
-    assert len(ImageFolder(str(run_dir / "imagefolder" / "train"))) == 5
+    tv = ImageFolder(str(run_dir / "imagefolder" / "train"), allow_empty=True)  # cat is empty now; its folder stays
+    assert len(tv) == 5 and tv.classes == ds.features["label"].names
 
 
 def test_applying_twice_changes_nothing_the_second_time(run_dir: Path, cli) -> None:
@@ -195,6 +204,7 @@ def test_an_apply_cut_off_midway_converges_on_the_next_one(run_dir: Path, cli, m
 
 def test_apply_refuses_an_unfinished_run(run_dir: Path, cli) -> None:
     (run_dir / "_SUCCESS").unlink()
+    (run_dir / "summary.json").unlink()  # a run that never ended
     result = cli("review", run_dir, "--apply")
     assert result.exit_code == 2
     assert "not a finished run" in result.stderr and len(result.stderr.strip().splitlines()) == 1

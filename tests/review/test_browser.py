@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.review.conftest import lowest_ids, manifest
+from tests.review.test_exact_seeds import BIG_SEED, set_seeds
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -121,3 +122,23 @@ def test_review_in_the_browser_then_apply(browser, run_dir: Path, cli, tmp_path:
     assert [(x["id"], x["action"], x["undo"]) for x in lines] == [
         (first, "reject", False), (second, "relabel", False), (fourth, "accept", False), (fourth, "clear", True)]
     assert after[fourth] == rows[fourth]
+
+
+def test_the_page_shows_64_bit_seeds_exactly(browser, run_dir: Path) -> None:
+    ids = lowest_ids(run_dir, 4)
+    set_seeds(run_dir, {ids[0]: BIG_SEED})  # 2**53 + 1: a JavaScript number would show ...992
+    rows = manifest(run_dir)
+    proc, url = start_server(run_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        page.wait_for_selector(".thumb")
+        for rid in ids:  # the rest keep their generated 63-bit seeds, which a number would round too
+            page.click(f'.thumb[data-id="{rid}"]')
+            assert page.get_attribute("#big", "data-id") == rid
+            facts = page.inner_text("#facts")
+            assert f"· {rows[rid]['seed']}" in facts, (rows[rid]["seed"], facts)
+        assert rows[ids[0]]["seed"] == 9007199254740993
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

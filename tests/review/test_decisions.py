@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from dalle_data.review.decisions import DecisionError, DecisionLog
 from dalle_data.review.selection import SelectionOptions
@@ -20,10 +19,16 @@ def make_run(out: Path, adversarial: bool = True) -> Path:
     records = [rec(1, "cat", 0.1), rec(2, "cat", 0.2), rec(3, "cat", 0.3), rec(4, "dog", 0.05), rec(5, "dog", 0.4)]
     if adversarial:
         records.append(rec(6, "hard_negative", 0.0).replace(role="hard_negative", imitates="cat", label_id=2))
+    from dalle_data.config import build_spec, dump_spec
+    from dalle_data.rundir import labels_for
+
     out.mkdir(parents=True)
-    spec = {"spec_hash": "abc123", "classes": ["cat", "dog"], "split": "train",
-            "modes": {"vanilla": 0.5, "adversarial": 0.5} if adversarial else {"vanilla": 1.0}}
-    (out / "spec.yaml").write_text(yaml.safe_dump(spec))
+    spec = build_spec({"classes": ["cat", "dog"], "per_class": 3, "model": "tiny", "out": str(out),
+                       "modes": {"vanilla": 0.5, "adversarial": 0.5} if adversarial else {"vanilla": 1.0}})
+    spec_hash = spec.spec_hash({})
+    (out / "spec.yaml").write_text(dump_spec(spec, spec_hash, "test", {}))
+    (out / "labels.json").write_text(labels_for(spec).to_text(spec_hash))
+    (out / "summary.json").write_text(json.dumps({"spec_hash": spec_hash, "complete": True}))
     write_jsonl(out / "manifest.jsonl", [r.metadata() for r in records])
     (out / "_SUCCESS").write_text("")
     return out
@@ -50,7 +55,7 @@ def test_each_decision_is_one_line_on_disk_when_decide_returns(session: ReviewSe
     assert answer["progress"] == {"reviewed": 1, "total": 6}
     (line,) = log_lines(session)
     assert line["id"] == "id001" and line["action"] == "reject" and line["was"] == "cat"
-    assert line["spec_hash"] == "abc123" and line["v"] == 1 and line["undo"] is False
+    assert line["spec_hash"] == session.run.spec_hash and line["v"] == 1 and line["undo"] is False
     post(session, id="id002", action="relabel", label="dog")
     assert [x["action"] for x in log_lines(session)] == ["reject", "relabel"]
     assert log_lines(session)[1]["label"] == "dog"
@@ -62,7 +67,7 @@ def test_replay_last_decision_wins_and_clear_forgets(session: ReviewSession) -> 
     post(session, id="id002", action="hard_negative")
     post(session, id="id003", action="accept")
     post(session, id="id003", action="clear", undo=True)
-    state = DecisionLog(session.log.path, "abc123").replay()
+    state = DecisionLog(session.log.path, session.run.spec_hash).replay()
     assert {k: v.action for k, v in state.items()} == {"id001": "accept", "id002": "hard_negative"}
     assert state["id002"].label == "hard_negative"
     assert len(log_lines(session)) == 5  # append-only: nothing rewritten
@@ -74,7 +79,7 @@ def test_undo_is_a_new_line_restoring_the_previous_decision(session: ReviewSessi
     post(session, id="id004", action="relabel", label="cat", undo=True)  # what the page sends on undo
     lines = log_lines(session)
     assert lines[-1]["undo"] is True
-    decision = DecisionLog(session.log.path, "abc123").replay()["id004"]
+    decision = DecisionLog(session.log.path, session.run.spec_hash).replay()["id004"]
     assert (decision.action, decision.label) == ("relabel", "cat")
 
 
@@ -91,7 +96,7 @@ def test_torn_last_line_and_other_runs_lines_are_skipped(session: ReviewSession)
     other = json.dumps({**log_lines(session)[0], "id": "id002", "spec_hash": "another-run"})
     with session.log.path.open("a") as handle:
         handle.write(other + "\n" + '{"v":1,"id":"id003","act')  # a power cut mid-line
-    log = DecisionLog(session.log.path, "abc123")
+    log = DecisionLog(session.log.path, session.run.spec_hash)
     assert list(log.replay()) == ["id001"]
     assert log.ignored == 2
 

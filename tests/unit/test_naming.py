@@ -9,7 +9,7 @@ from dalle_data.naming import MAX_DIR_BYTES, class_dirs, clean_class_names, safe
 @pytest.mark.parametrize(
     ("name", "expected"),
     [("dalmatian", "dalmatian"), ("Golden Retriever", "golden_retriever"), ("a/b", "a_b"),
-     ("../x", "x"), ("CON", "con_"), ("nul.txt", "nul.txt_"), ("tab\there", "tab_here")],
+     ("../x", "x"), ("CON", "con_"), ("nul.txt", "nul_.txt"), ("tab\there", "tab_here")],
 )
 def test_safe_dir_name(name: str, expected: str) -> None:
     assert safe_dir_name(name) == expected

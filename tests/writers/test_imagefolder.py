@@ -226,10 +226,14 @@ def test_close_rebuilds_metadata_whole_not_appended(tmp_path: Path) -> None:
 def test_close_removes_images_no_record_accounts_for(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, keep_rejected=True)
     split, rejected = ctx.out_dir / "imagefolder" / "train", ctx.out_dir / "rejected" / "imagefolder"
+    from dalle_data.shards import ShardStore
+
     writer = ImageFolderWriter(ctx)
     # First attempt at S1 kept rec0002 and rec0003, then was cut off; redone, rec0002 is rejected
-    # and rec0003 is not there at all (say, its prompt changed).
+    # and rec0003 is not there at all (say, its prompt changed). The runner records a shard's ids
+    # (its intent) before writing any of its files: that is how rec0003 is known to be the run's.
     writer.write(S0, [make_record(0, shard=S0), make_record(1, status="rejected", shard=S0)])
+    ShardStore(ctx.layout).begin(S1, [make_record(2).id, make_record(3).id])
     writer.write(S1, [make_record(2, shard=S1), make_record(3, shard=S1)])
     (split / "a_b").mkdir()
     (split / "a_b" / "orphan.png").write_bytes(b"not ours")
@@ -239,8 +243,9 @@ def test_close_removes_images_no_record_accounts_for(tmp_path: Path) -> None:
     writer.write(S1, redone)
     finished = [make_record(0, shard=S0), make_record(1, status="rejected", shard=S0), *redone]
     writer.close(metadata_only(finished))
-    assert png_names(split) == ["dalmatian/rec0000.png"]
-    assert png_names(rejected) == ["dalmatian/rec0001.png", "dalmatian/rec0002.png"]
+    # files dalle-data did not write are never touched
+    assert png_names(split) == ["a_b/orphan.png", "dalmatian/rec0000.png"]
+    assert png_names(rejected) == ["dalmatian/old.png", "dalmatian/rec0001.png", "dalmatian/rec0002.png"]
     assert (split / "dalmatian" / "notes.txt").exists()
     assert [row["id"] for row in read_jsonl(split / "metadata.jsonl")] == ["rec0000"]
     assert [row["id"] for row in read_jsonl(rejected / "metadata.jsonl")] == ["rec0001", "rec0002"]

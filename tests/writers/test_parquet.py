@@ -221,12 +221,17 @@ def test_redoing_a_shard_replaces_its_file(tmp_path: Path) -> None:
 def test_close_removes_shard_files_no_finished_shard_accounts_for(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, keep_rejected=True)
     train, rejected = ctx.out_dir / "parquet" / "train", ctx.out_dir / "rejected" / "parquet"
+    from dalle_data.shards import ShardStore
+
     writer = ParquetWriter(ctx)
-    # An earlier, interrupted attempt left shard files that the finished run no longer has.
+    # An earlier, interrupted attempt left shard files that the finished run no longer has
+    # (the runner records each shard's intent before its files: S2's tells it was the run's).
     writer.write(S0, [make_record(0, shard=S0), make_record(1, status="rejected", shard=S0)])
     writer.write(S1, [make_record(2, shard=S1), make_record(3, status="rejected", shard=S1)])
+    ShardStore(ctx.layout).begin(S2, [make_record(4).id])
     writer.write(S2, [make_record(4, shard=S2)])
     (train / "notes.txt").write_text("not a shard")
+    (train / "part-mine.parquet").write_bytes(b"a user's own file, named like a shard")
     kept_bytes = (train / f"part-{S0}.parquet").read_bytes()
     # The finished run: S0 as before, S1 redone with nothing kept nor rejected, no S2 at all.
     finished = [
@@ -236,7 +241,7 @@ def test_close_removes_shard_files_no_finished_shard_accounts_for(tmp_path: Path
         make_record(3, status="refused", shard=S1),
     ]
     writer.close(metadata_only(finished))
-    assert shard_names(train) == [f"part-{S0}.parquet"]
+    assert shard_names(train) == sorted([f"part-{S0}.parquet", "part-mine.parquet"])
     assert shard_names(rejected) == [f"part-{S0}.parquet"]
     assert (train / f"part-{S0}.parquet").read_bytes() == kept_bytes
     assert (train / "notes.txt").exists()

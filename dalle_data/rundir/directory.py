@@ -1,0 +1,291 @@
+"""The run directory as ``generate`` sees it: new, finished, short or unfinished; made, cleared, finished.
+
+Identity: ``OUT/run.json`` says that dalle-data made the directory (run id,
+spec hash, the spec's content). A directory made before run.json existed
+is recognised by its ``spec.yaml`` (saved with a version and a hash) and
+gets a run.json when it is resumed. Anything else that is not empty is not
+a run: it is refused, ``--overwrite`` or not.
+
+State (``check``), under the run lock:
+
+* ``new``: no directory, or one holding only the lock and temporary files a
+  kill left (a kill while the very first files were written);
+* ``complete``: the same spec, ended with every quota met (``_SUCCESS``);
+* ``short``: the same spec, ended with a quota unmet (``summary.json`` says
+  so; rerunning the same spec cannot do better, so it is not redone);
+* ``incomplete``: the same spec, unfinished: resume.
+
+A different spec is refused with what differs (compared with the content
+saved in run.json, so a hand-edited ``spec.yaml`` is named as such).
+
+``clear`` (``--overwrite``) deletes only what runs wrote: the fixed run files,
+and every image and shard file of the record ids the shard intents and
+markers recorded, wherever review moved them; then the run's folders if they
+are left empty. A user's own files inside (``parquet/validation/x.parquet``,
+``imagefolder/test/cat/photo.png``) stay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from dalle_data.errors import OutputDirError
+from dalle_data.rundir.layout import LOCK_FILE, WHERES, Layout
+from dalle_data.rundir.lock import RunLock
+
+log = logging.getLogger(__name__)
+
+State = Literal["new", "complete", "short", "incomplete"]
+RUN_FORMAT = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    from dalle_data.writers.base import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".tmp-") and name.endswith(".part")
+
+
+class RunDir:
+    def __init__(self, path: Path, split: str = "train") -> None:
+        self.path = Path(path)
+        self.layout = Layout(self.path, split)
+        self.lock = RunLock(self.path)
+        self._created = False
+
+    # --- identity ----------------------------------------------------------------
+    def identity(self) -> dict[str, Any] | None:
+        """``run.json`` if it is dalle-data's, else None."""
+        try:
+            data = json.loads(self.layout.run.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("tool") == "dalle-data" and data.get("spec_hash") else None
+
+    def legacy_spec(self) -> dict[str, Any] | None:
+        """A ``spec.yaml`` saved by a dalle-data run made before run.json existed."""
+        try:
+            data = yaml.safe_load(self.layout.spec.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None
+        if isinstance(data, dict) and data.get("dalle_data_version") and data.get("spec_hash"):
+            return data
+        return None
+
+    def is_ours(self) -> bool:
+        return self.identity() is not None or self.legacy_spec() is not None
+
+    def is_blank(self) -> bool:
+        """No directory, or one holding nothing but the lock and temporary files."""
+        if not self.path.exists():
+            return True
+        return all(p.name == LOCK_FILE or (_is_temporary(p.name) and p.is_file()) for p in self.path.iterdir())
+
+    def saved_hash(self) -> str | None:
+        identity = self.identity()
+        if identity is not None:
+            return str(identity["spec_hash"])
+        legacy = self.legacy_spec()
+        return str(legacy["spec_hash"]) if legacy else None
+
+    def saved_content(self) -> dict[str, Any]:
+        identity = self.identity()
+        if identity is not None and isinstance(identity.get("spec"), dict):
+            return identity["spec"]
+        return self.legacy_spec() or {}
+
+    # --- locking -----------------------------------------------------------------
+    def open(self) -> None:
+        """Create ``OUT`` if needed and take its lock (fails at once if another process holds it).
+
+        A directory that is neither blank nor a run is refused before anything is written into it.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputDirError(f"--out {self.path} is a file; choose a directory")
+        if self.path.exists() and not self.is_blank() and not self.is_ours():
+            self.check({}, "")  # raises: not empty and holds no dalle-data run
+        if not self.path.exists():
+            try:
+                self.path.mkdir(parents=True)
+            except FileExistsError:
+                pass
+            except OSError as err:
+                raise OutputDirError(f"cannot create {self.path}: {err.strerror or err}; choose another --out") from None
+            else:
+                self._created = True
+        self.lock.acquire()
+
+    def close(self, *, failed_before_start: bool = False) -> None:
+        """Release the lock; a directory this process created (or its lock file) and never used goes again."""
+        if failed_before_start and self.path.is_dir() and self.is_blank():
+            with contextlib.suppress(OSError):
+                self.lock.path.unlink()
+                if self._created:
+                    for p in self.path.iterdir():
+                        p.unlink()
+                    self.path.rmdir()
+        self.lock.release()
+
+    # --- state -------------------------------------------------------------------
+    def check(self, content: dict[str, Any], spec_hash: str, *, overwrite: bool = False) -> State:
+        """Whether OUT is new, or holds this run complete, short or unfinished (see the module docstring)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputDirError(f"--out {self.path} is a file; choose a directory")
+        if self.is_blank():
+            return "new"
+        saved = self.saved_hash()
+        if saved is None:
+            raise OutputDirError(
+                f"--out {self.path} is not empty and holds no dalle-data run (no run.json or saved spec); "
+                "choose an empty or new directory" + (" (--overwrite deletes only what dalle-data wrote)" if overwrite else "")
+            )
+        if overwrite:
+            return "new"
+        if saved != spec_hash:
+            edited = self._spec_file_edited()
+            raise OutputDirError(
+                f"--out {self.path} holds a different run ({describe_difference(self.saved_content(), content)})"
+                + (f"; {self.layout.spec} was edited after the run started: restore it" if edited else "")
+                + f"; use another --out, or rerun with the run's spec: --resume {self.path}"
+            )
+        summary = self.saved_summary()
+        if summary is not None and summary.get("spec_hash") == spec_hash:
+            if summary.get("complete") and self.layout.success.is_file():
+                return "complete"
+            if not summary.get("complete"):
+                return "short"
+        return "incomplete"
+
+    def _spec_file_edited(self) -> bool:
+        identity = self.identity()
+        try:
+            data = yaml.safe_load(self.layout.spec.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return False
+        if identity is None or not isinstance(data, dict):
+            return False
+        saved = identity.get("spec") or {}
+        return any(k in data and data[k] != v for k, v in saved.items())
+
+    def saved_summary(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.layout.summary.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    # --- writing -----------------------------------------------------------------
+    def prepare(self, spec_text: str, spec_hash: str, content: dict[str, Any], inputs: dict[str, str],
+                labels_text: str) -> None:
+        """Sweep what a killed run left half-written, then write run.json, spec.yaml and labels.json."""
+        from dalle_data.writers.base import remove_temporaries
+
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(self.path)
+            if self.identity() is None:
+                identity = {"tool": "dalle-data", "format": RUN_FORMAT, "run_id": secrets.token_hex(8),
+                            "created_at": _now(), "spec_hash": spec_hash, "inputs": inputs, "spec": content}
+                atomic_write_text(self.layout.run, json.dumps(identity, indent=2, ensure_ascii=False) + "\n")
+            atomic_write_text(self.layout.spec, spec_text)
+            atomic_write_text(self.layout.labels, labels_text)
+        except OSError as err:  # mkdir; file writes raise OutputDirError themselves
+            raise OutputDirError(f"cannot write to {self.path}: {err.strerror or err}; choose another --out") from None
+
+    def log(self, event: dict[str, Any]) -> None:
+        from dalle_data.writers.base import append_jsonl
+
+        append_jsonl(self.layout.runlog, event)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """``summary.json``, then ``_SUCCESS`` only when the dataset is complete."""
+        from dalle_data.writers.base import remove_file
+
+        atomic_write_text(self.layout.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        if summary.get("complete"):
+            atomic_write_text(self.layout.success, "")
+        else:
+            remove_file(self.layout.success)
+
+    def unfinish(self) -> None:
+        """Mark the run unfinished again (before it is repaired)."""
+        from dalle_data.writers.base import remove_file
+
+        remove_file(self.layout.success)
+        remove_file(self.layout.summary)
+
+    # --- --overwrite ---------------------------------------------------------------
+    def clear(self) -> int:
+        """Delete what runs wrote in OUT (see the module docstring); returns the number of files removed."""
+        from dalle_data.shards import ShardStore
+
+        layout = self.layout
+        recorded = ShardStore(layout).recorded()
+        ids = {i for shard_ids in recorded.values() for i in shard_ids}
+        removed = 0
+        folders: set[str] = set()
+        for where in WHERES:
+            root = layout.images_dir(where)
+            if not root.is_dir():
+                continue
+            for sub in root.iterdir():
+                if sub.is_dir():
+                    folders.add(sub.name)
+                    for png in sub.iterdir():
+                        if png.suffix == ".png" and png.stem in ids and png.is_file():
+                            removed += _unlink(png)
+        for shard in recorded:
+            for where in WHERES:
+                removed += _unlink(layout.parquet_part(shard, where))
+            removed += _unlink(layout.marker(shard)) + _unlink(layout.intent(shard))
+        for path in layout.run_files():
+            removed += _unlink(path)
+        for path in self.path.rglob(".tmp-*.part"):
+            removed += _unlink(path)
+        for folder in layout.run_dirs(sorted(folders)):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a user's files keep their folder
+        log.info("--overwrite removed %d file(s) written by an earlier run in %s", removed, self.path)
+        return removed
+
+
+def _unlink(path: Path) -> int:
+    try:
+        os.unlink(path)
+        return 1
+    except FileNotFoundError:
+        return 0
+    except IsADirectoryError:
+        return 0
+    except OSError as err:
+        raise OutputDirError(f"cannot remove {path}: {err.strerror or err}") from None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def describe_difference(saved: dict[str, Any], content: dict[str, Any]) -> str:
+    from dalle_data.config import content_of
+
+    saved, content = content_of(saved), content_of(content)
+    diffs = []
+    for key in dict.fromkeys([*content, *saved]):
+        if saved.get(key) != content.get(key):
+            diffs.append(f"{key}: {saved.get(key)!r} there, {content.get(key)!r} now")
+    if not diffs:
+        diffs.append("the template pack, prompts file or source images changed")
+    shown = "; ".join(diffs[:3])
+    return shown + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")

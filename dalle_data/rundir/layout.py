@@ -1,0 +1,171 @@
+"""Every path of a run directory, in one place.
+
+Nothing else in dalle-data spells out where a run's files lie: writers,
+review, verify, probe and report ask a ``Layout``. Every path is built from
+the run's own validated names (the split, the label map's folders, record
+ids, shard ids), and ``contained`` checks that a path stays inside ``OUT``::
+
+    OUT/spec.yaml                    the validated spec, with its hash (rerun: --config OUT/spec.yaml)
+    OUT/run.json                     the run's identity: run id, spec hash and content (dalle-data's own)
+    OUT/labels.json                  the one label map (id, label, folder, role)
+    OUT/runlog.jsonl                 one line per start and end of a run
+    OUT/summary.json                 what --json prints; written when the run ends
+    OUT/_SUCCESS                     written last, only when every quota was met
+    OUT/manifest.jsonl               one line per record, whatever became of it
+    OUT/shards/<shard>.intent.json   the record ids a shard is about to write (before any of its files)
+    OUT/shards/<shard>.jsonl         the shard's completion marker: its records (written last)
+    OUT/parquet/<split>/part-<shard>.parquet        kept images
+    OUT/imagefolder/<split>/<folder>/<id>.png       kept images, + metadata.jsonl
+    OUT/imagefolder/README.md                       card: features and a content fingerprint
+    OUT/rejected/parquet/part-<shard>.parquet       rejected images (--keep-rejected, review)
+    OUT/rejected/imagefolder/<folder>/<id>.png      rejected images, + metadata.jsonl
+    OUT/review/                      decisions, originals, the apply journal and log
+    OUT/.dalle-data.lock             the lock a process holds while it changes OUT
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from dalle_data.errors import OutputDirError
+
+Where = Literal["dataset", "rejected"]
+WHERES: tuple[Where, ...] = ("dataset", "rejected")
+
+SPEC_FILE = "spec.yaml"
+RUN_FILE = "run.json"
+LABELS_FILE = "labels.json"
+SUMMARY_FILE = "summary.json"
+SUCCESS_FILE = "_SUCCESS"
+RUNLOG_FILE = "runlog.jsonl"
+MANIFEST_FILE = "manifest.jsonl"
+LOCK_FILE = ".dalle-data.lock"
+SHARDS_DIR = "shards"
+METADATA_FILE = "metadata.jsonl"
+CARD_FILE = "README.md"
+REVIEW_DIR = "review"
+TEMP_PATTERN = ".tmp-*.part"
+
+_SHARD = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The paths of the run in ``out`` (``split``: the dataset split's name)."""
+
+    out: Path
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        if not _ID.match(self.split):
+            raise OutputDirError(f"split {self.split!r} is not a plain name (letters, digits, _ and -)")
+
+    # --- run-level files ---------------------------------------------------------
+    @property
+    def spec(self) -> Path:
+        return self.out / SPEC_FILE
+
+    @property
+    def run(self) -> Path:
+        return self.out / RUN_FILE
+
+    @property
+    def labels(self) -> Path:
+        return self.out / LABELS_FILE
+
+    @property
+    def summary(self) -> Path:
+        return self.out / SUMMARY_FILE
+
+    @property
+    def success(self) -> Path:
+        return self.out / SUCCESS_FILE
+
+    @property
+    def runlog(self) -> Path:
+        return self.out / RUNLOG_FILE
+
+    @property
+    def manifest(self) -> Path:
+        return self.out / MANIFEST_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.out / LOCK_FILE
+
+    # --- shards ------------------------------------------------------------------
+    @property
+    def shards(self) -> Path:
+        return self.out / SHARDS_DIR
+
+    def marker(self, shard: str) -> Path:
+        return self.shards / f"{_checked(shard, _SHARD, 'shard')}.jsonl"
+
+    def intent(self, shard: str) -> Path:
+        return self.shards / f"{_checked(shard, _SHARD, 'shard')}.intent.json"
+
+    # --- datasets ----------------------------------------------------------------
+    def parquet_dir(self, where: Where = "dataset") -> Path:
+        return self.out / "parquet" / self.split if where == "dataset" else self.out / "rejected" / "parquet"
+
+    def parquet_part(self, shard: str, where: Where = "dataset") -> Path:
+        return self.parquet_dir(where) / f"part-{_checked(shard, _SHARD, 'shard')}.parquet"
+
+    @property
+    def imagefolder(self) -> Path:
+        return self.out / "imagefolder"
+
+    def images_dir(self, where: Where = "dataset") -> Path:
+        return self.imagefolder / self.split if where == "dataset" else self.out / "rejected" / "imagefolder"
+
+    def png(self, folder: str, record_id: str, where: Where = "dataset") -> Path:
+        if not folder or folder in (".", "..") or any(c in folder for c in "/\\\x00"):
+            raise OutputDirError(f"class folder {folder!r} is not a plain folder name")
+        return self.images_dir(where) / folder / f"{_checked(record_id, _ID, 'record id')}.png"
+
+    def metadata(self, where: Where = "dataset") -> Path:
+        return self.images_dir(where) / METADATA_FILE
+
+    @property
+    def card(self) -> Path:
+        return self.imagefolder / CARD_FILE
+
+    # --- review ------------------------------------------------------------------
+    @property
+    def review(self) -> Path:
+        return self.out / REVIEW_DIR
+
+    # --- ownership -----------------------------------------------------------------
+    def run_files(self) -> list[Path]:
+        """Files at fixed places that a run writes (``--overwrite`` removes them)."""
+        return [self.spec, self.run, self.labels, self.summary, self.success, self.runlog, self.manifest,
+                self.card, self.metadata("dataset"), self.metadata("rejected")]
+
+    def run_dirs(self, folders: Iterable[str] = ()) -> list[Path]:
+        """Folders a run creates, deepest first (removed by ``--overwrite`` when left empty)."""
+        folders = list(folders)
+        dirs = [self.images_dir(w) / f for w in WHERES for f in folders]
+        dirs += [self.images_dir("dataset"), self.images_dir("rejected"), self.imagefolder,
+                 self.parquet_dir("dataset"), self.parquet_dir("rejected"), self.out / "parquet",
+                 self.out / "rejected", self.shards]
+        return dirs
+
+    def contained(self, path: Path) -> Path:
+        """``path`` if it lies inside OUT (links resolved), else a one-line error."""
+        root = self.out.resolve()
+        resolved = Path(path).resolve()
+        if resolved != root and root not in resolved.parents:
+            raise OutputDirError(f"{path} lies outside the run directory {self.out}; refusing to touch it")
+        return Path(path)
+
+
+def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.match(value) or value in (".", ".."):
+        raise OutputDirError(f"{what} {value!r} is not a plain name")
+    return value

@@ -1,0 +1,455 @@
+"""``dalle-data verify``: check a finished run against its records, and mend it with ``--repair``.
+
+The records are the truth: the shard markers (what was generated) and the
+manifest (their state now, after review). ``verify`` checks every file
+against them: every Parquet row decodes, carries the record's label and the
+image bytes the record's hash names; every ImageFolder image exists where
+the record's state puts it, with the same hash; ``metadata.jsonl``, the card,
+``labels.json`` and the manifest say what the records say; no temporary
+files lie around. Images that no record places where they are (this run's
+ids only) are flagged; files dalle-data did not write are ignored.
+
+``repair`` rewrites what can be rebuilt from the other copy of an image
+(Parquet from the PNGs, PNGs from Parquet, indexes from the records), and
+regenerates, deterministically, the shards whose images are lost from both
+(the same units, seeds and batches as the first time: the same bytes on the
+same hardware and versions). ``quick_check`` is the cheap part (counts,
+sizes, Parquet footers) that a rerun of ``generate`` does before it calls a
+run finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dalle_data.errors import OutputDirError
+from dalle_data.records import Record
+from dalle_data.rundir import Run, open_run
+from dalle_data.rundir.layout import WHERES
+from dalle_data.writers.base import WriterContext, destination
+
+log = logging.getLogger(__name__)
+
+Regenerate = Callable[[Run, set[str]], dict[str, bytes]]
+
+
+@dataclass
+class Finding:
+    """One thing wrong, in words, and what repair does about it."""
+
+    what: str
+    fix: str  # "rewrite" | "regenerate" | "index" | "remove" | "apply"
+
+    def as_json(self) -> dict[str, str]:
+        return {"problem": self.what, "repair": self.fix}
+
+
+@dataclass
+class Report:
+    out: Path
+    findings: list[Finding] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+    repaired: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def add(self, what: str, fix: str) -> None:
+        self.findings.append(Finding(what, fix))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"out": str(self.out), "ok": self.ok, "checked": self.checked,
+                "problems": [f.as_json() for f in self.findings], "repaired": self.repaired}
+
+
+def writer_context(run: Run) -> WriterContext:
+    return WriterContext(out_dir=run.out, class_names=run.labels.names, class_dirs=run.labels.folders,
+                         split=run.spec.split, keep_rejected=run.spec.keep_rejected)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decodes(data: bytes) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+        return True
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
+def good(record: Record, data: bytes | None) -> bool:
+    """``data`` is this record's image: it decodes and has the recorded hash (when one was recorded)."""
+    return data is not None and (record.sha256 is None or sha256(data) == record.sha256) and decodes(data)
+
+
+# --- quick check ------------------------------------------------------------------------
+
+
+def quick_check(out: Path) -> list[str]:
+    """Cheap checks of a finished run: every file there, counts agreeing; the problems found, in words."""
+    run = open_run(out)
+    problems: list[str] = []
+    if not run.labels_saved:
+        problems.append("it was made before labels.json existed: its label ids follow the class order given")
+    layout = run.layout
+    if not layout.manifest.is_file():
+        return problems + ["manifest.jsonl is missing"]
+    records = run.records()
+    ctx = writer_context(run)
+    placed = {where: {r.id for r in records if destination(r, ctx) == where} for where in WHERES}
+    for where, ids in placed.items():
+        n = len(ids)
+        if "parquet" in run.spec.formats:
+            rows = _parquet_rows(layout.parquet_dir(where), problems)
+            if rows != n:
+                problems.append(f"{layout.parquet_dir(where)} holds {rows} row(s), the records say {n}")
+        if "imagefolder" in run.spec.formats:
+            pngs = [p for p in layout.images_dir(where).glob("*/*.png") if p.is_file()]
+            ours = sum(p.stem in ids for p in pngs)
+            if ours != n:
+                problems.append(f"{layout.images_dir(where)} holds {ours} image(s), the records say {n}")
+            if any(p.stat().st_size == 0 for p in pngs if p.stem in ids):
+                problems.append(f"{layout.images_dir(where)} holds empty image files")
+            if n and not layout.metadata(where).is_file():
+                problems.append(f"{layout.metadata(where)} is missing")
+    leftovers = list(out.rglob(".tmp-*.part"))
+    if leftovers:
+        problems.append(f"{len(leftovers)} temporary file(s) left, e.g. {leftovers[0]}")
+    return problems
+
+
+def _parquet_rows(folder: Path, problems: list[str]) -> int:
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for part in sorted(folder.glob("part-*.parquet")):
+        try:
+            rows += pq.read_metadata(part).num_rows
+        except (OSError, ValueError) as err:
+            problems.append(f"{part} cannot be read ({str(err).splitlines()[0]})")
+    return rows
+
+
+# --- the full check ---------------------------------------------------------------------
+
+
+class Checker:
+    """Reads everything once; ``findings`` and what repair needs (records, image bytes by copy)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.layout = run.layout
+        self.ctx = writer_context(run)
+        self.report = Report(run.out)
+        self.records: list[Record] = []
+        self.shards: set[str] = set()
+        self.parquet_bytes: dict[str, bytes] = {}
+        self.png_bytes: dict[str, bytes] = {}
+        self.bad_parts: set[Path] = set()
+        self.bad_pngs: set[str] = set()
+        self.strays: list[Path] = []
+        self.lost: set[str] = set()
+
+    def check(self) -> Report:
+        self._records()
+        if self.records:
+            if "parquet" in self.run.spec.formats:
+                self._parquet()
+            if "imagefolder" in self.run.spec.formats:
+                self._imagefolder()
+            self._lost()
+        self._run_files()
+        report = self.report
+        report.checked = {"records": len(self.records), "shards": len(self.shards),
+                          "parquet rows": len(self.parquet_bytes), "images": len(self.png_bytes)}
+        return report
+
+    # records: markers and manifest
+    def _records(self) -> None:
+        from dalle_data.shards import ShardStore
+
+        store = ShardStore(self.layout, self.run.labels)
+        generated: dict[str, Record] = {}
+        for shard in store.shards():
+            try:
+                for record in store.read(shard):
+                    generated[record.id] = record
+                self.shards.add(shard)
+            except (ValueError, OutputDirError) as err:
+                self.report.add(f"shard marker {self.layout.marker(shard)} does not hold up ({err})", "regenerate")
+        try:
+            current = self.run.records()
+        except OutputDirError as err:
+            self.report.add(f"{self.layout.manifest} does not hold up ({err})", "index")
+            current = []
+        by_id = {r.id: r for r in current}
+        if set(by_id) != set(generated) and generated:
+            self.report.add(f"{self.layout.manifest} lists {len(by_id)} record(s), the shard markers "
+                            f"{len(generated)}", "index")
+            current = [by_id.get(i, r) for i, r in generated.items()]
+        self.records = current or list(generated.values())
+
+    # Parquet
+    def _parquet(self) -> None:
+        import pyarrow.parquet as pq
+
+        from dalle_data.writers.parquet import class_names_of
+
+        expected = {where: {r.id: r for r in self.records if destination(r, self.ctx) == where} for where in WHERES}
+        seen: dict[str, str] = {}
+        for where in WHERES:
+            shards_here = {r.shard for r in expected[where].values()}
+            folder = self.layout.parquet_dir(where)
+            for shard in sorted(shards_here | self._parts_of_ours(folder)):
+                path = self.layout.parquet_part(shard, where)
+                want = {i for i, r in expected[where].items() if r.shard == shard}
+                if not path.is_file():
+                    if want:
+                        self._bad_part(path, f"{path} is missing ({len(want)} image(s))")
+                    continue
+                try:
+                    rows = pq.read_table(path).to_pylist()
+                    names = class_names_of(path)
+                except (OSError, ValueError) as err:
+                    self._bad_part(path, f"{path} cannot be read ({str(err).splitlines()[0]})")
+                    continue
+                if names != self.run.labels.names:
+                    self._bad_part(path, f"{path} declares the labels {list(names or [])}, not the run's label map")
+                got = set()
+                for row in rows:
+                    rid = row.get("id")
+                    record = expected[where].get(rid)
+                    data = (row.get("image") or {}).get("bytes")
+                    if record is None:
+                        self._bad_part(path, f"{path} holds {rid}, which belongs elsewhere")
+                        continue
+                    got.add(rid)
+                    if rid in seen:
+                        self._bad_part(path, f"{rid} is in {seen[rid]} and again in {path}")
+                    seen[rid] = str(path)
+                    if row.get("label") != record.label_id or row.get("label_name") != record.label:
+                        self._bad_part(path, f"{path}: {rid} is labeled {row.get('label_name')!r}, "
+                                             f"its record {record.label!r}")
+                    if good(record, data):
+                        self.parquet_bytes[rid] = data
+                    else:
+                        self._bad_part(path, f"{path}: the image of {rid} does not decode or has another hash")
+                if want - got:
+                    self._bad_part(path, f"{path} lacks {len(want - got)} image(s)")
+
+    def _parts_of_ours(self, folder: Path) -> set[str]:
+        if not folder.is_dir():
+            return set()
+        return {p.name[len("part-"):-len(".parquet")] for p in folder.glob("part-*.parquet")} & self.shards
+
+    def _bad_part(self, path: Path, what: str) -> None:
+        self.bad_parts.add(path)
+        self.report.add(what, "rewrite")
+
+    # ImageFolder
+    def _imagefolder(self) -> None:
+        from dalle_data.writers.imagefolder import expected_indexes
+
+        ids = {r.id for r in self.records}
+        placed = {}
+        for record in self.records:
+            where = destination(record, self.ctx)
+            if where is not None:
+                placed[record.id] = self.layout.png(record.class_dir, record.id, where)
+        for record in self.records:
+            path = placed.get(record.id)
+            if path is None:
+                continue
+            data = path.read_bytes() if path.is_file() else None
+            if good(record, data):
+                self.png_bytes[record.id] = data  # type: ignore[assignment]
+            else:
+                self.bad_pngs.add(record.id)
+                self.report.add(f"{path} is {'missing' if data is None else 'damaged'}", "rewrite")
+        for where in WHERES:
+            for png in self.layout.images_dir(where).glob("*/*.png"):
+                if png.stem in ids and placed.get(png.stem) != png:
+                    self.strays.append(png)
+                    self.report.add(f"{png} is an image of this run in the wrong place", "remove")
+        for path, data in expected_indexes(self.ctx, self.records).items():
+            current = path.read_bytes() if path.is_file() else None
+            if current != data:
+                self.report.add(f"{path} does not match the records", "index")
+        for folder in self.run.labels.folders:
+            if self.layout.metadata().is_file() and not (self.layout.images_dir() / folder).is_dir():
+                self.report.add(f"class folder {self.layout.images_dir() / folder} is missing", "index")
+
+    def _lost(self) -> None:
+        for record in self.records:
+            if destination(record, self.ctx) is None:
+                continue
+            if record.id not in self.parquet_bytes and record.id not in self.png_bytes:
+                self.lost.add(record.shard)
+        if self.lost:
+            self.report.add(f"images lost from every format in {len(self.lost)} shard(s): "
+                            f"{', '.join(sorted(self.lost)[:5])}", "regenerate")
+
+    # run files
+    def _run_files(self) -> None:
+        layout = self.layout
+        if not self.run.labels_saved:
+            self.report.add(f"{layout.labels} is missing (a run made before it existed: label ids follow the "
+                            "class order given); repair renumbers every format to the one label map", "index")
+        for leftover in [*self.run.out.rglob(".tmp-*.part"), *self.run.out.rglob(".apply-*.staged")]:
+            self.report.add(f"temporary file {leftover} is left over", "remove")
+        if (layout.review / "apply-journal.json").is_file():
+            self.report.add("a review --apply was cut off", "apply")
+        if self.records and self.run.summary is not None:
+            if bool(self.run.summary.get("complete")) != layout.success.is_file():
+                self.report.add(f"{layout.success} disagrees with summary.json", "index")
+
+
+def verify(out: Path) -> Report:
+    """Check the run in ``out`` (see the module docstring)."""
+    run = _open_ended(out)
+    return Checker(run).check()
+
+
+def _open_ended(out: Path) -> Run:
+    run = open_run(out)
+    if not run.ended:
+        raise OutputDirError(f"{out} is not a finished run (no summary.json for its spec); finish it with "
+                             f"`dalle-data generate --resume {out}`")
+    return run
+
+
+# --- repair ------------------------------------------------------------------------------
+
+
+def repair(out: Path, regenerate: Regenerate | None = None) -> Report:
+    """Mend the run in ``out`` under its lock; returns the report of a fresh check afterwards."""
+    from dalle_data.rundir.lock import RunLock
+
+    with RunLock(Path(out), "dalle-data verify --repair"):
+        return repair_locked(Path(out), regenerate)
+
+
+def repair_locked(out: Path, regenerate: Regenerate | None = None) -> Report:
+    from dalle_data.review.apply import recover
+
+    recover(out, locked=True)
+    run = _open_ended(out)
+    checker = Checker(run)
+    before = checker.check()
+    repaired: dict[str, int] = {}
+    if before.ok:
+        return before
+    for leftover in [*out.rglob(".tmp-*.part"), *out.rglob(".apply-*.staged")]:
+        leftover.unlink(missing_ok=True)
+        repaired["temporary files removed"] = repaired.get("temporary files removed", 0) + 1
+    images = {**checker.png_bytes, **checker.parquet_bytes}
+    images.update(_stray_bytes(checker))
+    lost = {r.shard for r in checker.records if destination(r, checker.ctx) is not None and r.id not in images}
+    if lost:
+        if regenerate is None:
+            raise OutputDirError(f"images of {len(lost)} shard(s) are lost from every format; "
+                                 f"rerun `dalle-data verify {out} --repair` where the models can load")
+        fresh = regenerate(run, lost)
+        for record in checker.records:
+            if record.shard in lost and record.id in fresh and destination(record, checker.ctx) is not None:
+                if record.sha256 is not None and sha256(fresh[record.id]) != record.sha256:
+                    raise OutputDirError(f"regenerating {record.id} gave other bytes than the first time "
+                                         "(other hardware or library versions?); the lost images cannot be restored "
+                                         "exactly: rerun the whole run with --overwrite to remake them")
+                images[record.id] = fresh[record.id]
+        repaired["shards regenerated"] = len(lost)
+    repaired.update(_rewrite(checker, images))
+    log.info("repaired %s: %s", out, repaired)
+    after = Checker(open_run(out, recover=False)).check()
+    after.repaired = repaired
+    return after
+
+
+def _stray_bytes(checker: Checker) -> dict[str, bytes]:
+    out = {}
+    by_id = {r.id: r for r in checker.records}
+    for path in checker.strays:
+        data = path.read_bytes()
+        if good(by_id[path.stem], data):
+            out[path.stem] = data
+    return out
+
+
+def _rewrite(checker: Checker, images: dict[str, bytes]) -> dict[str, int]:
+    """Every format rewritten from the records and the good image bytes; returns counts."""
+    from dalle_data.rundir.directory import atomic_write_text
+    from dalle_data.writers.base import atomic_write_bytes, ensure_dir, remove_file, write_jsonl
+    from dalle_data.writers.imagefolder import write_indexes
+    from dalle_data.writers.parquet import ParquetWriter
+
+    run, ctx, layout = checker.run, checker.ctx, checker.layout
+    records = [r.replace(image=images.get(r.id), sha256=r.sha256 or (sha256(images[r.id]) if r.id in images else None))
+               for r in checker.records]
+    counts: dict[str, int] = {}
+    if "parquet" in run.spec.formats:
+        writer = ParquetWriter(ctx)
+        by_part: dict[Path, list[Record]] = {}
+        for record in records:
+            where = destination(record, ctx)
+            if where is not None:
+                by_part.setdefault(layout.parquet_part(record.shard, where), []).append(record)  # type: ignore[arg-type]
+        for path in sorted(set(by_part) | checker.bad_parts):
+            if path in checker.bad_parts or not path.is_file() or not run.labels_saved:
+                writer.write_part(path, by_part.get(path, []))
+                counts["parquet files rewritten"] = counts.get("parquet files rewritten", 0) + 1
+    if "imagefolder" in run.spec.formats:
+        for record in records:
+            where = destination(record, ctx)
+            if where is None or record.image is None:
+                continue
+            path = layout.png(record.class_dir, record.id, where)  # type: ignore[arg-type]
+            if record.id in checker.bad_pngs or not path.is_file():
+                ensure_dir(path.parent)
+                atomic_write_bytes(path, record.image)
+                counts["images rewritten"] = counts.get("images rewritten", 0) + 1
+        for stray in checker.strays:
+            remove_file(stray)
+            counts["stray images removed"] = counts.get("stray images removed", 0) + 1
+        write_indexes(ctx, records, owned={r.id for r in records})
+    write_jsonl(layout.manifest, [r.replace(image=None).metadata() for r in records])
+    atomic_write_text(layout.labels, run.labels.to_text(run.spec_hash))
+    if run.summary is not None:
+        if run.summary.get("complete"):
+            atomic_write_text(layout.success, "")
+        else:
+            remove_file(layout.success)
+    counts["indexes rebuilt"] = 1
+    return counts
+
+
+def regenerate_shards(run: Run, shards: set[str]) -> dict[str, bytes]:
+    """Redo ``shards`` of the run in memory (the same plan, seeds and batches); their image bytes by id."""
+    from dalle_data.job import regenerate
+
+    return regenerate(run.spec, shards)
+
+
+def describe(report: Report) -> Iterable[str]:
+    yield f"{report.out}: {'OK' if report.ok else f'{len(report.findings)} problem(s)'} " + \
+        ", ".join(f"{v} {k}" for k, v in report.checked.items())
+    for finding in report.findings:
+        yield f"  {finding.what}  [repair: {finding.fix}]"
+    for what, n in report.repaired.items():
+        yield f"  repaired: {n} {what}"
+
+
+def as_json_text(report: Report) -> str:
+    return json.dumps(report.as_json(), indent=2, ensure_ascii=False)

@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/resume.py
 	$(BIN)/python benchmarks/modes.py
+	$(BIN)/python benchmarks/throughput.py
 
 # Deterministic (seeded) training of the bundled offline model; see dalle_data/demo/train.py.
 demo-model: $(STAMP)

@@ -38,7 +38,8 @@ def main() -> None:
 
     from dalle_data.config import build_spec
     from dalle_data.generators import load_generator, resolve_settings
-    from dalle_data.job import plan, run_generate
+    from dalle_data.job import run_generate
+    from dalle_data.planning import plan
     from dalle_data.progress import NullProgress
     from dalle_data.scoring import load_scorer
 
@@ -50,7 +51,10 @@ def main() -> None:
     values = {"classes": classes, "per_class": args.images // len(classes), "model": "tiny",
               "filter": "none", "formats": ["parquet", "imagefolder"], "batch_size": args.batch_size}
     spec = build_spec(values)
-    units = [u for slot in plan(spec).slots() for u in slot.take(slot.target)]
+    from dalle_data.execution.ledger import SlotCounts
+    from dalle_data.execution.plan import take
+
+    units = [u for slot in plan(spec).slots() for u in take(SlotCounts.of(slot), slot.target, lambda *a: "")[0]]
     settings = resolve_settings(spec, generator.defaults)
     generator(["warm up"], [0], settings)
 

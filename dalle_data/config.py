@@ -18,17 +18,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dalle_data.backends import BACKENDS, check_modes
 from dalle_data.errors import SpecError
+from dalle_data.modes import IMAGE_MODES, NAMES as MODES, TEXT_MODES
 from dalle_data.naming import clean_class_names
 
-TEXT_MODES: tuple[str, ...] = ("vanilla", "style", "adversarial")
-IMAGE_MODES: tuple[str, ...] = ("variation", "fuse", "inpaint")
-MODES: tuple[str, ...] = TEXT_MODES + IMAGE_MODES
+__all__ = ["IMAGE_MODES", "MODES", "TEXT_MODES", "RunSpec", "build_spec", "load_config", "dump_spec"]
 FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
 
 # Fields that do not change what a run writes; left out of the spec hash.
 # (Where an API runs is execution too: the LLM's prompts enter the hash as a digest.)
-EXECUTION_FIELDS = frozenset({"out", "batch_size", "device", "quiet", "json_output",
+EXECUTION_FIELDS = frozenset({"out", "batch_size", "device", "dtype", "compile", "quiet", "json_output",
                               "max_concurrency", "timeout", "max_retries", "base_url", "llm_base_url"})
 # Fields added after specs were first saved: hashed only when set away from their
 # default, so a run saved before they existed keeps its hash and resumes.
@@ -56,8 +56,10 @@ class RunSpec(BaseModel):
     keep_rejected: bool = False
     templates: str | None = None
     prompts: str | None = None
-    batch_size: int = Field(default=8, gt=0, le=4096)
+    batch_size: int | Literal["auto"] = "auto"  # images per generator call; auto: probed (execution only)
     device: str = "auto"
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"  # weights' precision (execution only)
+    compile: bool = False  # torch.compile the denoisers (execution only)
     width: int | None = Field(default=None, ge=16, le=4096)
     height: int | None = Field(default=None, ge=16, le=4096)
     steps: int | None = Field(default=None, gt=0, le=1000)
@@ -70,7 +72,7 @@ class RunSpec(BaseModel):
     mask_dir: str | None = None
     negative_label: str = Field(default="hard_negative", min_length=1, max_length=200)
     shard_size: int = Field(default=64, gt=0, le=100_000)
-    split: str = Field(default="train", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    split: str = Field(default="train", pattern=r"^[A-Za-z0-9_]{1,64}$")  # what datasets accepts as a split name
     # Hosted APIs (the key is never a field: it comes from OPENAI_API_KEY only).
     backend: Literal["diffusers", "openai"] = "diffusers"
     quality: Literal["low", "medium", "high", "auto"] | None = None
@@ -85,11 +87,23 @@ class RunSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _backend_model(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("backend") == "openai" and not data.get("model"):
-            from dalle_data.generators.openai_images import DEFAULT_MODEL
-
-            data = {**data, "model": DEFAULT_MODEL}
+        """Without --model, a backend's own default model."""
+        if isinstance(data, dict) and not data.get("model") and data.get("backend") in BACKENDS:
+            data = {**data, "model": BACKENDS[data["backend"]].default_model}
         return data
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            size = int(value)
+        except (TypeError, ValueError):
+            raise ValueError("batch size must be a whole number or auto") from None
+        if not 0 < size <= 4096 or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("batch size must be between 1 and 4096, or auto")
+        return size
 
     @field_validator("base_url", "llm_base_url")
     @classmethod
@@ -159,22 +173,9 @@ class RunSpec(BaseModel):
         return self
 
     def _api_checks(self) -> None:
-        if self.backend == "openai":
-            refused = [m for m in self.modes if m in ("variation", "fuse")]
-            if refused:
-                raise ValueError(
-                    f"the openai backend cannot do {refused[0]}: the images API has no variations endpoint; "
-                    "use --backend diffusers for variation and fuse, or modes vanilla, style, adversarial, inpaint"
-                )
-            if self.prior is not None or self.steps is not None or self.prior_steps is not None:
-                raise ValueError("--prior, --steps and --prior-steps are for --backend diffusers; the images API takes none")
-            from dalle_data.generators.registry import MODEL_PRESETS
-
-            if self.model in MODEL_PRESETS:
-                raise ValueError(f"--model {self.model} is a diffusers model; with --backend openai name an image "
-                                 "model such as gpt-image-1.5")
-        elif self.quality is not None:
-            raise ValueError("--quality applies to --backend openai")
+        problem = check_modes(self.backend, self.modes) or BACKENDS[self.backend].check(self.model_dump())
+        if problem:
+            raise ValueError(problem)
         if self.llm is not None:
             if self.prompts:
                 raise ValueError("--llm writes the prompts; do not combine it with --prompts FILE")

@@ -28,8 +28,18 @@ def resolve_device(name: str) -> str:
     raise DalleDataError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
-def default_dtype(device: str) -> "torch.dtype":
-    """Half precision on GPU (what the models are trained and served in), fp32 on CPU."""
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+
+
+def default_dtype(device: str, choice: str = "auto") -> "torch.dtype":
+    """``--dtype``: auto is half precision on GPU (what the models are trained and served in), fp32 on CPU;
+    bf16 keeps fp32's range (no overflow to NaN) at half the memory, on GPUs that have it."""
     import torch
 
+    if choice == "fp16":
+        return torch.float16
+    if choice == "bf16":
+        return torch.bfloat16
+    if choice == "fp32":
+        return torch.float32
     return torch.float16 if device.startswith("cuda") else torch.float32

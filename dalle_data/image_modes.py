@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalle_data.masks import auto_mask, find_mask_file, load_mask
+from dalle_data.modes import MODES
 from dalle_data.sources import SourceError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from dalle_data.planning import WorkUnit
+    from dalle_data.execution.plan import Unit as WorkUnit
 
-VARIATION_MODES = frozenset({"variation", "fuse"})
-IMAGE_MODES = frozenset({"variation", "fuse", "inpaint"})
+VARIATION_MODES = frozenset(m.name for m in MODES.values() if m.call == "variation")
+IMAGE_MODES = frozenset(m.name for m in MODES.values() if m.image)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Prepared:
 
 
 def weights_for(unit: WorkUnit, opts: ImageOptions) -> list[float]:
-    images = [1.0] if unit.slot.mode == "variation" else [opts.fuse_weight, 1.0 - opts.fuse_weight]
+    images = [1.0] if unit.mode == "variation" else [opts.fuse_weight, 1.0 - opts.fuse_weight]
     if opts.prompt_weight > 0:
         return [w * (1.0 - opts.prompt_weight) for w in images] + [opts.prompt_weight]
     return images
@@ -59,10 +60,10 @@ def weights_for(unit: WorkUnit, opts: ImageOptions) -> list[float]:
 
 def id_parts(unit: WorkUnit, opts: ImageOptions) -> tuple[Any, ...]:
     """What besides prompt and seed decides an image-mode output (part of its id)."""
-    if unit.slot.mode not in IMAGE_MODES:
+    if unit.mode not in IMAGE_MODES:
         return ()
     sources = tuple(s.id for s in unit.sources)
-    if unit.slot.mode == "inpaint":
+    if unit.mode == "inpaint":
         return sources + (f"mask-dir:{opts.mask_dir}" if opts.mask_dir else f"mask:{opts.mask}",)
     return sources + tuple(round(w, 6) for w in weights_for(unit, opts))
 
@@ -72,7 +73,7 @@ def prepare(unit: WorkUnit, opts: ImageOptions, size: tuple[int, int]) -> Prepar
     from PIL import Image as PILImage
     from PIL import ImageOps
 
-    mode = unit.slot.mode
+    mode = unit.mode
     if mode in VARIATION_MODES:
         images: list[Any] = [s.open(size) for s in unit.sources]
         conditions = images + ([unit.prompt.prompt] if opts.prompt_weight > 0 else [])

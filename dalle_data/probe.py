@@ -24,7 +24,6 @@ be read is an error.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,8 +57,8 @@ class Embedded:
 
 
 def from_output(out: Path) -> LabeledImages:
-    """The positive kept images of a dalle-data output, with their class names."""
-    labeled = _positives(out / "imagefolder", sorted(out.glob("parquet/*/*.parquet")))
+    """The positive kept images of a dalle-data output, with their class names (read through its records)."""
+    labeled = _run_images(out, "dataset")
     if not labeled.paths:
         raise SpecError(f"--train {out}: no kept images found (is it a dalle-data output?)")
     return labeled
@@ -71,25 +70,34 @@ def rejected_from_output(out: Path) -> LabeledImages:
 
     if not open_run(out).spec.keep_rejected:
         raise SpecError(f"--ablate filter needs the rejected images: rerun generate with --keep-rejected into {out}")
-    return _positives(out / "rejected" / "imagefolder", sorted(out.glob("rejected/parquet/*.parquet")))
+    return _run_images(out, "rejected")
 
 
-def _positives(imagefolder: Path, parquet_parts: list[Path]) -> LabeledImages:
-    """Positive rows of an ImageFolder's metadata.jsonl files or, when it has none, of Parquet parts."""
-    rows: list[tuple[str, str, bytes | None]] = []
-    for meta in sorted(imagefolder.glob("**/metadata.jsonl")):
-        for line in meta.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line) if line.strip() else None
-            if row and row.get("role", "positive") == "positive":
-                rows.append((str(meta.parent / row["file_name"]), row["label_name"], None))
-    if not rows:
-        import pyarrow.parquet as pq
+def _run_images(out: Path, where: str) -> LabeledImages:
+    """The positive images a run's records place in its dataset (or rejected set): the run's files only,
+    from its ImageFolder tree when it has one, else from its Parquet parts."""
+    import pyarrow.parquet as pq
 
-        for part in parquet_parts:
-            for row in pq.read_table(part, columns=["id", "label_name", "role", "image"]).to_pylist():
-                if row["role"] == "positive":
-                    rows.append((f"{part}#{row['id']}", row["label_name"], row["image"]["bytes"]))
-    return LabeledImages([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    from dalle_data.rundir import open_run
+    from dalle_data.verify import writer_context
+    from dalle_data.writers.base import destination
+
+    run = open_run(out)
+    layout, ctx = run.layout, writer_context(run)
+    records = [r for r in run.records() if destination(r, ctx) == where and r.role == "positive"]
+    if "imagefolder" in run.spec.formats and layout.images_dir(where).is_dir():  # type: ignore[arg-type]
+        paths = [str(layout.png(r.class_dir, r.id, where)) for r in records]  # type: ignore[arg-type]
+        return LabeledImages(paths, [r.label for r in records], [None] * len(records))
+    data: dict[str, bytes | None] = {}
+    parts: dict[str, Path] = {}
+    for shard in dict.fromkeys(r.shard for r in records):
+        part = layout.parquet_part(shard, where)  # type: ignore[arg-type]
+        parts[shard] = part
+        if part.is_file():
+            for row in pq.read_table(part, columns=["id", "image"]).to_pylist():
+                data[row["id"]] = (row["image"] or {}).get("bytes")
+    return LabeledImages([f"{parts[r.shard]}#{r.id}" for r in records], [r.label for r in records],
+                         [data.get(r.id, b"") for r in records])
 
 
 def from_imagefolder(root: Path, classes: Sequence[str]) -> LabeledImages:

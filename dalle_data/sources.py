@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dalle_data.errors import SpecError
 
@@ -204,22 +203,24 @@ def discover_sources(root: str | Path, classes: list[str] | None = None) -> list
 
 
 def _from_run(root: Path) -> list[Source]:
-    """The kept images of a dalle-data output, labels and ids from its records."""
-    folders = sorted(root.glob("imagefolder/*/metadata.jsonl"))
-    if folders:
-        sources = []
-        for meta in folders:
-            for line in meta.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    sources.append(Source(row["id"], row["label_name"], str(meta.parent / row["file_name"])))
-        return sources
+    """The kept images of a dalle-data output, labels and ids from its records (read through its run reader)."""
+    from dalle_data.rundir import open_run
+
+    run = open_run(root)
+    layout = run.layout
+    kept = [r for r in run.records() if r.status == "kept"]
+    if "imagefolder" in run.spec.formats and layout.metadata().is_file():
+        return [Source(r.id, r.label, str(layout.png(r.class_dir, r.id))) for r in kept]
     import pyarrow.parquet as pq
 
     sources = []
-    for part in sorted(root.glob("parquet/*/*.parquet")):
-        for row in pq.read_table(part, columns=["id", "label_name", "image"]).to_pylist():
-            sources.append(Source(row["id"], row["label_name"], f"{part}#{row['id']}", row["image"]["bytes"]))
+    by_shard: dict[str, list[Any]] = {}
+    for record in kept:
+        by_shard.setdefault(record.shard, []).append(record)
+    for shard, records in by_shard.items():
+        part = layout.parquet_part(shard)
+        rows = {row["id"]: row["image"]["bytes"] for row in pq.read_table(part, columns=["id", "image"]).to_pylist()}
+        sources += [Source(r.id, r.label, f"{part}#{r.id}", rows.get(r.id)) for r in records]
     return sources
 
 

@@ -1,8 +1,8 @@
 """The run summary: what ``generate --json`` prints and ``OUT/summary.json`` holds.
 
 It is a versioned, documented contract for CI: ``Summary`` below is the
-schema (``dalle-data schema summary`` prints it as JSON Schema; a copy is
-kept in ``docs/summary.schema.json``), and every summary ``generate`` writes
+schema (its JSON Schema is kept in ``docs/summary.schema.json``, and a test
+checks the copy against the model), and every summary ``generate`` writes
 is validated against it before it is written. Fields are added in new
 minor releases; a field changes meaning or goes away only with a new
 ``schema`` version.
@@ -76,6 +76,8 @@ class Summary(_Strict):
     already_finished: bool = Field(default=False, description="the run had already ended: nothing was done now")
     already_complete: bool = Field(default=False, description="already_finished and complete")
     repaired: dict[str, int] = Field(default_factory=dict, description="what a rerun mended in a damaged finished run")
+    review_applied: bool = Field(default=False, description="review --apply changed the dataset since generation: "
+                                                              "kept, classes.*.kept/met and status count it now")
     generated: int
     kept: int
     rejected: int
@@ -87,7 +89,9 @@ class Summary(_Strict):
     batch_size: int
     seconds: float
     images_per_second: float
-    stage_seconds: StageSeconds
+    stage_seconds: StageSeconds = Field(description="busy seconds per stage; stages overlap, so they may sum to more "
+                                                    "than seconds")
+    generator_busy: float = Field(default=0.0, description="the share of wall time the generator was busy (0..1)")
     rejections: dict[str, int] = Field(description="records not kept, by reason code (see README: reason codes)")
     classes: dict[str, ClassCounts] = Field(description="per class, in the order the classes were given")
     modes: dict[str, ModeCounts]
@@ -114,3 +118,108 @@ def json_schema() -> dict[str, Any]:
     schema["$id"] = "https://github.com/dalle-data/dalle-data/docs/summary.schema.json"
     schema["title"] = SUMMARY_SCHEMA
     return schema
+
+
+def summarize(ledger: Any, stats: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run summary from the ledger's counts and the executor's stats (validated when ``extra`` completes it)."""
+    per_class: dict[str, dict[str, Any]] = {}
+    per_mode: dict[str, dict[str, Any]] = {}
+    reasons: dict[str, int] = {}
+    for counts in ledger.slots.values():
+        plan = counts.plan
+        rejected = counts.generated - counts.kept - counts.failed
+        for row in (per_class.setdefault(plan.cls, _zero()), per_mode.setdefault(plan.mode, _zero())):
+            row["target"] += counts.target
+            row["generated"] += counts.generated + counts.unusable  # unusable sources: failed, no attempt spent
+            row["kept"] += counts.kept
+            row["failed"] += counts.failed + counts.unusable
+            row["rejected"] += rejected
+        for k, v in counts.reasons.items():
+            reasons[k] = reasons.get(k, 0) + v
+    generated, kept, complete = _totals(per_class)
+    summary = {
+        "schema": SUMMARY_SCHEMA,
+        "status": "complete" if complete else "short",
+        "complete": complete,
+        "exit_code": EXIT_OK if complete else EXIT_SHORT,
+        "generated": generated,
+        "kept": kept,
+        "rejected": sum(r["rejected"] for r in per_class.values()),
+        "failed": sum(r["failed"] for r in per_class.values()),
+        "acceptance": round(kept / generated, 4) if generated else 0.0,
+        "rounds": stats.rounds,
+        "shards": stats.shards,
+        "shards_resumed": stats.shards_replayed,
+        "batch_size": stats.batch_size,
+        "seconds": round(stats.elapsed, 3),
+        "images_per_second": round(generated / stats.elapsed, 3) if stats.elapsed else 0.0,
+        "stage_seconds": stats.times.as_dict(),
+        "generator_busy": round(stats.generator_busy, 4),
+        "rejections": reasons,
+        "classes": per_class,
+        "modes": per_mode,
+        **(extra or {}),
+    }
+    return validate_summary(summary) if extra else summary
+
+
+def _totals(per_class: dict[str, dict[str, Any]]) -> tuple[int, int, bool]:
+    """Each class's acceptance and whether it met its target; the run's generated, kept and completeness."""
+    for row in per_class.values():
+        row["acceptance"] = round(row["kept"] / row["generated"], 4) if row["generated"] else 0.0
+        row["met"] = row["kept"] >= row["target"]
+    generated = sum(r["generated"] for r in per_class.values())
+    kept = sum(r["kept"] for r in per_class.values())
+    return generated, kept, all(r["met"] for r in per_class.values())
+
+
+def _zero() -> dict[str, Any]:
+    return {"target": 0, "generated": 0, "kept": 0, "rejected": 0, "failed": 0}
+
+
+def rebuild(run: Any, records: Any) -> dict[str, Any]:
+    """A summary in this schema from a run's records, for a run whose ``summary.json`` is older or damaged
+    (timings and settings are kept from the old one where it has them)."""
+    from dalle_data.execution.run import outputs_of
+    from dalle_data.rundir import Layout
+
+    old = run.summary if isinstance(run.summary, dict) else {}
+    records = list(records)
+    sources: dict[str, set[str]] = {}
+    for record in records:
+        if record.source_id:
+            sources.setdefault(record.imitates or record.label, set()).add(record.source_id)
+    targets = run.spec.slot_targets({cls: len(ids) for cls, ids in sources.items()})
+    per_class = {cls: _zero() for cls in run.spec.classes}
+    per_mode = {mode: _zero() for mode in run.spec.modes}
+    reasons: dict[str, int] = {}
+    for (cls, mode), (target, _) in targets.items():
+        per_class[cls]["target"] += target
+        per_mode[mode]["target"] += target
+    for record in records:
+        cls = record.imitates or record.label
+        for row in (per_class.setdefault(cls, _zero()), per_mode.setdefault(record.mode, _zero())):
+            row["generated"] += 1
+            row["kept"] += record.status == "kept"
+            row["failed"] += record.status in ("failed", "refused")
+            row["rejected"] += record.status == "rejected"
+        if record.status != "kept" and record.reject_reason:
+            reasons[record.reject_reason] = reasons.get(record.reject_reason, 0) + 1
+    generated, kept, complete = _totals(per_class)
+    outputs, missing = outputs_of(run.spec)
+    stages = {k: float((old.get("stage_seconds") or {}).get(k, 0.0)) for k in ("generate", "score", "encode", "write")}
+    summary = {
+        "schema": SUMMARY_SCHEMA, "status": "complete" if complete else "short", "complete": complete,
+        "exit_code": EXIT_OK if complete else EXIT_SHORT, "generated": generated, "kept": kept,
+        "rejected": sum(r["rejected"] for r in per_class.values()), "failed": sum(r["failed"] for r in per_class.values()),
+        "acceptance": round(kept / generated, 4) if generated else 0.0, "rounds": int(old.get("rounds", 0)),
+        "shards": len({r.shard for r in records}), "shards_resumed": int(old.get("shards_resumed", 0)),
+        "batch_size": int(old.get("batch_size", 0)), "seconds": float(old.get("seconds", 0.0)),
+        "images_per_second": float(old.get("images_per_second", 0.0)), "stage_seconds": stages,
+        "rejections": reasons, "classes": per_class, "modes": per_mode, "out": str(run.out), "outputs": outputs,
+        "missing_outputs": missing, "spec_hash": run.spec_hash, "model": str(old.get("model", run.spec.model)),
+        "backend": str(old.get("backend", run.spec.backend)), "scorer": str(old.get("scorer", run.spec.scorer)),
+        "labels": list(run.labels.names), "labels_file": str(Layout(run.out).labels),
+        "settings": dict(old.get("settings") or {}),
+    }
+    return validate_summary(summary)

@@ -104,6 +104,8 @@ def quick_check(out: Path) -> list[str]:
     problems: list[str] = []
     if not run.labels_saved:
         problems.append("it was made before labels.json existed: its label ids follow the class order given")
+    if not _summary_current(run.summary):
+        problems.append("its summary.json is not in the current schema")
     layout = run.layout
     if not layout.manifest.is_file():
         return problems + ["manifest.jsonl is missing"]
@@ -113,6 +115,7 @@ def quick_check(out: Path) -> list[str]:
     for where, ids in placed.items():
         n = len(ids)
         if "parquet" in run.spec.formats:
+            _parquet_labels(layout.parquet_dir(where), run.labels.names, problems)
             rows = _parquet_rows(layout.parquet_dir(where), problems)
             if rows != n:
                 problems.append(f"{layout.parquet_dir(where)} holds {rows} row(s), the records say {n}")
@@ -121,14 +124,45 @@ def quick_check(out: Path) -> list[str]:
             ours = sum(p.stem in ids for p in pngs)
             if ours != n:
                 problems.append(f"{layout.images_dir(where)} holds {ours} image(s), the records say {n}")
-            if any(p.stat().st_size == 0 for p in pngs if p.stem in ids):
-                problems.append(f"{layout.images_dir(where)} holds empty image files")
+            if any(not _png_complete(p) for p in pngs if p.stem in ids):
+                problems.append(f"{layout.images_dir(where)} holds empty or truncated image files")
             if n and not layout.metadata(where).is_file():
                 problems.append(f"{layout.metadata(where)} is missing")
     leftovers = list(out.rglob(".tmp-*.part"))
     if leftovers:
         problems.append(f"{len(leftovers)} temporary file(s) left, e.g. {leftovers[0]}")
     return problems
+
+
+def _summary_current(summary: Any) -> bool:
+    from dalle_data.summary import Summary
+
+    try:
+        Summary.model_validate(summary)
+        return True
+    except ValueError:
+        return False
+
+
+def _png_complete(path: Path) -> bool:
+    """A PNG ends with its IEND chunk: a cheap test for a truncated file (12 bytes read)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-12, 2)
+            return handle.read(12) == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    except OSError:
+        return False
+
+
+def _parquet_labels(folder: Path, names: tuple[str, ...], problems: list[str]) -> None:
+    from dalle_data.writers.parquet import class_names_of
+
+    for part in sorted(folder.glob("part-*.parquet")):
+        try:
+            if class_names_of(part) != names:
+                problems.append(f"{part} declares other labels than the run's label map")
+        except (OSError, ValueError):
+            pass  # unreadable: _parquet_rows says so
 
 
 def _parquet_rows(folder: Path, problems: list[str]) -> int:
@@ -315,6 +349,8 @@ class Checker:
         if self.records and self.run.summary is not None:
             if bool(self.run.summary.get("complete")) != layout.success.is_file():
                 self.report.add(f"{layout.success} disagrees with summary.json", "index")
+            if not _summary_current(self.run.summary):
+                self.report.add(f"{layout.summary} is not in the current schema (an older run?)", "index")
 
 
 def verify(out: Path) -> Report:
@@ -338,6 +374,7 @@ def repair(out: Path, regenerate: Regenerate | None = None) -> Report:
     """Mend the run in ``out`` under its lock; returns the report of a fresh check afterwards."""
     from dalle_data.rundir.lock import RunLock
 
+    open_run(Path(out), recover=False)  # a run at all? (nothing is written into a folder that is not one)
     with RunLock(Path(out), "dalle-data verify --repair"):
         return repair_locked(Path(out), regenerate)
 
@@ -363,6 +400,11 @@ def repair_locked(out: Path, regenerate: Regenerate | None = None) -> Report:
             raise OutputDirError(f"images of {len(lost)} shard(s) are lost from every format; "
                                  f"rerun `dalle-data verify {out} --repair` where the models can load")
         fresh = regenerate(run, lost)
+        wanted = {r.id for r in checker.records if r.shard in lost and destination(r, checker.ctx) is not None}
+        if wanted - set(fresh):
+            raise OutputDirError(f"regenerating {len(lost)} shard(s) did not make {len(wanted - set(fresh))} of their "
+                                 "images again (the run's inputs changed?); they cannot be restored: rerun the "
+                                 "whole run with --overwrite to remake them")
         for record in checker.records:
             if record.shard in lost and record.id in fresh and destination(record, checker.ctx) is not None:
                 if record.sha256 is not None and sha256(fresh[record.id]) != record.sha256:
@@ -426,6 +468,8 @@ def _rewrite(checker: Checker, images: dict[str, bytes]) -> dict[str, int]:
         write_indexes(ctx, records, owned={r.id for r in records})
     write_jsonl(layout.manifest, [r.replace(image=None).metadata() for r in records])
     atomic_write_text(layout.labels, run.labels.to_text(run.spec_hash))
+    _upgrade_summary(run, checker)
+    run = open_run(run.out, recover=False)
     if run.summary is not None:
         if run.summary.get("complete"):
             atomic_write_text(layout.success, "")
@@ -433,6 +477,26 @@ def _rewrite(checker: Checker, images: dict[str, bytes]) -> dict[str, int]:
             remove_file(layout.success)
     counts["indexes rebuilt"] = 1
     return counts
+
+
+def _upgrade_summary(run: Run, checker: Checker) -> None:
+    """A ``summary.json`` of an older format (or damaged) is rebuilt from the records in today's schema."""
+    import json
+
+    from dalle_data.rundir.directory import atomic_write_text
+    from dalle_data.summary import Summary, rebuild
+
+    try:
+        Summary.model_validate(run.summary)
+        return
+    except ValueError:
+        pass
+    from dalle_data.shards import ShardStore
+
+    store = ShardStore(run.layout, run.labels)
+    generated = [r for shard in sorted(checker.shards) for r in store.read(shard)]
+    summary = rebuild(run, generated or checker.records)
+    atomic_write_text(run.layout.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
 
 
 def regenerate_shards(run: Run, shards: set[str]) -> dict[str, bytes]:

@@ -9,6 +9,11 @@ import pytest
 
 # Tests never touch the network: any hub lookup must fail fast and clearly.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The batch-size probe's memory (and the LLM cache) go to a folder of the test session, not ~/.cache.
+if "DALLE_DATA_HOME" not in os.environ:
+    import tempfile
+
+    os.environ["DALLE_DATA_HOME"] = tempfile.mkdtemp(prefix="dalle-data-test-home-")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 # Few denoising steps: the code path is the same, the images are cheaper.

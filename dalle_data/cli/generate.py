@@ -98,8 +98,10 @@ def generate(
     resume: Optional[Path] = typer.Option(None, "--resume", metavar="OUT", help="Continue the run in OUT with its saved spec (same as rerunning its command)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete what an earlier run wrote in --out (nothing else) and start over."),
     allow_short: bool = typer.Option(False, "--allow-short", help="Exit 0 even when a quota is not met (the dataset is short; summary.json says so). Without it a short run exits 3."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", metavar="N", help="Images per generator call. [default: 8]"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", metavar="N|auto", help="Images per generator call; auto probes for the fastest batch that fits, once per model and machine. [default: auto]"),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", envvar="DALLE_DATA_DEVICE", help="auto, cpu, cuda, cuda:N or mps. [default: auto]"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", metavar="DTYPE", help="auto (fp16 on a GPU, fp32 on the CPU), fp16, bf16 or fp32. [default: auto]"),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the prior and decoder (fixed batch shapes: compiled once; worth it for long GPU runs)."),
     steps: Optional[int] = typer.Option(None, "--steps", metavar="N", help="Decoder denoising steps. [default: the model's]"),
     prior_steps: Optional[int] = typer.Option(None, "--prior-steps", metavar="N", help="Prior denoising steps. [default: the model's]"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", metavar="N", help="Work units per resumable shard (the most work a crash can lose). [default: 64]"),
@@ -128,7 +130,8 @@ def generate(
         "model": model, "prior": prior, "scorer": scorer, "out": out, "formats": split_list(fmt) or None,
         "seed": seed, "min_clip": min_clip, "filter": filter_, "max_attempts": max_attempts,
         "keep_rejected": keep_rejected, "templates": templates, "prompts": prompts,
-        "batch_size": batch_size, "device": device, "steps": steps, "prior_steps": prior_steps,
+        "batch_size": batch_size, "device": device, "dtype": dtype, "compile": compile_, "steps": steps,
+        "prior_steps": prior_steps,
         "width": size, "height": size, "shard_size": shard_size, "from_dir": from_dir, "per_source": per_source,
         "prompt_weight": prompt_weight, "fuse_weight": fuse_weight, "mask": mask, "mask_dir": mask_dir,
         "backend": backend, "quality": quality, "base_url": base_url, "max_concurrency": max_concurrency,
@@ -177,8 +180,9 @@ def generate(
 
         short = [name for name, row in summary["classes"].items() if not row["met"]]
         typer.echo(f"error: the dataset is short: {len(short)} class(es) under quota ({', '.join(short[:5])}"
-                   f"{', ...' if len(short) > 5 else ''}); raise --max-attempts or loosen the filter, "
-                   f"or pass --allow-short to accept it (exit {EXIT_SHORT})", err=True)
+                   f"{', ...' if len(short) > 5 else ''}); for more attempts make a new run with a higher "
+                   f"--max-attempts or a looser filter (another --out, or --overwrite), or pass --allow-short to "
+                   f"accept it (exit {EXIT_SHORT})", err=True)
         raise typer.Exit(EXIT_SHORT)
 
 

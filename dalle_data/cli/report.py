@@ -32,8 +32,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         console.print("not kept because: " + ", ".join(f"{k} ×{v}" for k, v in summary["rejections"].items()))
     stages = summary.get("stage_seconds", {})
     console.print(
-        f"{summary['generated']} images in {summary['seconds']:.1f}s ({summary['images_per_second']:.2f} img/s; "
-        + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()) + ")"
+        f"{summary['generated']} images in {summary['seconds']:.1f}s ({summary['images_per_second']:.2f} img/s, "
+        f"batch {summary.get('batch_size', '?')}; busy: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items())
+        + (f"; generator busy {summary['generator_busy']:.0%} of the time" if "generator_busy" in summary else "")
+        + ")"
     )
     out = summary["out"]
     outputs = summary.get("outputs", {})

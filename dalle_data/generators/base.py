@@ -55,6 +55,7 @@ class Generator(Protocol):
     backend: str
     model: str
     defaults: GenerationSettings
+    capabilities: frozenset[str]  # of "text-to-image", "variation", "fuse", "inpaint" (dalle_data.modes)
 
     def __call__(
         self, prompt: Sequence[str], seeds: Sequence[int], settings: GenerationSettings

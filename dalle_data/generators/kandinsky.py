@@ -64,13 +64,37 @@ class KandinskyGenerator:
         self.model = model
         self.defaults = defaults
         self.device = device
+        # On a GPU the decoder output stays there as tensors (dalle_data.device_images): checked and
+        # preprocessed for CLIP on the device, copied to the host once, to be encoded.
+        self.tensor_outputs = str(device).startswith("cuda")
+        self.compiled = False
         self._inpaint: Any = None
         self._inpaint_loader: Callable[[], Any] | None = None
+
+    def compile(self, backend: str | None = None) -> None:
+        """``torch.compile`` the denoisers (the prior transformer, the decoder UNet) with fixed shapes: the
+        executor then pads every batch to the same size, so they compile once per worker."""
+        import os
+
+        import torch
+
+        backend = backend or os.environ.get("DALLE_DATA_COMPILE_BACKEND", "inductor")
+        self.prior.prior = torch.compile(self.prior.prior, dynamic=False, backend=backend)
+        self.decoder.unet = torch.compile(self.decoder.unet, dynamic=False, backend=backend)
+        self.compiled = True
 
     def set_inpaint(self, pipeline: Any = None, loader: Callable[[], Any] | None = None) -> None:
         """The inpainting decoder, or a loader called on first use (it is large)."""
         self._inpaint = _ready(pipeline, self.device) if pipeline is not None else None
         self._inpaint_loader = loader
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this model can do (``dalle_data.modes``): inpainting needs an inpainting decoder."""
+        caps = {"text-to-image", "variation", "fuse"}
+        if self._inpaint is not None or self._inpaint_loader is not None:
+            caps.add("inpaint")
+        return frozenset(caps)
 
     @property
     def inpaint_decoder(self) -> Any:
@@ -178,8 +202,19 @@ class KandinskyGenerator:
                 num_inference_steps=settings.num_inference_steps,
                 guidance_scale=settings.guidance_scale,
                 generator=generators,
-                output_type="np",
+                output_type=self._output_type,
             ).images
+        return self._images(images)
+
+    @property
+    def _output_type(self) -> str:
+        return "pt" if self.tensor_outputs else "np"
+
+    def _images(self, images: Any) -> list[Image | Defect]:
+        if self.tensor_outputs:
+            from dalle_data.device_images import from_decoder
+
+            return from_decoder(images)  # type: ignore[return-value]
         return [_to_image(array) for array in images]
 
     def variation(
@@ -206,10 +241,10 @@ class KandinskyGenerator:
             images = self.decoder(
                 image_embeds=torch.cat(embeds), negative_image_embeds=torch.cat(negatives),
                 width=settings.width, height=settings.height, num_inference_steps=settings.num_inference_steps,
-                guidance_scale=settings.guidance_scale, output_type="np",
+                guidance_scale=settings.guidance_scale, output_type=self._output_type,
                 generator=[torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds],
             ).images
-        return [_to_image(array) for array in images]
+        return self._images(images)
 
     def inpaint(
         self, images: Sequence[Image], masks: Sequence[Image], prompt: Sequence[str],
@@ -267,6 +302,13 @@ def _ready(pipe: Any, device: str) -> Any:
     if pipe is None:
         return None
     pipe = pipe.to(device)
+    if str(device).startswith("cuda"):  # convolutions (UNet, MoVQ) run faster channels-last on GPUs
+        import torch
+
+        for name in ("unet", "movq"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
     pipe.set_progress_bar_config(disable=True)
     for component in pipe.components.values():
         if hasattr(component, "eval") and hasattr(component, "parameters"):

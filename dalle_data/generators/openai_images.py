@@ -69,6 +69,7 @@ class OpenAIImageGenerator:
     """Text → image and masked edits with a GPT image model over the images API."""
 
     backend = "openai"
+    capabilities = frozenset({"text-to-image", "inpaint"})
 
     def __init__(
         self, model: str = DEFAULT_MODEL, *, endpoint: Endpoint | None = None, quality: str = DEFAULT_QUALITY,

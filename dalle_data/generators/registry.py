@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dalle_data.backends import DIFFUSERS_PRESETS
 from dalle_data.errors import ModelLoadError, SpecError
 from dalle_data.generators.base import GenerationSettings
 from dalle_data.hub import looks_like_hub_id
@@ -15,11 +16,7 @@ if TYPE_CHECKING:
     from dalle_data.generators.base import Generator
 
 # Preset name → what it means. ``tiny`` is built offline from configs.
-MODEL_PRESETS: dict[str, str] = {
-    "kandinsky-2-2": "Kandinsky 2.2 prior + decoder from the Hugging Face Hub (needs a GPU for speed)",
-    "shapes-demo": "a small Kandinsky 2.2-layout unCLIP trained here on a world of coloured shapes, offline",
-    "tiny": "Kandinsky 2.2 pipeline classes with tiny random weights, offline (tests, demos)",
-}
+MODEL_PRESETS: dict[str, str] = DIFFUSERS_PRESETS
 
 
 def default_templates(model: str) -> Path | None:
@@ -67,8 +64,9 @@ def hub_pieces(model: str, prior: str | None, inpaint: bool) -> list[tuple[str, 
     return [(what, repo, repo, ("model_index.json",)) for what, repo in repos if not Path(repo).is_dir()]
 
 
-def load_generator(model: str, *, prior: str | None = None, device: str = "cpu", seed: int = 0) -> Generator:
-    """Load the generator named by ``model`` onto ``device`` (half precision on CUDA)."""
+def load_generator(model: str, *, prior: str | None = None, device: str = "cpu", seed: int = 0,
+                   dtype: str = "auto") -> Generator:
+    """Load the generator named by ``model`` onto ``device`` (``dtype`` auto: half precision on CUDA)."""
     check_model_name(model)
     from dalle_data.device import default_dtype
     from dalle_data.generators.kandinsky import DECODER_ID, INPAINT_ID, PRIOR_ID, KandinskyGenerator
@@ -76,8 +74,12 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
     if model == "tiny":
         from dalle_data.generators.tiny import build_tiny_generator
 
-        return build_tiny_generator(seed=0, device=device)
-    dtype = default_dtype(device)
+        tiny = build_tiny_generator(seed=0, device=device)
+        if dtype != "auto":
+            tiny.prior.to(dtype=default_dtype(device, dtype))
+            tiny.decoder.to(dtype=default_dtype(device, dtype))
+        return tiny
+    dtype = default_dtype(device, dtype)
     if model == "shapes-demo":
         generator = KandinskyGenerator.from_directory(shapes_demo_dir(), device=device, dtype=dtype)
         generator.model = "shapes-demo"
@@ -95,6 +97,19 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
     return KandinskyGenerator.from_pretrained(
         prior or PRIOR_ID, model, model=model, device=device, dtype=dtype, inpaint=INPAINT_ID
     )
+
+
+def load_for_spec(spec: RunSpec, device: str) -> Generator:
+    """The diffusers backend's loader (``dalle_data.backends``): weights in ``--dtype``, ``--compile``d."""
+    generator = load_generator(spec.model, prior=spec.prior, device=device, dtype=spec.dtype)
+    if spec.compile:
+        generator.compile()  # type: ignore[attr-defined]
+    return generator
+
+
+def load_api_for_spec(spec: RunSpec, device: str) -> Generator:
+    """The openai backend's loader: no weights, the key and URL are checked here."""
+    return load_api_generator(spec)
 
 
 def load_api_generator(spec: RunSpec) -> Generator:

@@ -52,7 +52,7 @@ from typing import Any
 
 from dalle_data import faults
 from dalle_data.errors import OutputDirError
-from dalle_data.records import METADATA_FIELDS, Record, validate_record
+from dalle_data.records import Record, validate_record
 from dalle_data.review.decisions import Decision, DecisionLog, now
 from dalle_data.review.images import png_candidates
 from dalle_data.review.run import (
@@ -295,7 +295,7 @@ def _stage_parquet(run: ReviewRun, updated: dict[str, Record]) -> list[dict[str,
     """Write the new version of every Parquet file holding a changed record beside the old one."""
     if "parquet" not in run.formats:
         return []
-    from dalle_data.writers.parquet import ParquetWriter, read_part
+    from dalle_data.writers.parquet import ParquetWriter, read_part, record_of_row
 
     ctx, layout = _writer_ctx(run), run.layout
     if not layout.parquet_dir().is_dir():
@@ -305,7 +305,7 @@ def _stage_parquet(run: ReviewRun, updated: dict[str, Record]) -> list[dict[str,
     order = {r.id: i for i, r in enumerate(run.records)}
     for shard in sorted({r.shard for r in updated.values()}):
         paths = {where: layout.parquet_part(shard, where) for where in ("dataset", "rejected")}
-        records = [_record_of(row, ctx) for p in paths.values() if p.is_file() for row in read_part(p)]
+        records = [record_of_row(row) for p in paths.values() if p.is_file() for row in read_part(p)]
         if not records:
             continue
         groups: dict[str, list[Record]] = {"dataset": [], "rejected": []}
@@ -318,33 +318,29 @@ def _stage_parquet(run: ReviewRun, updated: dict[str, Record]) -> list[dict[str,
                 groups[where].append(record)
         for where, path in paths.items():
             group = sorted(groups[where], key=lambda r: order.get(r.id, len(order)))
+            final = path.relative_to(run.out).as_posix()  # relative: a moved run still finishes its apply
             if group:
                 writer.write_part(_staged_name(path), group)
                 faults.point("apply_stage")
-                staged.append({"final": str(path), "staged": str(_staged_name(path))})
+                staged.append({"final": final, "staged": _staged_name(path).relative_to(run.out).as_posix(),
+                               "ids": [r.id for r in group]})
             elif path.is_file():
-                staged.append({"final": str(path), "staged": None})
+                staged.append({"final": final, "staged": None, "ids": []})
     return staged
-
-
-def _record_of(row: dict[str, Any], ctx: WriterContext) -> Record:
-    """A dataset row of a dalle-data Parquet file back as a record (image bytes included)."""
-    data = {k: v for k, v in row.items() if k in METADATA_FIELDS}
-    data.update(label=row["label_name"], label_id=row["label"])
-    return Record(**{**{f: None for f in METADATA_FIELDS if f in ("reject_detail", "sha256")}, **data},
-                  image=(row.get("image") or {}).get("bytes"))
 
 
 def _roll_forward(run: ReviewRun, state: dict[str, Any]) -> int:
     """Steps 4-6 of the module docstring, each idempotent; returns how many PNGs were moved."""
     for entry in state.get("staged", []):
-        final, staged = Path(entry["final"]), entry.get("staged")
-        run.layout.contained(final)
+        final = run.layout.contained(run.out / entry["final"])
+        staged = run.layout.contained(run.out / entry["staged"]) if entry.get("staged") else None
         if staged is None:
             remove_file(final)
-        elif Path(staged).is_file():
-            run.layout.contained(Path(staged))
-            _replace(Path(staged), final)
+        elif staged.is_file():
+            _replace(staged, final)
+        elif _ids_in(final) != list(entry.get("ids", [])):
+            raise OutputDirError(f"cannot finish the review --apply that was cut off: {staged} is missing and "
+                                 f"{final} does not hold what it should; see `dalle-data verify {run.out}`")
         faults.point("apply_parquet")
     updated = {}
     for row in state.get("changes", []):
@@ -354,7 +350,64 @@ def _roll_forward(run: ReviewRun, state: dict[str, Any]) -> int:
     moved = _apply_imagefolder(run, list(updated.values()), records)
     write_jsonl(run.layout.manifest, [r.metadata() for r in records])
     faults.point("apply_manifest")
+    refresh_summary(run, records)
     return moved
+
+
+def refresh_summary(run: ReviewRun, records: Sequence[Record]) -> None:
+    """``summary.json`` and ``_SUCCESS`` after review: a class that fell under its quota makes the run short.
+
+    Kept images count for the class they were made for (a hard negative: the class it imitates); the
+    generation's counts of attempts stay as they were.
+    """
+    import json
+
+    from dalle_data.summary import EXIT_OK, EXIT_SHORT
+
+    layout = run.layout
+    try:
+        summary = json.loads(layout.summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(summary, dict) or summary.get("spec_hash") != run.spec_hash or "classes" not in summary:
+        return
+    kept: dict[str, int] = {}
+    by_mode: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for record in records:
+        if record.status == "kept":
+            cls = record.imitates or record.label
+            kept[cls] = kept.get(cls, 0) + 1
+            by_mode[record.mode] = by_mode.get(record.mode, 0) + 1
+        elif record.reject_reason:
+            reasons[record.reject_reason] = reasons.get(record.reject_reason, 0) + 1
+    for cls, row in summary["classes"].items():
+        row["kept"] = kept.get(cls, 0)
+        row["rejected"] = row["generated"] - row["kept"] - row.get("failed", 0)
+        row["acceptance"] = round(row["kept"] / row["generated"], 4) if row["generated"] else 0.0
+        row["met"] = row["kept"] >= row["target"]
+    for mode, row in summary.get("modes", {}).items():
+        row["kept"] = by_mode.get(mode, 0)
+        row["rejected"] = row["generated"] - row["kept"] - row.get("failed", 0)
+    complete = all(row["met"] for row in summary["classes"].values())
+    summary.update(kept=sum(kept.values()), rejections=reasons, complete=complete, review_applied=True,
+                   status="complete" if complete else "short", exit_code=EXIT_OK if complete else EXIT_SHORT)
+    summary["rejected"] = summary["generated"] - summary["kept"] - summary.get("failed", 0)
+    summary["acceptance"] = round(summary["kept"] / summary["generated"], 4) if summary["generated"] else 0.0
+    atomic_write_bytes(layout.summary, (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    if complete:
+        atomic_write_bytes(layout.success, b"")
+    else:
+        remove_file(layout.success)
+
+
+def _ids_in(path: Path) -> list[str] | None:
+    import pyarrow.parquet as pq
+
+    try:
+        return [str(i) for i in pq.read_table(path, columns=["id"]).column("id").to_pylist()]
+    except (OSError, ValueError):
+        return None
 
 
 def _replace(source: Path, target: Path) -> None:

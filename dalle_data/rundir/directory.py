@@ -39,7 +39,7 @@ from typing import Any, Literal
 import yaml
 
 from dalle_data.errors import OutputDirError
-from dalle_data.rundir.layout import LOCK_FILE, WHERES, Layout
+from dalle_data.rundir.layout import LOCK_FILE, Layout
 from dalle_data.rundir.lock import RunLock
 
 log = logging.getLogger(__name__)
@@ -129,13 +129,11 @@ class RunDir:
 
     def close(self, *, failed_before_start: bool = False) -> None:
         """Release the lock; a directory this process created (or its lock file) and never used goes again."""
-        if failed_before_start and self.path.is_dir() and self.is_blank():
-            with contextlib.suppress(OSError):
-                self.lock.path.unlink()
-                if self._created:
-                    for p in self.path.iterdir():
-                        p.unlink()
-                    self.path.rmdir()
+        if failed_before_start and self._created and self.path.is_dir() and self.is_blank():
+            with contextlib.suppress(OSError):  # (a directory that was there before keeps the lock file:
+                for p in self.path.iterdir():  # unlinking a held lock file would let two holders in)
+                    p.unlink()
+                self.path.rmdir()
         self.lock.release()
 
     # --- state -------------------------------------------------------------------
@@ -228,35 +226,47 @@ class RunDir:
 
     # --- --overwrite ---------------------------------------------------------------
     def clear(self) -> int:
-        """Delete what runs wrote in OUT (see the module docstring); returns the number of files removed."""
+        """Delete what runs wrote in OUT (see the module docstring); returns the number of files removed.
+
+        The earlier run's own split and formats decide the fixed files; images and shard files are
+        found by the ids and shards its intents and markers recorded, under any split.
+        """
         from dalle_data.shards import ShardStore
 
-        layout = self.layout
-        recorded = ShardStore(layout).recorded()
+        saved = self.saved_content()
+        old = Layout(self.path, str(saved.get("split") or "train"))
+        formats = set(saved.get("formats") or ["parquet"])
+        recorded = ShardStore(old).recorded()
         ids = {i for shard_ids in recorded.values() for i in shard_ids}
         removed = 0
         folders: set[str] = set()
-        for where in WHERES:
-            root = layout.images_dir(where)
-            if not root.is_dir():
-                continue
-            for sub in root.iterdir():
+        roots = [p for p in old.imagefolder.glob("*") if p.is_dir()] + [old.images_dir("rejected")]
+        for root in roots:
+            for sub in (root.iterdir() if root.is_dir() else ()):
                 if sub.is_dir():
                     folders.add(sub.name)
                     for png in sub.iterdir():
                         if png.suffix == ".png" and png.stem in ids and png.is_file():
                             removed += _unlink(png)
         for shard in recorded:
-            for where in WHERES:
-                removed += _unlink(layout.parquet_part(shard, where))
-            removed += _unlink(layout.marker(shard)) + _unlink(layout.intent(shard))
-        for path in layout.run_files():
+            parts = [p for p in (self.path / "parquet").glob(f"*/part-{shard}.parquet")]
+            parts.append(old.parquet_part(shard, "rejected"))
+            for part in parts:
+                removed += _unlink(part)
+            removed += _unlink(old.marker(shard)) + _unlink(old.intent(shard))
+        for path in old.run_files():
+            if path in (old.card, old.metadata("dataset"), old.metadata("rejected")) and "imagefolder" not in formats:
+                continue  # a Parquet-only run wrote no ImageFolder index: such a file is someone else's
             removed += _unlink(path)
         for path in self.path.rglob(".tmp-*.part"):
             removed += _unlink(path)
-        for folder in layout.run_dirs(sorted(folders)):
+        for path in self.path.rglob(".apply-*.staged"):
+            removed += _unlink(path)
+        for folder in old.run_dirs(sorted(folders)) + [p for p in old.imagefolder.glob("*") if p.is_dir()]:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: a user's files keep their folder
+        with contextlib.suppress(OSError):
+            old.imagefolder.rmdir()
         log.info("--overwrite removed %d file(s) written by an earlier run in %s", removed, self.path)
         return removed
 

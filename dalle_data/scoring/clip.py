@@ -39,15 +39,57 @@ class ScoreBatch:
     labels: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class TensorPreprocess:
+    """CLIP's image preprocessing as tensor ops on the device: shortest side to ``size`` (bicubic,
+    antialiased), centre crop to ``crop``, scale to [0, 1], normalise."""
+
+    size: int
+    crop: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) → normalised float (N, 3, crop)."""
+        import torch
+        from torchvision.transforms.v2 import functional as F
+
+        x = F.resize(batch, [self.size], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+        x = F.center_crop(x, list(self.crop)).float() / 255.0
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @classmethod
+    def from_transforms(cls, preprocess: Any) -> TensorPreprocess | None:
+        """From an open_clip / torchvision ``Compose`` of Resize, CenterCrop, conversions, Normalize; else None."""
+        size = crop = mean = std = None
+        for t in getattr(preprocess, "transforms", ()):
+            kind = type(t).__name__
+            if kind == "Resize" and isinstance(t.size, (int, list, tuple)):
+                size = t.size if isinstance(t.size, int) else (t.size[0] if len(t.size) == 1 else None)
+            elif kind == "CenterCrop":
+                crop = tuple(t.size) if isinstance(t.size, (list, tuple)) else (t.size, t.size)
+            elif kind == "Normalize":
+                mean, std = tuple(t.mean), tuple(t.std)
+            elif kind not in ("MaybeConvertMode", "MaybeToTensor", "ToTensor", "function"):
+                return None
+        if size is None or crop is None or mean is None:
+            return None
+        return cls(int(size), (int(crop[0]), int(crop[1])), mean, std)  # type: ignore[arg-type]
+
+
 class ClipScorer:
     """Wraps an open_clip model, its image transform and tokenizer."""
 
-    def __init__(self, model: Any, preprocess: Any, tokenizer: Any, *, name: str, device: str = "cpu") -> None:
+    def __init__(self, model: Any, preprocess: Any, tokenizer: Any, *, name: str, device: str = "cpu",
+                 tensor_preprocess: TensorPreprocess | None = None) -> None:
         self.model = model.to(device).eval()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.name = name
         self.device = device
+        self.tensor_preprocess = tensor_preprocess or TensorPreprocess.from_transforms(preprocess)
         self._text_cache: dict[str, torch.Tensor] = {}
         self._labels: tuple[str, ...] = ()
         self._label_emb: torch.Tensor | None = None
@@ -76,9 +118,17 @@ class ClipScorer:
         return torch.stack([self._text_cache[t] for t in texts])
 
     def encode_images(self, images: Sequence[Image]) -> torch.Tensor:
+        """L2-normalized image embeddings. Device images (``dalle_data.device_images``) are preprocessed as
+        tensors where they are, when the scorer knows its preprocessing as tensor ops; others through PIL."""
         import torch
 
-        batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)
+        from dalle_data.device_images import DeviceImage, as_pil
+
+        if self.tensor_preprocess is not None and images and all(isinstance(im, DeviceImage) for im in images):
+            stacked = torch.stack([im.tensor for im in images]).to(self.device)  # type: ignore[attr-defined]
+            batch = self.tensor_preprocess(stacked)
+        else:
+            batch = torch.stack([self.preprocess(as_pil(im).convert("RGB")) for im in images]).to(self.device)
         with torch.inference_mode(), self._autocast():
             emb = self.model.encode_image(batch).float()
         return torch.nn.functional.normalize(emb, dim=-1)

@@ -42,7 +42,17 @@ def load_hf_towers(model_dir: Path, device: str = "cpu") -> Any:
     def preprocess(image_: Any) -> Any:
         return processor(image_, return_tensors="pt").pixel_values[0]
 
-    return ClipScorer(towers, preprocess, tokenize, name=f"{model_dir} (prior CLIP)", device=device)
+    from dalle_data.scoring.clip import TensorPreprocess
+
+    def field(holder: Any, name: str) -> Any:
+        return holder.get(name) if isinstance(holder, dict) else getattr(holder, name, None)
+
+    size = field(processor.size, "shortest_edge")
+    height, width = field(processor.crop_size, "height"), field(processor.crop_size, "width")
+    tensor = TensorPreprocess(int(size), (int(height), int(width)), tuple(processor.image_mean),
+                              tuple(processor.image_std)) if size and height and width else None
+    return ClipScorer(towers, preprocess, tokenize, name=f"{model_dir} (prior CLIP)", device=device,
+                      tensor_preprocess=tensor)
 
 
 class Towers:

@@ -54,6 +54,34 @@ def read_part(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
+def record_of_row(row: dict[str, Any]) -> Record:
+    """A dataset row of a dalle-data Parquet file back as a record (image bytes included)."""
+    from dalle_data.records import METADATA_FIELDS
+
+    data = {k: v for k, v in row.items() if k in METADATA_FIELDS}
+    data.update(label=row["label_name"], label_id=row["label"])
+    return Record(**{**{f: None for f in ("reject_detail", "sha256")}, **data},
+                  image=(row.get("image") or {}).get("bytes"))
+
+
+def renumber(ctx: WriterContext) -> int:
+    """Rewrite every Parquet part (dataset and rejected) whose ClassLabel names are not the run's label map,
+    each row's label id taken from its class name; returns how many files were rewritten. For runs made
+    before labels.json existed, which numbered labels in the order classes were given."""
+    writer = ParquetWriter(ctx)
+    rewritten = 0
+    for directory in writer.dirs.values():
+        for path in sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []:
+            if class_names_of(path) == ctx.class_names:
+                continue
+            records = [record_of_row(row) for row in read_part(path)]
+            writer.write_part(path, [r.replace(label_id=ctx.class_names.index(r.label),
+                                               class_dir=ctx.class_dirs[ctx.class_names.index(r.label)])
+                                     for r in records])
+            rewritten += 1
+    return rewritten
+
+
 def class_names_of(path: Path) -> tuple[str, ...] | None:
     """The ClassLabel names a Parquet file's schema declares (its footer only), or None."""
     import pyarrow.parquet as pq
@@ -126,6 +154,9 @@ class ParquetWriter:
         if not records:
             remove_file(path)
             return
+        missing = [r.id for r in records if r.image is None]
+        if missing:
+            raise ValueError(f"record {missing[0]} has no image bytes; refusing to write it to {path}")
         if self._schema is None:
             self._schema = arrow_schema(self.ctx.class_names)
         ensure_dir(path.parent)

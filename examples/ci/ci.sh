@@ -6,6 +6,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 OUT="${1:-out/ci}"
 PYTHON="${PYTHON:-python}"
 
+mkdir -p "$(dirname "$OUT")"
 dalle-data generate --config "$HERE/spec.yaml" --out "$OUT" --json > "$OUT.summary.json"
 status=$?
 case $status in

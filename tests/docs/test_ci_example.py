@@ -17,14 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_ci_workflow_example_runs_end_to_end_on_the_bundled_model(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run(["bash", str(ROOT / "examples" / "ci" / "ci.sh"), str(tmp_path / "ci")], cwd=tmp_path,
+    # as written: no argument, from a checkout without out/ (the default OUT is out/ci)
+    result = subprocess.run(["bash", str(ROOT / "examples" / "ci" / "ci.sh")], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "generate: complete" in result.stdout
     assert "summary: 32 kept" in result.stdout
     assert "OK" in result.stdout  # verify
     assert "epoch 1: loss" in result.stdout  # the trainer ran on the Parquet dataset
-    assert (tmp_path / "ci" / "_SUCCESS").is_file()
+    assert (tmp_path / "out" / "ci" / "_SUCCESS").is_file()
 
 
 def test_the_ci_workflow_fails_the_build_on_a_short_dataset(tmp_path: Path) -> None:

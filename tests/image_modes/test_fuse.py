@@ -50,7 +50,7 @@ def test_pairing_is_deterministic(runs) -> None:
 
 
 def test_pairing_follows_the_documented_order(runs, tree: Path) -> None:
-    from dalle_data.planning import fuse_pair
+    from dalle_data.execution.plan import fuse_pair
 
     ids = source_ids(tree)
     for cls, n in COUNTS.items():
@@ -68,7 +68,7 @@ def test_pairing_follows_the_documented_order(runs, tree: Path) -> None:
 
 @pytest.mark.parametrize("n", [2, 3, 4, 7])
 def test_fuse_pair_covers_all_ordered_pairs_before_repeating(n: int) -> None:
-    from dalle_data.planning import fuse_pair
+    from dalle_data.execution.plan import fuse_pair
 
     first = [fuse_pair(k, n) for k in range(n * (n - 1))]
     assert len(set(first)) == n * (n - 1) and all(a != b for a, b in first)

@@ -93,14 +93,13 @@ def test_prompt_weight_changes_ids_and_images_but_not_the_plan(plain: Path, nudg
 
 
 def test_variation_weights_mix_source_and_prompt() -> None:
+    from dalle_data.execution.plan import Unit
     from dalle_data.image_modes import ImageOptions, weights_for
+    from dalle_data.prompts import PromptItem
 
-    class Unit:  # the only thing weights_for reads
-        class slot:
-            mode = "variation"
-
-    assert weights_for(Unit, ImageOptions()) == [1.0]
-    assert weights_for(Unit, ImageOptions(prompt_weight=0.3)) == pytest.approx([0.7, 0.3])
+    unit = Unit(("cat", "variation"), 0, PromptItem("cat", "variation", "a photo of a cat", "class-prompt"), 1)
+    assert weights_for(unit, ImageOptions()) == [1.0]
+    assert weights_for(unit, ImageOptions(prompt_weight=0.3)) == pytest.approx([0.7, 0.3])
 
 
 # -- --from a dalle-data output --------------------------------------------------

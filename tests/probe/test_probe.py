@@ -22,19 +22,27 @@ def pattern(cls: str, seed: int) -> Image.Image:
 
 
 def fake_output(root: Path, n: int, swap_rejected: bool = False) -> Path:
-    """A dalle-data output: spec.yaml, kept images in imagefolder, (mislabeled) rejected ones."""
+    """A dalle-data output: its run files, kept images in imagefolder, (mislabeled) rejected ones, the manifest."""
     from tests.run_files import write_run_files
+    from tests.writers.helpers import make_record
 
-    write_run_files(root, classes=list(CLASSES), per_class=n, model="tiny", keep_rejected=True)
-    for where, swap in (("imagefolder/train", False), ("rejected/imagefolder", swap_rejected)):
+    write_run_files(root, classes=list(CLASSES), per_class=n, model="tiny", keep_rejected=True,
+                    formats=["imagefolder"])
+    records = []
+    for where, status, swap in (("imagefolder/train", "kept", False), ("rejected/imagefolder", "rejected", swap_rejected)):
         rows = []
         for c, cls in enumerate(CLASSES):
-            (root / where / cls).mkdir(parents=True)
+            label = CLASSES[1 - c] if swap else cls  # the filter caught these: they show the other class
+            (root / where / label).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                label = CLASSES[1 - c] if swap else cls  # the filter caught these: they show the other class
-                pattern(cls, 1000 * c + i + (500 if swap else 0)).save(root / where / cls / f"{cls}{i}.png")
-                rows.append({"file_name": f"{cls}/{cls}{i}.png", "label_name": label, "role": "positive"})
+                rid = f"{status}{cls}{i}"
+                pattern(cls, 1000 * c + i + (500 if swap else 0)).save(root / where / label / f"{rid}.png")
+                record = make_record(0, status=status).replace(id=rid, label=label, label_id=CLASSES.index(label),
+                                                               class_dir=label)
+                records.append(record)
+                rows.append({"file_name": f"{label}/{rid}.png", "label_name": label, "role": "positive"})
         (root / where / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r.metadata()) + "\n" for r in records))
     return root
 
 

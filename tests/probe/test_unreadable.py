@@ -58,7 +58,7 @@ def test_unreadable_test_images_are_skipped_and_counted(sets, cli, tmp_path: Pat
 def test_unreadable_real_train_and_synthetic_images_are_skipped(sets, cli, tmp_path: Path, caplog) -> None:
     out, test, real_train = sets
     out = shutil.copytree(out, tmp_path / "out")
-    (out / "imagefolder/train/checks/checks0.png").write_bytes(b"")  # listed in metadata.jsonl, now empty
+    (out / "imagefolder/train/checks/keptchecks0.png").write_bytes(b"")  # listed in metadata.jsonl, now empty
     real = shutil.copytree(real_train, tmp_path / "real")
     _spoil(real / "checks")
     with caplog.at_level(logging.WARNING, logger="dalle_data.probe"):
@@ -77,7 +77,7 @@ def test_unreadable_real_train_and_synthetic_images_are_skipped(sets, cli, tmp_p
 def test_unreadable_rejected_images_are_counted_with_the_ablation(sets, cli, tmp_path: Path) -> None:
     out, test, _ = sets
     out = shutil.copytree(out, tmp_path / "out")
-    (out / "rejected/imagefolder/stripes/stripes1.png").write_text("oops")
+    (out / "rejected/imagefolder/stripes/rejectedstripes1.png").write_text("oops")
     result = cli("probe", "--train", out, "--test", test, "--ablate", "filter", "--scorer", "tiny", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)

@@ -99,7 +99,7 @@ def test_failures_count_against_the_attempt_budget(tmp_path: Path, tiny_scorer) 
 
 def test_out_of_memory_halves_the_batch_and_logs_it(tmp_path: Path, tiny_scorer, caplog) -> None:
     gen = StubGenerator(oom_above=1)
-    with caplog.at_level(logging.WARNING, logger="dalle_data.runner"):
+    with caplog.at_level(logging.WARNING, logger="dalle_data.execution.stages"):
         summary = run_generate(spec(tmp_path / "o"), generator=gen, scorer=tiny_scorer)
     assert summary["complete"] and summary["kept"] == 6
     assert set(gen.batches) == {1} and summary["batch_size"] == 1

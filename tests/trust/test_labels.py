@@ -12,8 +12,9 @@ from tests.conftest import FAST
 pytestmark = pytest.mark.slow
 
 # Given out of order, and with names that sort differently once made safe:
-# "Zeta" < "alpha" as names but "alpha" < "zeta" as folders; "a b" < "a.c" as names, "a.c" < "a_b" as folders.
-CLASSES = ("Zeta", "alpha", "a b", "a.c")
+# "Zeta" < "alpha" as names but "alpha" < "zeta" as folders; "a b" < "a.c" as names, "a.c" < "a_b" as folders;
+# "x/y" becomes the folder "x_y"; "Ärger" keeps its umlaut (a unicode folder, sorted by code point).
+CLASSES = ("Zeta", "alpha", "a b", "a.c", "x/y", "Ärger")
 
 
 @pytest.fixture(scope="module")

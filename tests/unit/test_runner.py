@@ -9,8 +9,9 @@ from PIL import Image
 
 from dalle_data.config import build_spec
 from dalle_data.generators.base import GenerationSettings
-from dalle_data.job import plan
-from dalle_data.runner import Runner, summarize
+from dalle_data.execution import Ledger, LocalExecutor, Stages
+from dalle_data.planning import plan
+from dalle_data.summary import summarize
 from dalle_data.scoring.clip import ScoreBatch
 from dalle_data.scoring.filters import ClipFilter
 from dalle_data.writers import NoopWriter
@@ -62,17 +63,15 @@ def run(spec_values: dict, batch_size: int = 4):
     the_plan = plan(spec)
     generator = SeedColorGenerator()
     writer = NoopWriter()
-    runner = Runner(
-        slots=the_plan.slots(), generator=generator, settings=SETTINGS,
-        scorer=RuleScorer(the_plan.zero_shot_labels()), filter=ClipFilter(zero_shot=True),
-        writers=[writer], batch_size=batch_size,
-    )
-    return runner.run(), generator, writer
+    stages = Stages(generator, RuleScorer(the_plan.zero_shot_labels()), ClipFilter(zero_shot=True), SETTINGS)
+    ledger = Ledger(the_plan.slots())
+    stats = LocalExecutor(stages, [writer], None, batch_size=batch_size, shard_size=64).run(ledger)
+    return (ledger, stats), generator, writer
 
 
 def test_rounds_continue_until_every_quota_is_met() -> None:
-    stats, generator, writer = run({"per_class": 5})
-    summary = summarize(stats)
+    (ledger, stats), generator, writer = run({"per_class": 5})
+    summary = summarize(ledger, stats)
     assert summary["complete"]
     assert {c: r["kept"] for c, r in summary["classes"].items()} == {"cat": 5, "dog": 5}
     assert summary["rounds"] >= 2
@@ -81,22 +80,22 @@ def test_rounds_continue_until_every_quota_is_met() -> None:
 
 
 def test_budget_caps_generation_and_reports_short_quotas() -> None:
-    stats, _, _ = run({"per_class": 5, "max_attempts": 6})
-    summary = summarize(stats)
+    (ledger, stats), _, _ = run({"per_class": 5, "max_attempts": 6})
+    summary = summarize(ledger, stats)
     assert all(r["generated"] <= 6 for r in summary["classes"].values())
     assert not summary["complete"] and any(not r["met"] for r in summary["classes"].values())
 
 
 def test_exactly_n_kept_even_when_more_pass() -> None:
-    stats, _, _ = run({"per_class": 3}, batch_size=64)
-    for slot in stats.slots:
+    (ledger, _), _, _ = run({"per_class": 3}, batch_size=64)
+    for slot in ledger.slots.values():
         assert slot.kept == 3
 
 
 def test_same_spec_same_units_whatever_the_batch_size() -> None:
-    a, _, _ = run({"per_class": 4}, batch_size=1)
-    b, _, _ = run({"per_class": 4}, batch_size=16)
-    assert [(s.generated, s.kept) for s in a.slots] == [(s.generated, s.kept) for s in b.slots]
+    (a, _), _, _ = run({"per_class": 4}, batch_size=1)
+    (b, _), _, _ = run({"per_class": 4}, batch_size=16)
+    assert [(s.generated, s.kept) for s in a.slots.values()] == [(s.generated, s.kept) for s in b.slots.values()]
 
 
 def test_zero_shot_filter_semantics_for_positives_and_hard_negatives() -> None:

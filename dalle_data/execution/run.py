@@ -1,0 +1,171 @@
+"""A spec's run on the local executor: stages, ledger, executor, writers' indexes, summary.
+
+``run`` is what ``generate`` calls once its models are loaded and its run
+directory is ready; ``regenerate`` redoes chosen shards in memory for
+``verify --repair``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dalle_data.execution.ledger import Ledger
+from dalle_data.execution.local import LocalExecutor
+from dalle_data.execution.stages import Stages
+from dalle_data.records import Record
+from dalle_data.rundir import Layout
+from dalle_data.shards import ShardStore
+
+if TYPE_CHECKING:
+    from dalle_data.config import RunSpec
+    from dalle_data.planning import Plan
+    from dalle_data.progress import Progress
+    from dalle_data.writers import Writer
+
+
+def make_stages(spec: RunSpec, generator: Any, scorer: Any) -> Stages:
+    from dalle_data.generators.registry import resolve_settings
+    from dalle_data.image_modes import ImageOptions
+    from dalle_data.scoring.filters import ClipFilter
+
+    return Stages(
+        generator=generator, scorer=scorer,
+        filter=ClipFilter(min_clip=spec.min_clip, zero_shot=spec.filter == "zero-shot"),
+        settings=resolve_settings(spec, generator.defaults),
+        image_options=ImageOptions(
+            prompt_weight=spec.prompt_weight, fuse_weight=spec.fuse_weight, mask=spec.mask,
+            mask_dir=Path(spec.mask_dir).expanduser() if spec.mask_dir else None,
+            source_root=Path(spec.from_dir).expanduser() if spec.from_dir else None,
+        ),
+    )
+
+
+def make_executor(
+    spec: RunSpec, the_plan: Plan, stages: Stages, writers: Sequence[Writer], progress: Progress,
+    stop: threading.Event, store: Any = None,
+) -> LocalExecutor:
+    from dalle_data.execution.autobatch import batch_size_for
+
+    return LocalExecutor(
+        stages, writers, store if store is not None else ShardStore(Layout(spec.out, spec.split), the_plan.label_map),
+        batch_size=batch_size_for(spec, stages, the_plan), shard_size=spec.shard_size, progress=progress, stop=stop,
+    )
+
+
+def default_writers(spec: RunSpec, the_plan: Plan) -> list[Writer]:
+    from dalle_data.writers import WriterContext, make_writers
+
+    ctx = WriterContext(out_dir=spec.out, class_names=the_plan.label_map.names,
+                        class_dirs=the_plan.label_map.folders, split=spec.split, keep_rejected=spec.keep_rejected)
+    return make_writers(spec.formats, ctx)
+
+
+def run(
+    spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any, writers: list[Writer] | None,
+    progress: Progress, stop: threading.Event,
+) -> dict[str, Any]:
+    """Generate (or resume) the run; write the indexes; return the summary."""
+    import time
+
+    from dalle_data.summary import summarize
+
+    writers = writers if writers is not None else default_writers(spec, the_plan)
+    stages = make_stages(spec, generator, scorer)
+    executor = make_executor(spec, the_plan, stages, writers, progress, stop)
+    ledger = Ledger(the_plan.slots())
+    stats = executor.run(ledger)
+    t = time.perf_counter()
+    records = MarkerRecords(executor.store, executor.shards_planned)
+    for writer in writers:
+        writer.close(records)
+    stats.add("write", time.perf_counter() - t)
+    outputs, missing = outputs_of(spec)
+    extra = {
+        "out": str(spec.out), "outputs": outputs, "missing_outputs": missing, "spec_hash": the_plan.spec_hash,
+        "model": generator.model, "backend": generator.backend, "scorer": scorer.name,
+        "labels": list(the_plan.labels), "labels_file": str(Layout(spec.out).labels),
+        "settings": {k: getattr(stages.settings, k) for k in stages.settings.__dataclass_fields__},
+    }
+    return summarize(ledger, stats, extra)
+
+
+class MarkerRecords:
+    """Every record of the given shards, read from their markers each time it is iterated (never all held)."""
+
+    def __init__(self, store: Any, shards: Sequence[str]) -> None:
+        self.store = store
+        self.shards = list(dict.fromkeys(shards))
+
+    def __iter__(self) -> Iterator[Record]:
+        for shard in self.shards:
+            yield from self.store.read(shard)
+
+
+def outputs_of(spec: RunSpec) -> tuple[dict[str, str], dict[str, str]]:
+    """The dataset folders that exist, and for each requested format that does not, why."""
+    layout = Layout(spec.out, spec.split)
+    outputs: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    for fmt in spec.formats:
+        if fmt == "parquet":
+            folder, there = layout.parquet_dir(), any(layout.parquet_dir().glob("part-*.parquet"))
+        else:
+            folder, there = layout.images_dir(), layout.metadata().is_file()
+        if there:
+            outputs[fmt] = str(folder)
+        else:
+            missing[fmt] = f"no image was kept, so no {fmt} dataset was written"
+    return outputs, missing
+
+
+# --- regeneration (verify --repair) ------------------------------------------------------
+
+
+def regenerate(spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any, shards: set[str]) -> dict[str, bytes]:
+    """Redo ``shards`` in memory, as the first time (same plan, seeds, batches): image bytes by id.
+
+    Every other shard is replayed from its marker; nothing is written.
+    """
+    from dalle_data.progress import NullProgress
+
+    capture = _Capture(shards)
+    store = _Replay(Layout(spec.out, spec.split), the_plan.label_map, shards)
+    stages = make_stages(spec, generator, scorer)
+    executor = make_executor(spec, the_plan, stages, [capture], NullProgress(), threading.Event(), store)
+    executor.run(Ledger(the_plan.slots()))
+    return capture.images
+
+
+class _Capture:
+    """A writer that keeps the image bytes of some shards in memory."""
+
+    def __init__(self, shards: set[str]) -> None:
+        self.shards = shards
+        self.images: dict[str, bytes] = {}
+
+    def write(self, shard: str, records: Sequence[Record]) -> None:
+        if shard in self.shards:
+            self.images.update({r.id: r.image for r in records if r.image is not None})
+
+    def close(self, records: Iterable[Record]) -> None:
+        pass
+
+
+class _Replay(ShardStore):
+    """Replays every marker but those of the shards to redo; records nothing."""
+
+    def __init__(self, layout: Layout, labels: Any, redo: set[str]) -> None:
+        super().__init__(layout, labels)
+        self.redo = redo
+
+    def load(self, shard: str, unit_ids: Any) -> Any:
+        return None if shard in self.redo else super().load(shard, unit_ids)
+
+    def begin(self, shard: str, ids: Any) -> None:
+        pass
+
+    def commit(self, shard: str, records: Any) -> None:
+        pass

@@ -20,7 +20,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,ray,s3]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -48,6 +48,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/resume.py
 	$(BIN)/python benchmarks/modes.py
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/analysis.py
+	$(BIN)/python benchmarks/review_orderings.py
+	$(BIN)/python benchmarks/backends.py
 
 # Deterministic (seeded) training of the bundled offline model; see dalle_data/demo/train.py.
 demo-model: $(STAMP)

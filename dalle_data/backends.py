@@ -26,6 +26,17 @@ DIFFUSERS_PRESETS: dict[str, str] = {
     "shapes-demo": "a small Kandinsky 2.2-layout unCLIP trained here on a world of coloured shapes, offline",
     "tiny": "Kandinsky 2.2 pipeline classes with tiny random weights, offline (tests, demos)",
 }
+# Text-to-image models of other families (dalle_data.generators.text2image.PRESETS holds their hub ids and
+# recommended settings); any diffusers text-to-image folder or hub id works too.
+DIFFUSERS_PRESETS.update({
+    "sdxl-turbo": "SDXL-Turbo (stabilityai/sdxl-turbo): text-to-image in 1-4 steps, 512²",
+    "sd-turbo": "SD-Turbo (stabilityai/sd-turbo): text-to-image in 1-4 steps, 512²",
+    "sdxl": "SDXL 1.0 base (stabilityai/stable-diffusion-xl-base-1.0): text-to-image, 1024²",
+    "sd3.5-large-turbo": "SD 3.5 Large Turbo (stabilityai/stable-diffusion-3.5-large-turbo): 4 steps, 1024²",
+    "flux-schnell": "FLUX.1 [schnell] (black-forest-labs/FLUX.1-schnell): 4 steps, 1024²",
+    "sana-1600m": "Sana 1.6B (Efficient-Large-Model/Sana_1600M_1024px_diffusers): 20 steps, 1024²",
+    "stable-unclip": "Stable unCLIP 2.1 small (stabilityai/stable-diffusion-2-1-unclip-small): variation and fuse only",
+})
 OPENAI_DEFAULT_MODEL = "gpt-image-1.5"
 
 
@@ -51,10 +62,16 @@ class Backend:
 def _check_diffusers(spec: Mapping[str, Any]) -> str | None:
     if spec.get("quality") is not None:
         return "--quality applies to --backend openai"
+    if spec.get("openai_batch"):
+        return "--openai-batch applies to --backend openai"
     return None
 
 
 def _check_openai(spec: Mapping[str, Any]) -> str | None:
+    from dalle_data.pricing import retired
+
+    if retired(str(spec.get("model"))):
+        return retired(str(spec.get("model")))
     if spec.get("prior") is not None or spec.get("steps") is not None or spec.get("prior_steps") is not None:
         return "--prior, --steps and --prior-steps are for --backend diffusers; the images API takes none"
     if spec.get("model") in DIFFUSERS_PRESETS:

@@ -28,8 +28,10 @@ FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
 
 # Fields that do not change what a run writes; left out of the spec hash.
 # (Where an API runs is execution too: the LLM's prompts enter the hash as a digest.)
-EXECUTION_FIELDS = frozenset({"out", "batch_size", "device", "dtype", "compile", "quiet", "json_output",
-                              "max_concurrency", "timeout", "max_retries", "base_url", "llm_base_url"})
+EXECUTION_FIELDS = frozenset({"out", "batch_size", "device", "dtype", "compile", "executor", "ray_address",
+                              "ray_actors", "ray_gpus", "quiet", "json_output",
+                              "max_concurrency", "timeout", "max_retries", "base_url", "llm_base_url",
+                              "openai_batch"})
 # Fields added after specs were first saved: hashed only when set away from their
 # default, so a run saved before they existed keeps its hash and resumes.
 LATER_FIELDS: dict[str, Any] = {"backend": "diffusers", "quality": None, "llm": None, "llm_prompts": 50}
@@ -59,6 +61,10 @@ class RunSpec(BaseModel):
     batch_size: int | Literal["auto"] = "auto"  # images per generator call; auto: probed (execution only)
     device: str = "auto"
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"  # weights' precision (execution only)
+    executor: Literal["local", "ray"] = "local"  # where the tasks run (execution only)
+    ray_address: str | None = None
+    ray_actors: int = Field(default=2, gt=0, le=10_000)
+    ray_gpus: float | None = Field(default=None, ge=0)
     compile: bool = False  # torch.compile the denoisers (execution only)
     width: int | None = Field(default=None, ge=16, le=4096)
     height: int | None = Field(default=None, ge=16, le=4096)
@@ -78,6 +84,7 @@ class RunSpec(BaseModel):
     quality: Literal["low", "medium", "high", "auto"] | None = None
     base_url: str | None = None
     max_concurrency: int = Field(default=4, gt=0, le=256)
+    openai_batch: bool = False  # text-to-image requests through the Batch API (execution only)
     timeout: float = Field(default=120.0, gt=0, le=3600)
     max_retries: int = Field(default=5, ge=0, le=20)
     llm: str | None = None

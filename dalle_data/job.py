@@ -22,6 +22,7 @@ from dalle_data.errors import OutputDirError, SpecError
 from dalle_data.execution.local import Interrupted
 from dalle_data.execution.run import run
 from dalle_data.modes import MODES
+from dalle_data.execution.parts import Part
 from dalle_data.planning import Plan, _source_counts, plan
 from dalle_data.progress import Progress, make_progress
 from dalle_data.rundir import RunDir
@@ -44,21 +45,39 @@ def run_generate(
     scorer: Scorer | None = None,
     writers: list[Writer] | None = None,
     llm_cache: bool = True,
+    part: Part | None = None,
+    mirror: Any = None,
 ) -> dict[str, Any]:
-    """Run, resume or find finished the job for ``spec``; returns the summary.
+    """Run, resume or find finished the job for ``spec`` (or one part of it); returns the summary.
+
+    Without ``part``, an OUT that holds the parts of a sharded run of the same spec is merged.
 
     SIGINT / SIGTERM stop the run between batches (the shard in flight is
     abandoned, finished ones stay); a second signal stops at once. Either way
     no file is left half-written, and rerunning resumes. ``llm_cache=False``
     (``--no-cache``) asks the LLM afresh instead of reusing its cached answers.
     """
-    the_plan = plan(spec, llm_cache=llm_cache)
-    rundir = RunDir(spec.out, spec.split)
+    the_plan = plan(spec, llm_cache=llm_cache, part=part)
+    rundir = RunDir(spec.out, spec.split, part)
     rundir.open()  # the run lock: a second process fails here at once
     started = False
     try:
         state = rundir.check(spec.content_dict(), the_plan.spec_hash, overwrite=overwrite)
+        if part is None and rundir.parts() and not overwrite:
+            from dalle_data.merge import merge
+
+            summary = merge(spec.out, locked=True)
+            write_report(spec.out, mirror)
+            if mirror is not None:
+                mirror.push_run(rundir.layout)
+            summary["already_finished"] = True
+            return summary
         if state in ("complete", "short"):
+            if part is not None:
+                return {**(rundir.saved_summary() or {}), "already_finished": True}
+            if mirror is not None:  # its files are on the object store, not here: nothing to check locally
+                return {**(rundir.saved_summary() or {}), "already_finished": True,
+                        "already_complete": bool((rundir.saved_summary() or {}).get("complete"))}
             return finished_summary(rundir, the_plan)
         generator, scorer = _load_models(spec, the_plan, generator, scorer)
         if overwrite and not rundir.is_blank():  # only once the new run can start; only what runs wrote
@@ -67,6 +86,9 @@ def run_generate(
         legacy = state == "incomplete" and not rundir.layout.labels.is_file()
         rundir.prepare(dump_spec(spec, the_plan.spec_hash, __version__, the_plan.inputs), the_plan.spec_hash,
                        spec.content_dict(), the_plan.inputs, the_plan.label_map.to_text(the_plan.spec_hash))
+        if mirror is not None:  # the run's identity goes first: a rerun elsewhere finds it even after a kill
+            layout = rundir.layout
+            mirror.push([layout.run, layout.spec, layout.labels])
         if legacy:  # made before labels.json: its finished Parquet parts number labels in the order given
             from dalle_data.execution.run import default_writers
             from dalle_data.writers.parquet import ParquetWriter, renumber
@@ -74,14 +96,28 @@ def run_generate(
             for writer in default_writers(spec, the_plan):
                 if isinstance(writer, ParquetWriter):
                     renumber(writer.ctx)
-        return _run_logged(spec, the_plan, rundir, state, generator, scorer, writers, progress or make_progress(quiet))
+        summary = _run_logged(spec, the_plan, rundir, state, generator, scorer, writers,
+                              progress or make_progress(quiet), mirror)
+        if part is None:
+            write_report(spec.out, mirror)
+        if mirror is not None:
+            mirror.push_run(rundir.layout, rundir.home if part is not None else None)
+        return summary
     finally:
         rundir.close(failed_before_start=not started)
 
 
+def write_report(out: Any, mirror: Any = None) -> bool:
+    """The dataset card and report of a run that just ended (under its lock); a failure only warns. A remote
+    run's mirror fetches the embeddings and shown images that other machines made."""
+    from dalle_data.report import refresh_report
+
+    return refresh_report(out, locked=True, fetch=mirror.fetch if mirror is not None else None)
+
+
 def _run_logged(
     spec: RunSpec, the_plan: Plan, rundir: RunDir, state: str, generator: Any, scorer: Any,
-    writers: list[Writer] | None, progress: Progress,
+    writers: list[Writer] | None, progress: Progress, mirror: Any = None,
 ) -> dict[str, Any]:
     """The run between its start and end lines in the run log; the summary is written last."""
     rundir.log({"event": "start", "time": _now(), "spec_hash": the_plan.spec_hash, "resumed": state == "incomplete",
@@ -92,7 +128,7 @@ def _run_logged(
     reset_cancel()
     try:
         with stop_on_signals() as stop:
-            summary = run(spec, the_plan, generator, scorer, writers, progress, stop)
+            summary = run(spec, the_plan, generator, scorer, writers, progress, stop, mirror)
         status = "complete" if summary["complete"] else "finished short"
     except (Interrupted, RequestsCancelled):
         status = "interrupted"
@@ -103,6 +139,9 @@ def _run_logged(
     finally:
         with contextlib.suppress(Exception):  # a full disk must not hide the real error
             rundir.log({"event": "end", "time": _now(), "status": status})
+        if hasattr(generator, "shutdown"):  # a Ray actor pool
+            with contextlib.suppress(Exception):
+                generator.shutdown()
     rundir.finish(summary)
     return summary
 
@@ -181,6 +220,13 @@ def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, sco
 
     chosen = BACKENDS[spec.backend]
     scorer_name = resolve_scorer_name(spec.scorer, spec.model)
+    if spec.executor == "ray" and generator is None and scorer is None:
+        from dalle_data.execution.ray_executor import RayModels
+
+        check_model_name(spec.model) if chosen.needs_device else None
+        models = RayModels(spec, the_plan.zero_shot_labels())  # the models load in the actors, not here
+        _check_capabilities(spec, models)
+        return models, models
     if generator is None and not chosen.needs_device:
         generator = chosen.load(spec, "cpu")  # no weights: checks the key and URL before any heavy load
     if generator is None:
@@ -198,12 +244,16 @@ def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, sco
             from dalle_data.scoring import load_scorer
 
             scorer = load_scorer(scorer_name, device=device)
+    _check_capabilities(spec, generator)
+    scorer.set_labels(the_plan.zero_shot_labels())
+    return generator, scorer
+
+
+def _check_capabilities(spec: RunSpec, generator: Any) -> None:
     missing = [m for m in spec.modes if MODES[m].capability not in capabilities_of(generator)]
     if missing:
         raise SpecError(f"model {generator.model!r} cannot do {missing[0]} (it can: "
                         f"{', '.join(sorted(capabilities_of(generator)))}); choose another --model or mode")
-    scorer.set_labels(the_plan.zero_shot_labels())
-    return generator, scorer
 
 
 def capabilities_of(generator: Any) -> frozenset[str]:
@@ -260,7 +310,8 @@ def dry_run(spec: RunSpec, *, price_per_image: float | None = None, llm_cache: b
 
         quality = spec.quality or DEFAULT_QUALITY
         out.update(quality=quality, size=settings_size, max_concurrency=spec.max_concurrency)
-        out["cost"] = pricing.estimate(spec.model, quality, settings_size, images, most, price_per_image).as_dict()
+        out["cost"] = pricing.estimate(spec.model, quality, settings_size, images, most, price_per_image,
+                                       edit="inpaint" in spec.modes, batch=spec.openai_batch).as_dict()
     else:
         out["cost"] = {"currency": "USD", "per_image": 0.0, "expected": 0.0, "max": 0.0, "source": "local model",
                        "note": "local generation: no per-image API charge"}

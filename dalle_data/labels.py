@@ -87,10 +87,11 @@ class LabelMap:
         return tuple(e.label for e in self.entries if e.role == "positive")
 
     def entry(self, label: str) -> LabelEntry:
-        for e in self.entries:
-            if e.label == label:
-                return e
-        raise KeyError(label)
+        index = self.__dict__.get("_by_label")
+        if index is None:  # built once: runs may have tens of thousands of classes
+            index = {e.label: e for e in self.entries}
+            object.__setattr__(self, "_by_label", index)
+        return index[label]
 
     def id_of(self, label: str) -> int:
         return self.entry(label).id
@@ -99,7 +100,11 @@ class LabelMap:
         return self.entry(label).folder
 
     def label_of_folder(self, folder: str) -> str | None:
-        return next((e.label for e in self.entries if e.folder == folder), None)
+        index = self.__dict__.get("_by_folder")
+        if index is None:
+            index = {e.folder: e.label for e in self.entries}
+            object.__setattr__(self, "_by_folder", index)
+        return index.get(folder)
 
     def folder_map(self) -> dict[str, str]:
         return {e.label: e.folder for e in self.entries}

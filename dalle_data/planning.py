@@ -18,6 +18,7 @@ from typing import Any
 
 from dalle_data.config import RunSpec
 from dalle_data.errors import SpecError
+from dalle_data.execution.parts import Part, classes_of, dealt, slots_of
 from dalle_data.execution.plan import SlotPlan, derive_seed, fuse_pair
 from dalle_data.labels import LabelMap
 from dalle_data.modes import MODES, TEXT_MODES, makes_hard_negatives
@@ -40,6 +41,8 @@ class Plan:
     prompts: list[PromptItem]
     inputs: dict[str, str]  # digests of input files, part of the spec hash
     sources: tuple[Source, ...] = ()
+    part: Part | None = None  # --shard i/n: this plan is one part's
+    classes_here: frozenset[str] | None = None  # the classes it expanded prompts for (None: all)
 
     @property
     def spec_hash(self) -> str:
@@ -51,15 +54,28 @@ class Plan:
         return self.label_map.names
 
     def slots(self) -> list[SlotPlan]:
-        return build_slots(self.spec, self.prompts, self.label_map, self.sources)
+        """The run's slots; of a part: its (sub-)slots (``dalle_data.execution.parts``)."""
+        slots = build_slots(self.spec, self.prompts, self.label_map, self.sources, self.classes_here)
+        if self.part is None:
+            return slots
+        if self.classes_here is None:
+            return slots_of(slots, self.part)
+        counts: dict[str, int] = {}
+        for source in self.sources:
+            counts[source.label] = counts.get(source.label, 0) + 1
+        return dealt(slots, self.spec.slot_targets(counts), self.part)
 
     def zero_shot_labels(self) -> list[str]:
-        """The run's classes, plus the negative vocabulary when one class alone
-        cannot lose (a single class) or hard negatives need somewhere to go."""
-        classes = list(self.spec.classes)
-        if len(classes) == 1 or makes_hard_negatives(self.spec.modes):
-            classes += negatives_for(classes)
-        return classes
+        return zero_shot_labels(self.spec)
+
+
+def zero_shot_labels(spec: RunSpec) -> list[str]:
+    """The scorer's labels for a run: its classes, plus the negative vocabulary when one class alone
+    cannot lose (a single class) or hard negatives need somewhere to go."""
+    classes = list(spec.classes)
+    if len(classes) == 1 or makes_hard_negatives(spec.modes):
+        classes += negatives_for(classes)
+    return classes
 
 
 def _file_digest(path: Path) -> str:
@@ -67,9 +83,11 @@ def _file_digest(path: Path) -> str:
 
 
 def _text_prompts(
-    spec: RunSpec, text_modes: list[str], counts: dict[str, int], llm_cache: bool = True
+    spec: RunSpec, text_modes: list[str], counts: dict[str, int], llm_cache: bool = True,
+    classes: frozenset[str] | None = None,
 ) -> tuple[list[PromptItem], dict[str, str]]:
-    """Prompts for the text modes, and for inpainting (the vanilla scenes: "A cat on a beach")."""
+    """Prompts for the text modes, and for inpainting (the vanilla scenes: "A cat on a beach"); of ``classes``
+    only when given (a class's template prompts do not depend on the other classes)."""
     scenes = any(MODES[m].prompts == "scenes" for m in spec.modes)
     wanted = text_modes + (["vanilla"] if scenes and "vanilla" not in text_modes else [])
     if spec.llm is not None and "vanilla" in wanted:
@@ -85,7 +103,8 @@ def _text_prompts(
         return [], {}
     pack = _pack(spec)
     n = max(budget for _, budget in spec.slot_targets(counts).values())
-    return expand_prompts(pack, list(spec.classes), wanted, n, spec.seed), {"templates": pack.digest}
+    names = [c for c in spec.classes if classes is None or c in classes]
+    return expand_prompts(pack, names, wanted, n, spec.seed), {"templates": pack.digest}
 
 
 def _pack(spec: RunSpec) -> Any:
@@ -124,14 +143,22 @@ def _source_counts(spec: RunSpec) -> tuple[list[Source], dict[str, int]]:
     return sources, counts
 
 
-def plan(spec: RunSpec, *, llm_cache: bool = True) -> Plan:
+def plan(spec: RunSpec, *, llm_cache: bool = True, part: Part | None = None) -> Plan:
     """Expand prompts, list sources, name folders; raises ``SpecError`` on bad input.
 
-    With ``--llm`` this asks the LLM for the scene prompts (or reads its cache).
+    With ``--llm`` this asks the LLM for the scene prompts (or reads its cache). A part (``--shard i/n``)
+    expands only the prompts of its own classes: its planning stays small however many classes a run has.
     """
     sources, counts = _source_counts(spec)
     text_modes = [m for m in spec.modes if m in TEXT_MODES]
-    items, inputs = _text_prompts(spec, text_modes, counts, llm_cache)
+    here: frozenset[str] | None = None
+    if part is not None:
+        if spec.llm is not None:
+            raise SpecError("--shard cannot ask an LLM per part (each would get other prompts): write them once with "
+                            "`dalle-data prompts --llm MODEL -o prompts.jsonl` and pass --prompts prompts.jsonl")
+        if spec.per_source is None:
+            here = frozenset(classes_of(spec.slot_targets(counts), part))
+    items, inputs = _text_prompts(spec, text_modes, counts, llm_cache, here)
     for mode in spec.modes:
         if MODES[mode].prompts == "scenes":  # inpainting: the vanilla scenes ("A cat on a beach")
             items += [PromptItem(i.cls, mode, i.prompt, i.source) for i in items if i.mode == "vanilla"]
@@ -141,7 +168,8 @@ def plan(spec: RunSpec, *, llm_cache: bool = True) -> Plan:
             for mode in spec.modes:
                 if MODES[mode].prompts == "class":
                     items.append(PromptItem(cls, mode, f"a photo of a {cls}", "class-prompt"))
-    result = Plan(spec=spec, label_map=labels_for(spec), prompts=items, inputs=inputs, sources=tuple(sources))
+    result = Plan(spec=spec, label_map=labels_for(spec), prompts=items, inputs=inputs, sources=tuple(sources),
+                  part=part, classes_here=here)
     result.slots()  # fails early when a class × mode has no prompts or sources
     return result
 
@@ -149,8 +177,9 @@ def plan(spec: RunSpec, *, llm_cache: bool = True) -> Plan:
 
 
 def build_slots(spec: RunSpec, prompts: Sequence[PromptItem], labels: LabelMap,
-                sources: Sequence[Source] = ()) -> list[SlotPlan]:
-    """Slots for every class × mode with a non-zero target, in class then mode order."""
+                sources: Sequence[Source] = (), classes: frozenset[str] | None = None) -> list[SlotPlan]:
+    """Slots for every class × mode with a non-zero target, in class then mode order (of ``classes`` only,
+    when given: the classes a part expanded prompts for)."""
     by_key: dict[tuple[str, str], list[PromptItem]] = {}
     for item in prompts:
         by_key.setdefault((item.cls, item.mode), []).append(item)
@@ -160,6 +189,8 @@ def build_slots(spec: RunSpec, prompts: Sequence[PromptItem], labels: LabelMap,
     slots: list[SlotPlan] = []
     targets = spec.slot_targets({c: len(v) for c, v in by_class.items()})
     for (cls, mode), (target, budget) in targets.items():
+        if classes is not None and cls not in classes:
+            continue
         items = by_key.get((cls, mode))
         if not items:
             raise SpecError(f"no {mode} prompts for class {cls!r}; add some to the prompts file or template pack")

@@ -2,8 +2,14 @@
 
 ``IMAGE_PRICES_USD`` is the only place prices live. They are OpenAI's list
 prices in US dollars per generated image, by model, ``--quality`` and size
-(https://openai.com/api/pricing); prices change, so check them before a large
-run. Override them without editing code:
+(https://openai.com/api/pricing), as checked on ``PRICES_CHECKED``; prices
+change, so check them before a large run. Current GPT image models are billed
+by tokens (text input, image input, image output): ``TOKEN_PRICES_USD`` holds
+those rates and ``OUTPUT_TOKENS`` the image output tokens per quality and
+size, and ``--dry-run`` shows the token-based price beside the per-image one
+(they agree for generations; an edit also bills its input image's tokens,
+which only the token basis counts). Override the per-image prices without
+editing code:
 
 * ``DALLE_DATA_PRICES=prices.yaml``: a YAML (or JSON) file in the same shape,
   ``{model: {quality: {"WIDTHxHEIGHT": usd}}}``, merged over the built-in table
@@ -38,6 +44,58 @@ def _row(square: float, wide: float) -> dict[str, float]:
     return dict(zip(_SQUARE_AND_WIDE, (square, wide, wide)))
 
 
+PRICES_CHECKED = "2026-11-30"  # when the tables below were last checked against the provider's price page
+
+# Models the provider has retired: a run naming one is refused, naming the replacement.
+RETIRED_MODELS: dict[str, tuple[str, str]] = {
+    "dall-e-2": ("May 2026", "gpt-image-1.5"),
+    "dall-e-3": ("May 2026", "gpt-image-1.5"),
+    "gpt-image-1": ("October 2026", "gpt-image-1.5"),
+}
+
+# USD per million tokens: model → text input, image input, image output.
+TOKEN_PRICES_USD: dict[str, dict[str, float]] = {
+    "gpt-image-1.5": {"text_input": 5.0, "image_input": 8.0, "image_output": 32.0},
+    "gpt-image-1-mini": {"text_input": 2.0, "image_input": 2.5, "image_output": 8.0},
+}
+# Image output tokens per generated image: quality → size (the provider's documented counts).
+OUTPUT_TOKENS: dict[str, dict[str, int]] = {
+    "low": {"1024x1024": 272, "1536x1024": 408, "1024x1536": 408},
+    "medium": {"1024x1024": 1056, "1536x1024": 1584, "1024x1536": 1584},
+    "high": {"1024x1024": 4160, "1536x1024": 6240, "1024x1536": 6240},
+}
+INPUT_IMAGE_TOKENS = 765  # a 1024² input image of an edit (high detail: 4 tiles × 170 + 85)
+
+
+def retired(model: str) -> str | None:
+    """One line saying that ``model`` is retired and what replaces it, or None."""
+    if model in RETIRED_MODELS:
+        when, instead = RETIRED_MODELS[model]
+        return f"{model} was retired by OpenAI in {when}; use --model {instead} (the current GPT image model)"
+    return None
+
+
+def token_price_per_image(model: str, quality: str, size: str, prompt_tokens: int = 40,
+                          edit: bool = False) -> dict[str, Any] | None:
+    """The token-billed price of one image (None when the model's token rates are not known)."""
+    rates = TOKEN_PRICES_USD.get(model)
+    if rates is None:
+        return None
+    quality = "high" if quality == "auto" else quality
+    counts = OUTPUT_TOKENS.get(quality, OUTPUT_TOKENS["medium"])
+    if size in counts:
+        output = counts[size]
+    else:
+        w, h = (int(p) for p in size.split("x"))
+        output = round(counts["1024x1024"] * (w * h) / (1024 * 1024))
+    image_input = INPUT_IMAGE_TOKENS if edit else 0
+    usd = (prompt_tokens * rates["text_input"] + image_input * rates["image_input"]
+           + output * rates["image_output"]) / 1e6
+    return {"per_image": round(usd, 6), "tokens": {"text_input": prompt_tokens, "image_input": image_input,
+                                                   "image_output": output},
+            "usd_per_million": dict(rates), "checked": PRICES_CHECKED}
+
+
 # USD per image: model → quality → size.
 IMAGE_PRICES_USD: dict[str, dict[str, dict[str, float]]] = {
     "gpt-image-1.5": {"low": _row(0.009, 0.013), "medium": _row(0.034, 0.05), "high": _row(0.133, 0.2)},
@@ -54,10 +112,13 @@ class Estimate:
     most: float | None  # the attempt budget spent to the end
     source: str  # where the price came from
     note: str
+    checked: str = PRICES_CHECKED
+    tokens: dict[str, Any] | None = None  # the token-billed basis (token_price_per_image)
 
     def as_dict(self) -> dict[str, Any]:
         return {"currency": "USD", "per_image": self.per_image, "expected": self.expected, "max": self.most,
-                "source": self.source, "note": self.note}
+                "source": self.source, "note": self.note, "prices_checked": self.checked,
+                "token_basis": self.tokens}
 
 
 def load_prices() -> tuple[dict[str, dict[str, dict[str, float]]], str]:
@@ -107,8 +168,14 @@ def price_per_image(model: str, quality: str, size: str) -> tuple[float | None, 
     return round(sizes[BASE_SIZE] * (w * h) / (1024 * 1024), 6), source, "; ".join(notes)
 
 
-def estimate(model: str, quality: str, size: str, images: int, most: int, flat: float | None = None) -> Estimate:
-    """Cost of ``images`` (the quota) up to ``most`` (the attempt budget) images."""
+BATCH_DISCOUNT = 0.5  # the Batch API bills half the list price
+
+
+def estimate(model: str, quality: str, size: str, images: int, most: int, flat: float | None = None,
+             edit: bool = False, batch: bool = False) -> Estimate:
+    """Cost of ``images`` (the quota) up to ``most`` (the attempt budget) images (``batch``: through the Batch
+    API, at half price; edits are never batched)."""
+    tokens = token_price_per_image(model, quality, size, edit=edit)
     note_extra = "image calls only: edits also bill the input image; LLM tokens are not included"
     if flat is not None:
         if not _is_price(flat):
@@ -116,10 +183,15 @@ def estimate(model: str, quality: str, size: str, images: int, most: int, flat: 
         per, source, note = float(flat), "--price-per-image", ""
     else:
         per, source, note = price_per_image(model, quality, size)
+    if batch and per is not None and not edit:
+        per = round(per * BATCH_DISCOUNT, 6)
+        note = "; ".join(n for n in (note, f"Batch API: {BATCH_DISCOUNT:.0%} of the list price") if n)
+        if tokens is not None:
+            tokens = {**tokens, "per_image": round(tokens["per_image"] * BATCH_DISCOUNT, 6)}
     note = "; ".join(n for n in (note, note_extra if per is not None else "") if n)
     if per is None:
-        return Estimate(None, None, None, source, note)
-    return Estimate(per, round(per * images, 4), round(per * most, 4), source, note)
+        return Estimate(None, None, None, source, note, tokens=tokens)
+    return Estimate(per, round(per * images, 4), round(per * most, 4), source, note, tokens=tokens)
 
 
 def describe(est: Estimate) -> str:
@@ -127,4 +199,11 @@ def describe(est: Estimate) -> str:
     if est.per_image is None:
         return f"cost: unknown ({est.note})"
     text = f"cost: ${est.expected:,.2f} if every image is kept, at most ${est.most:,.2f} (${est.per_image:g}/image, {est.source})"
+    text += f"; prices checked {est.checked}"
+    if est.tokens:
+        t, r = est.tokens["tokens"], est.tokens["usd_per_million"]
+        text += (f"; token basis ${est.tokens['per_image']:g}/image ({t['image_output']} image output tokens at "
+                 f"${r['image_output']:g}/M, ~{t['text_input']} text tokens at ${r['text_input']:g}/M"
+                 + (f", {t['image_input']} input image tokens at ${r['image_input']:g}/M" if t["image_input"] else "")
+                 + ")")
     return text + (f"; {est.note}" if est.note else "")

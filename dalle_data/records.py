@@ -20,6 +20,9 @@ def record_id(*parts: object) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
 
 
+NON_METADATA = ("image", "vectors")  # Record fields that are not metadata columns
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One generated image and everything known about how it was made.
@@ -67,20 +70,21 @@ class Record:
     reject_detail: str | None = None  # why a rejected image was rejected, in words (reject_reason is the code)
     sha256: str | None = None  # of the PNG bytes, so verify can check every copy of the image
     image: bytes | None = dataclasses.field(default=None, repr=False)
+    # What the scorer saw (embedding, class probabilities): carried from scoring to the embeddings writer,
+    # never part of the metadata (see dalle_data.embeddings).
+    vectors: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def metadata(self) -> dict[str, Any]:
-        """All fields but the image bytes, as plain JSON-able values."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data.pop("image")
-        return data
+        """All fields but the image bytes and the scorer's vectors, as plain JSON-able values."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in NON_METADATA}
 
     def replace(self, **changes: Any) -> "Record":
         return dataclasses.replace(self, **changes)
 
 
-# Field names in declaration order, image excluded; writers use this so the
+# Field names in declaration order, image and vectors excluded; writers use this so the
 # on-disk column order is stable.
-METADATA_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Record) if f.name != "image")
+METADATA_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Record) if f.name not in NON_METADATA)
 STATUSES: tuple[str, ...] = ("kept", "rejected", "failed", "refused")
 
 # Why a record is not kept: a small fixed set of codes (the details stay per record).
@@ -93,6 +97,7 @@ REASONS: dict[str, str] = {
     "mask-unusable": "its inpainting mask was missing, all black or all white",
     "refused": "the hosted API refused the prompt (moderation)",
     "review": "a person rejected it in review",
+    "duplicate": "a near-duplicate of another image of its class, set aside by dedup",
     "error": "another failure; see the record's error",
 }
 
@@ -121,7 +126,7 @@ def validate_record(row: Any, where: str = "record") -> Record:
     """A ``Record`` from a parsed JSON row, its types checked; raises ``ValueError`` naming what is wrong."""
     if not isinstance(row, dict):
         raise ValueError(f"{where} is not a JSON object")
-    fields = {f.name: f for f in dataclasses.fields(Record) if f.name != "image"}
+    fields = {f.name: f for f in dataclasses.fields(Record) if f.name not in NON_METADATA}
     unknown = sorted(set(row) - set(fields))
     if unknown:
         raise ValueError(f"{where} has unknown field {unknown[0]!r}")

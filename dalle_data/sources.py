@@ -171,9 +171,20 @@ def _class_name(folder: Path) -> str:
     return unicodedata.normalize("NFC", folder.name).strip()
 
 
+def source_root(from_dir: str | None) -> Path | None:
+    """Where ``--from``'s images lie on this machine (a URL's local copy)."""
+    from dalle_data.remote import cache_dir, is_url, local_path
+
+    if not from_dir:
+        return None
+    return cache_dir(from_dir, "sources") if is_url(from_dir) else Path(local_path(from_dir)).expanduser()
+
+
 def discover_sources(root: str | Path, classes: list[str] | None = None) -> list[Source]:
-    """List the sources under ``root`` (see module docstring); raises ``SpecError``."""
-    root = Path(root).expanduser()
+    """List the sources under ``root`` (see module docstring; a URL is copied to a local cache once)."""
+    from dalle_data.remote import is_url, local_path, pull_sources
+
+    root = pull_sources(str(root)) if is_url(root) else Path(local_path(str(root))).expanduser()
     if not root.is_dir():
         raise SpecError(f"--from {root}: no such directory")
     if (root / "spec.yaml").is_file():

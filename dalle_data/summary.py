@@ -31,6 +31,7 @@ EXIT_INTERNAL = 1
 EXIT_USER = 2
 EXIT_SHORT = 3
 EXIT_DAMAGED = 4
+EXIT_GATE = 5  # `report --fail-if`: a gate on the dataset's figures failed
 EXIT_LOCKED = 75
 EXIT_INTERRUPTED = 130
 
@@ -76,6 +77,8 @@ class Summary(_Strict):
     already_finished: bool = Field(default=False, description="the run had already ended: nothing was done now")
     already_complete: bool = Field(default=False, description="already_finished and complete")
     repaired: dict[str, int] = Field(default_factory=dict, description="what a rerun mended in a damaged finished run")
+    part: str | None = Field(default=None, description="--shard i/n: this summary is of part i of n only")
+    parts: int | None = Field(default=None, description="a merged sharded run: how many parts it was made in")
     review_applied: bool = Field(default=False, description="review --apply changed the dataset since generation: "
                                                               "kept, classes.*.kept/met and status count it now")
     generated: int

@@ -11,6 +11,8 @@ import typer
 from dalle_data import __version__
 from dalle_data.cli import demo as _demo
 from dalle_data.cli import generate as _generate
+from dalle_data.cli import inspect as _inspect
+from dalle_data.cli import merge as _merge
 from dalle_data.cli import probe as _probe
 from dalle_data.cli import prompts as _prompts
 from dalle_data.cli import review as _review
@@ -51,6 +53,9 @@ app.command("generate", epilog=_generate.EPILOG, short_help="Make a labeled, CLI
 app.command("prompts", epilog=_prompts.EPILOG, short_help="Expand classes into prompts (JSONL) to read and edit.")(_prompts.prompts)
 app.command("probe", epilog=_probe.EPILOG, short_help="Does the data help? A linear probe on real images.")(_probe.probe)
 app.command("review", epilog=_review.EPILOG, short_help="Look at the weakest images; apply the decisions.")(_review.review)
+app.command("report", epilog=_inspect.REPORT_EPILOG, short_help="Dataset card and visual report; CI gates.")(_inspect.report)
+app.command("dedup", epilog=_inspect.DEDUP_EPILOG, short_help="Set near-duplicate images aside (reversible).")(_inspect.dedup)
+app.command("merge", epilog=_merge.EPILOG, short_help="Join the parts of a sharded run into one dataset.")(_merge.merge)
 app.command("verify", epilog=_verify.EPILOG, short_help="Check a finished run against its records; repair it.")(_verify.verify)
 app.command("demo-real", epilog=_demo.EPILOG, short_help="Render a real test set of the shapes world (for probe).")(_demo.demo_real)
 

@@ -79,7 +79,7 @@ def generate(
     model: Optional[str] = typer.Option(None, "--model", metavar="MODEL", envvar="DALLE_DATA_MODEL", help="Preset (kandinsky-2-2; shapes-demo, the bundled offline model; tiny, random weights), hub id of a Kandinsky 2.2 decoder, or a local model directory. [default: kandinsky-2-2]"),
     prior: Optional[str] = typer.Option(None, "--prior", metavar="PRIOR", help="Prior hub id or folder for a hub decoder. [default: kandinsky-community/kandinsky-2-2-prior]"),
     scorer: Optional[str] = typer.Option(None, "--scorer", metavar="SCORER", envvar="DALLE_DATA_SCORER", help="CLIP scorer: auto (the model's own for shapes-demo and tiny, else ViT-L-14/openai), shapes-demo, tiny, open_clip ARCH/TAG, hf-hub:org/repo or a folder. [default: auto]"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Output directory of the run. [default: out]"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", metavar="DIR|URL", help="Output directory of the run: a folder, or an fsspec URL such as s3://bucket/run (pip install dalle-data[s3]). [default: out]"),
     fmt: Optional[list[str]] = typer.Option(None, "--format", "-f", metavar="FORMAT", help="parquet | imagefolder; repeat for both. [default: parquet]"),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="INT", help="Run seed; the same spec and seed give the same images. [default: 0]"),
     min_clip: Optional[float] = typer.Option(None, "--min-clip", metavar="COSINE", help="Also reject images whose CLIP cosine to their prompt is below this (-1..1; off by default)."),
@@ -95,8 +95,13 @@ def generate(
     fuse_weight: Optional[float] = typer.Option(None, "--fuse-weight", metavar="W", help="Fuse: weight of the first image of each pair; the second gets 1-W. [default: 0.5]"),
     mask: Optional[str] = typer.Option(None, "--mask", metavar="KIND", help="Inpaint: border (new background, 64 percent repainted), center (25 percent) or random-box. [default: border]"),
     mask_dir: Optional[str] = typer.Option(None, "--mask-dir", metavar="DIR", help="Inpaint: masks with the same relative path and stem as each source (white = repaint)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", metavar="OUT", help="Continue the run in OUT with its saved spec (same as rerunning its command)."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="OUT", help="Continue the run in OUT with its saved spec (same as rerunning its command)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete what an earlier run wrote in --out (nothing else) and start over."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Make part I of N (0 <= I < N) of the run: a disjoint part whose quotas close inside it, for Slurm arrays, Kubernetes indexed jobs or a shell loop; then `dalle-data merge OUT`."),
+    executor: Optional[str] = typer.Option(None, "--executor", metavar="EXECUTOR", help="local (this machine's device) or ray (an actor pool; pip install dalle-data[ray]). [default: local]"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", envvar="RAY_ADDRESS", help="--executor ray: an existing cluster (ray://host:10001 or auto). [default: a local instance]"),
+    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", metavar="N", help="--executor ray: actors, each loading the models once. [default: 2]"),
+    ray_gpus: Optional[float] = typer.Option(None, "--ray-gpus", metavar="G", help="--executor ray: GPUs per actor (0 on CPUs). [default: 1 when the cluster has GPUs, else 0]"),
     allow_short: bool = typer.Option(False, "--allow-short", help="Exit 0 even when a quota is not met (the dataset is short; summary.json says so). Without it a short run exits 3."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", "-b", metavar="N|auto", help="Images per generator call; auto probes for the fastest batch that fits, once per model and machine. [default: auto]"),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", envvar="DALLE_DATA_DEVICE", help="auto, cpu, cuda, cuda:N or mps. [default: auto]"),
@@ -112,6 +117,7 @@ def generate(
     quality: Optional[str] = typer.Option(None, "--quality", metavar="Q", help="--backend openai: low, medium, high or auto. [default: medium]"),
     base_url: Optional[str] = typer.Option(None, "--base-url", metavar="URL", help="--backend openai: images API base URL. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"),
     max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", metavar="N", help="Hosted API: most requests in flight at once (a batch holds at least N). [default: 4]"),
+    openai_batch: Optional[bool] = typer.Option(None, "--openai-batch/--no-openai-batch", help="--backend openai: send text-to-image requests through the Batch API (half price, results within 24 h; a rerun finds a submitted batch again)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Hosted API: most seconds one request may take in all (connect, send, answer) before it is retried. [default: 120]"),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", metavar="N", help="Hosted API: retries of a 429, 5xx or timeout (exponential backoff, Retry-After honoured). [default: 5]"),
     llm: Optional[str] = typer.Option(None, "--llm", metavar="MODEL", help="Have this chat model write the vanilla scene prompts (any OpenAI-compatible server)."),
@@ -135,15 +141,33 @@ def generate(
         "width": size, "height": size, "shard_size": shard_size, "from_dir": from_dir, "per_source": per_source,
         "prompt_weight": prompt_weight, "fuse_weight": fuse_weight, "mask": mask, "mask_dir": mask_dir,
         "backend": backend, "quality": quality, "base_url": base_url, "max_concurrency": max_concurrency,
+        "openai_batch": openai_batch,
         "timeout": timeout, "max_retries": max_retries, "llm": llm, "llm_base_url": llm_base_url,
-        "llm_prompts": llm_prompts,
+        "llm_prompts": llm_prompts, "executor": executor, "ray_address": ray_address, "ray_actors": ray_actors,
+        "ray_gpus": ray_gpus,
     }
+    from dalle_data.remote import Mirror, is_url, local_path
+
+    mirror = None
+    target = resume if resume is not None else out
+    if target is not None and is_url(target):  # a run on shared storage, made in a local mirror
+        if overwrite:
+            raise SpecError(f"--overwrite does not delete objects on shared storage: remove {target} yourself "
+                            "(e.g. aws s3 rm --recursive) or use another --out")
+        mirror = Mirror(target)
+        mirror.pull()
+        local: Path | None = mirror.local
+    else:
+        local = Path(local_path(target)) if target is not None else None
+    if out is not None:
+        flags["out"] = local
     if resume is not None:
         if config is not None:
             raise SpecError("--resume OUT reads OUT/spec.yaml; do not combine it with --config")
-        if not (resume / "spec.yaml").is_file():
+        assert local is not None
+        if not (local / "spec.yaml").is_file():
             raise SpecError(f"--resume {resume}: no dalle-data run there (no spec.yaml)")
-        config, flags["out"] = resume / "spec.yaml", resume
+        config, flags["out"] = local / "spec.yaml", local
     values = collect_values(config, flags)
     if values.get("prompts"):
         classes_from_prompts(values)
@@ -167,14 +191,21 @@ def generate(
         return
     from dalle_data.progress import make_progress
 
-    summary = run_generate(spec, quiet=quiet, overwrite=overwrite, llm_cache=not no_cache,
-                           progress=make_progress(quiet, json_mode=json_output))
+    from dalle_data.execution.parts import Part
+
+    part = Part.parse(shard) if shard is not None else None
+    summary = run_generate(spec, quiet=quiet, overwrite=overwrite, llm_cache=not no_cache, part=part,
+                           progress=make_progress(quiet, json_mode=json_output), mirror=mirror)
+    if mirror is not None:
+        summary = {**summary, "out": mirror.url}
     if json_output:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     elif not quiet:
         from dalle_data.cli.report import print_summary
 
         print_summary(summary)
+    if part is not None and not quiet:
+        typer.echo(f"part {part} of {spec.out} done; once every part is: dalle-data merge {spec.out}", err=True)
     if not summary["complete"] and not allow_short:
         from dalle_data.summary import EXIT_SHORT
 
@@ -205,4 +236,5 @@ def print_dry_run(report: dict[str, Any]) -> None:
                    f"{llm['classes_cached']} of {len(report['classes'])} classes cached, "
                    f"at least {llm['requests_at_least']} LLM requests to make")
     cost = report["cost"]
-    typer.echo(describe(Estimate(cost["per_image"], cost["expected"], cost["max"], cost["source"], cost["note"])))
+    typer.echo(describe(Estimate(cost["per_image"], cost["expected"], cost["max"], cost["source"], cost["note"],
+                                 cost.get("prices_checked") or "", cost.get("token_basis"))))

@@ -47,10 +47,28 @@ def probe(
     the_scorer = load_scorer(resolve_scorer_name(scorer, run.spec.model), device=resolve_device(device))
     report = run_probe(train, test, scorer=the_scorer, classes=list(run.spec.classes), real_train=real_train,
                        ablate_filter=ablate == "filter")
+    _keep(run, report)
     if json_output:
         typer.echo(json.dumps(report, indent=2))
     else:
         print_report(report)
+
+
+def _keep(run: Any, report: dict[str, Any]) -> None:
+    """The probe's results beside the run (``OUT/report/probe.json``), then the card and report refreshed."""
+    import logging
+
+    from dalle_data.report import refresh_report
+    from dalle_data.rundir.directory import atomic_write_text
+    from dalle_data.rundir.lock import RunLock, RunLocked
+
+    try:
+        with RunLock(run.out, "dalle-data probe (saving its results)"):
+            run.layout.report_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run.layout.probe_json, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+            refresh_report(run.out, locked=True)
+    except (RunLocked, OSError) as err:
+        logging.getLogger(__name__).warning("the probe's results were not saved in %s: %s", run.out, err)
 
 
 def print_report(report: dict[str, Any]) -> None:

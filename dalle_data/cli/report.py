@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 
@@ -50,3 +52,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     if outputs:
         console.print(f"Labels:      {summary.get('labels_file', out + '/labels.json')}   (id, label, folder, role: "
                       "the same ids in every format)", soft_wrap=True)
+    report_json = Path(out) / "report" / "report.json"
+    if outputs and report_json.is_file():
+        try:
+            warnings = json.loads(report_json.read_text(encoding="utf-8")).get("warnings", [])
+        except (OSError, ValueError):
+            warnings = []
+        console.print(f"Report:      {out}/report/index.html   (card: {out}/README.md; {len(warnings)} warning(s)"
+                      + (f", e.g. {warnings[0]}" if warnings else "") + ")", soft_wrap=True)

@@ -22,12 +22,17 @@ EPILOG = epilog(
         'dalle-data review out --apply                          # write the decisions into the dataset',
         'dalle-data review out --apply --dry-run --json         # what --apply would change, for CI',
         'dalle-data review out --lowest-clip 100 --format table # the same selection, no server',
+        'dalle-data review out --smallest-margin 40 --format table   # the scorer\'s boundary cases first',
+        'dalle-data review out --lowest-prob 40 --per-class --format table',
+        'dalle-data review out --disagree 40 --second-scorer tiny --format table   # where a second CLIP doubts',
+        'dalle-data review out --duplicates --format table      # near-duplicate groups (dedup keeps the first)',
         'dalle-data review out --export-html sheet.html         # a contact sheet to share (images inlined)',
     ],
-    'Keys on the page: arrows move, a accept, r reject, l relabel (then 1-9), n hard negative, u undo. Decisions are saved as they are made in OUT/review/decisions.jsonl; --apply moves rejected images to OUT/rejected/, relabeled ones to their new class, and updates OUT/manifest.jsonl.',
+    'Orders: --smallest-margin finds wrong-class images soonest when the scorer is good (see benchmarks/review_orderings.py); --disagree with an independent scorer catches what the first scorer is blind to; --lowest-clip finds images that drifted from their prompt. Keys on the page: arrows move, a accept, r reject, l relabel (then 1-9), n hard negative, u undo. Decisions are saved as they are made in OUT/review/decisions.jsonl; --apply moves rejected images to OUT/rejected/, relabeled ones to their new class, and updates OUT/manifest.jsonl.',
 )
 
-_FLAGS = {"lowest": "--lowest-clip", "random": "--random", "seed": "--seed"}
+_FLAGS = {"lowest": "--lowest-clip", "random": "--random", "seed": "--seed", "order": "--lowest-clip",
+          "second_scorer": "--second-scorer", "threshold": "--threshold"}
 
 
 def _open_session(out: Path, values: dict[str, Any]) -> ReviewSession:
@@ -57,7 +62,9 @@ def _print_table(session: ReviewSession) -> None:
     for n, item in enumerate(session.items, 1):
         r, d = item.record, session.decision_of(item.record.id)
         decision = "" if d is None else (f"relabel → {d.label}" if d.action == "relabel" else d.action)
-        table.add_row(str(n), f"{item.why} {item.rank}", r.label, "—" if r.clip_score is None else f"{r.clip_score:.4f}",
+        why = item.why if item.why == "random" else {"clip": "lowest", "duplicates": "group"}.get(session.opts.order,
+                                                                                                    session.opts.order)
+        table.add_row(str(n), f"{why} {item.rank}", r.label, "—" if r.clip_score is None else f"{r.clip_score:.4f}",
                       "—" if r.class_prob is None else f"{r.class_prob:.1%}", r.mode, decision, r.id, r.prompt)
     console = make_console()
     console.print(table)
@@ -81,7 +88,8 @@ def _print_apply(report: ApplyReport, out: Path) -> None:
         if change.kind in ("relabeled", "hard_negative"):
             key = f"{change.before.label} → {change.after.label}"
             moves[key] = moves.get(key, 0) + 1
-    notes = {"rejected": f"moved to {out}/rejected/", "restored": "back in the dataset as generated",
+    notes = {"rejected": f"moved to {out}/rejected/", "duplicate": f"near-duplicates (dedup), in {out}/rejected/",
+             "restored": "back in the dataset as generated",
              "relabeled": ", ".join(f"{k} ×{v}" for k, v in moves.items()), "hard_negative": ""}
     for kind, count in counts.items():
         if count:
@@ -119,7 +127,13 @@ def _serve(session: ReviewSession, port: int, browser: bool) -> None:
 @cli_errors
 def review(
     out: Path = typer.Argument(..., metavar="OUT", help="Output directory of a finished run."),
-    lowest_clip: int = typer.Option(50, "--lowest-clip", metavar="N", help="Review the N kept images with the lowest CLIP score (0: none)."),
+    lowest_clip: int | None = typer.Option(None, "--lowest-clip", metavar="N", show_default=False, help="Review the N kept images with the lowest CLIP score (0: none). [default: 50 when no other order is given]"),
+    lowest_prob: int | None = typer.Option(None, "--lowest-prob", metavar="N", help="Review the N kept images the scorer is least sure are their label."),
+    smallest_margin: int | None = typer.Option(None, "--smallest-margin", metavar="N", help="Review the N kept images whose label leads the runner-up label by the least."),
+    disagree: int | None = typer.Option(None, "--disagree", metavar="N", help="With --second-scorer: the N images that scorer gives the lowest probability of their label."),
+    second_scorer: str | None = typer.Option(None, "--second-scorer", metavar="NAME", help="An independent CLIP for --disagree (any --scorer name: ARCH/TAG, hf-hub:..., a folder, tiny)."),
+    duplicates: bool = typer.Option(False, "--duplicates", help="Review the near-duplicate groups, group by group."),
+    threshold: float = typer.Option(0.95, "--threshold", min=0.01, max=1.0, help="With --duplicates: the cosine at or above which images are near-duplicates."),
     per_class: bool = typer.Option(False, "--per-class", help="Take the N lowest of each class instead of overall."),
     random_k: int = typer.Option(0, "--random", metavar="K", help="Add K randomly sampled kept images as spot checks."),
     seed: int = typer.Option(0, "--seed", metavar="INT", help="Seed of the random sample (same seed, same sample)."),
@@ -146,12 +160,26 @@ def review(
 
         run = load_run(out, recover=False)  # apply finishes a cut-off apply itself, and reports it
         report = apply_decisions(run, DecisionLog(run.review_dir / DECISIONS_FILE, run.spec_hash), dry_run=dry_run)
+        if report.changes and not dry_run:
+            from dalle_data.report import refresh_report
+
+            refresh_report(out)
         if json_output:
             typer.echo(json.dumps({"out": str(out), **report.as_json()}, indent=2, ensure_ascii=False))
         else:
             _print_apply(report, out)
         return
-    session = _open_session(out, {"lowest": lowest_clip, "per_class": per_class, "random": random_k,
+    orders = {"clip": lowest_clip, "prob": lowest_prob, "margin": smallest_margin, "disagree": disagree,
+              "duplicates": 0 if duplicates else None}
+    given = [name for name, n in orders.items() if n is not None]
+    if len(given) > 1:
+        flags = {"clip": "--lowest-clip", "prob": "--lowest-prob", "margin": "--smallest-margin",
+                 "disagree": "--disagree", "duplicates": "--duplicates"}
+        raise SpecError(f"{flags[given[0]]} and {flags[given[1]]} are two orders; review one at a time")
+    order = given[0] if given else "clip"
+    n = orders[order] if given else 50
+    session = _open_session(out, {"lowest": n, "order": order, "second_scorer": second_scorer,
+                                  "threshold": threshold, "per_class": per_class, "random": random_k,
                                   "seed": seed, "shuffle": shuffle})
     if export_html is not None:
         from dalle_data.review.export import export_html as write_sheet

@@ -22,7 +22,7 @@ EPILOG = epilog(
 
 @cli_errors
 def verify(
-    out: Path = typer.Argument(..., metavar="OUT", help="Output directory of a finished run."),
+    out: str = typer.Argument(..., metavar="OUT", help="Output directory (or fsspec URL) of a finished run."),
     repair: bool = typer.Option(False, "--repair", help="Rewrite what can be rebuilt, regenerate what cannot."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -32,7 +32,17 @@ def verify(
     from dalle_data.verify import repair as mend
     from dalle_data.verify import verify as check
 
-    report = mend(out, regenerate_shards) if repair else check(out)
+    from dalle_data.errors import SpecError
+    from dalle_data.remote import Mirror, is_url, local_path
+
+    if is_url(out):
+        if repair:
+            raise SpecError(f"--repair works on a local run: copy {out} here, repair it, and upload it again")
+        folder = Mirror(out).pull_all()
+    else:
+        folder = Path(local_path(out))
+    report = mend(folder, regenerate_shards) if repair else check(folder)
+    report.out = out  # type: ignore[assignment]  # name the run as the user did
     if json_output:
         typer.echo(as_json_text(report))
     else:

@@ -46,6 +46,8 @@ def batch_size_for(spec: RunSpec, stages: Stages, the_plan: Plan) -> int:
     from dalle_data.backends import BACKENDS
 
     backend = BACKENDS[spec.backend]
+    if getattr(spec, "openai_batch", False):  # one Batch API job per call: a shard's worth
+        return spec.shard_size if spec.batch_size == "auto" else int(spec.batch_size)
     if not backend.needs_device:  # an API backend runs a batch's requests concurrently: a batch holds them all
         return max(API_BATCH if spec.batch_size == "auto" else int(spec.batch_size), spec.max_concurrency)
     if spec.batch_size != "auto":
@@ -92,11 +94,19 @@ def probe(stages: Stages, limit: int = MAX_BATCH) -> tuple[int, dict[int, float]
                        prior_num_inference_steps=min(PROBE_STEPS, stages.settings.prior_num_inference_steps))
     generator = stages.generator
     prompt = "a photo of a thing"
+    text = "text-to-image" in getattr(generator, "capabilities", frozenset({"text-to-image"}))
+    if not text:  # a variation-only model (Stable unCLIP) is probed with variations of a plain picture
+        from PIL import Image
+
+        source = Image.new("RGB", (settings.width, settings.height), (128, 128, 128))
 
     def once(n: int) -> float:
         seeds = [derive_seed("batch-size probe", n, i) for i in range(n)]
         t = time.perf_counter()
-        generator([prompt] * n, seeds, settings)
+        if text:
+            generator([prompt] * n, seeds, settings)
+        else:
+            generator.variation([[source]] * n, [[1.0]] * n, seeds, settings)
         return n / max(time.perf_counter() - t, 1e-9)
 
     once(1)  # warm-up: first-call costs (allocations, kernels, compilation) are not throughput

@@ -119,14 +119,18 @@ class Ledger:
     def __getitem__(self, key: Key) -> SlotCounts:
         return self.slots[key]
 
-    def key_of(self, record: Record) -> Key:
-        return (record.imitates or record.label, record.mode)
+    def key_of(self, record: Record, units: dict[str, Key] | None = None) -> Key:
+        """The slot a record counts for: its unit's, when the task is known, else its class and mode's."""
+        if units and record.id in units:
+            return units[record.id]
+        cls, mode = record.imitates or record.label, record.mode
+        return next(k for k in self.slots if k[0] == cls and k[1] == mode)
 
     # --- folding ---------------------------------------------------------------
-    def replay(self, records: Iterable[Record]) -> None:
-        """Count finished records (from a shard marker) as they are."""
+    def replay(self, records: Iterable[Record], units: dict[str, Key] | None = None) -> None:
+        """Count finished records (from a shard marker) as they are; ``units`` maps record ids to slots."""
         for record in records:
-            self.slots[self.key_of(record)].count(record)
+            self.slots[self.key_of(record, units)].count(record)
 
     def finalize(self, record: Record, unit: Unit) -> Record:
         """The final state of a fresh record (``surplus`` once the quota is met), counted."""
@@ -141,7 +145,9 @@ class Ledger:
         """Fold wave 0: each unusable source is counted once and left out of the slots that used it."""
         bad: dict[Key, set[str]] = {}
         for record in records:
-            counts = self.slots[self.key_of(record)]
+            mine = users.get(str(record.source_id), ())
+            key = next((k for k in mine if k[0] == (record.imitates or record.label) and k[1] == record.mode), None)
+            counts = self.slots[key if key is not None else self.key_of(record)]
             code = record.reject_reason or "source-unreadable"
             counts.reasons[code] = counts.reasons.get(code, 0) + 1
             counts.unusable += 1

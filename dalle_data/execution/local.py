@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +88,7 @@ class LocalExecutor:
     def __init__(
         self, stages: Stages, writers: Sequence[Any], store: Any, *, batch_size: int, shard_size: int,
         progress: Progress | None = None, stop: threading.Event | None = None, workers: int = 2, depth: int = 2,
-        overlap_scoring: bool | None = None,
+        overlap_scoring: bool | None = None, prefix: str = "",
     ) -> None:
         self.stages = stages
         self.writers = list(writers)
@@ -106,6 +106,7 @@ class LocalExecutor:
         if overlap_scoring is None:
             overlap_scoring = str(getattr(stages.generator, "device", "cpu")).startswith(("cuda", "mps"))
         self.overlap_scoring = overlap_scoring
+        self.prefix = prefix  # a part's shard names (--shard): p0003of0010-r001-s0000
         self.shards_planned: list[str] = []  # every shard of the plan, in plan order (the writers' indexes)
 
     # --- the run -----------------------------------------------------------------------
@@ -115,33 +116,26 @@ class LocalExecutor:
             self._check_sources(ledger)
             self.progress.start(ledger.targets())
             with _Pipeline(self, ledger) as pipeline:
-                wave = 0
-                while True:
-                    wave += 1
-                    tasks, cursors = plan_wave(ledger, wave, self.shard_size, self.stages.unit_id)
-                    if not tasks:
-                        break
-                    ledger.advance(cursors)
-                    self.stats.rounds += 1
-                    for task in tasks:
-                        self.stats.shards += 1
-                        self.shards_planned.append(task.shard)
-                        done = self.store.load(task.shard, task.ids) if self.store else None
-                        if done is not None:
-                            pipeline.replay(task, done)
-                        else:
-                            pipeline.generate(task)
-                    pipeline.wait()
-                    self.progress.round_done(wave, *ledger.totals())
+                run_waves(self, ledger, pipeline, self._wave)
         finally:
             self.progress.stop()
         self.stats.batch_size = self.batch.value
         self.stats.elapsed = time.perf_counter() - t0
         return self.stats
 
+    def _wave(self, pipeline: _Pipeline, tasks: list[Task]) -> None:
+        for task in tasks:
+            self.stats.shards += 1
+            self.shards_planned.append(task.shard)
+            done = self.store.load(task.shard, task.ids) if self.store else None
+            if done is not None:
+                pipeline.replay(task, done)
+            else:
+                pipeline.generate(task)
+
     def _check_sources(self, ledger: Ledger) -> None:
         """Wave 0, in order (cheap: each source image is opened once)."""
-        tasks = check_tasks([c.plan for c in ledger.slots.values()], self.shard_size)
+        tasks = check_tasks([c.plan for c in ledger.slots.values()], self.shard_size, self.prefix)
         for task in tasks:
             done = self.store.load(task.shard, None) if self.store else None
             records = done if done is not None else self._check(task)
@@ -168,6 +162,22 @@ class LocalExecutor:
         t = time.perf_counter()
         commit(task.shard, records, self.writers, self.store)
         self.stats.add("write", time.perf_counter() - t)
+
+
+def run_waves(executor: Any, ledger: Ledger, pipeline: _Pipeline, wave_fn: Callable[[_Pipeline, list[Task]], None]) -> None:
+    """Plan wave after wave until the ledger has no more work; ``wave_fn`` starts a wave's tasks, then the
+    pipeline is drained and the round reported (the local and Ray executors differ only in ``wave_fn``)."""
+    wave = 0
+    while True:
+        wave += 1
+        tasks, cursors = plan_wave(ledger, wave, executor.shard_size, executor.stages.unit_id, executor.prefix)
+        if not tasks:
+            break
+        ledger.advance(cursors)
+        executor.stats.rounds += 1
+        wave_fn(pipeline, tasks)
+        pipeline.wait()
+        executor.progress.round_done(wave, *ledger.totals())
 
 
 class _Pipeline:
@@ -290,7 +300,7 @@ class _Pipeline:
                 return
             kind, task, payload, last = item
             if kind == "replay":
-                self.ledger.replay(payload)
+                self.ledger.replay(payload, {u.id: u.slot for u in task.units})
                 ex.stats.shards_replayed += 1
                 self._report(task)
                 self._finalized()

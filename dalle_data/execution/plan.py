@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from dalle_data.prompts import PromptItem
     from dalle_data.sources import Source
 
-Key = tuple[str, str]  # (class, mode)
+Key = tuple[str, str, int]  # (class, mode, sub-slot): sub-slots exist only when --shard splits a large slot
 
 
 def derive_seed(*parts: object) -> int:
@@ -69,10 +69,16 @@ class SlotPlan:
     run_seed: int
     sources: tuple[Source, ...] = ()
     per_source: int | None = None  # --per-source K: a quota (and a budget of 5K attempts) per source image
+    sub: int = 0  # a sub-slot of a slot split over parts (--shard): it makes units sub, sub + stride, ...
+    stride: int = 1
 
     @property
     def key(self) -> Key:
-        return (self.cls, self.mode)
+        return (self.cls, self.mode, self.sub)
+
+    def index(self, local: int) -> int:
+        """The slot-wide unit index of this (sub-)slot's ``local``-th unit: prompt and seed follow it."""
+        return self.sub + self.stride * local
 
     @property
     def role(self) -> str:
@@ -132,7 +138,7 @@ def shard_name(wave: int, index: int) -> str:
     return f"r{wave:03d}-s{index:04d}"
 
 
-def check_tasks(slots: Sequence[SlotPlan], shard_size: int) -> list[CheckTask]:
+def check_tasks(slots: Sequence[SlotPlan], shard_size: int, prefix: str = "") -> list[CheckTask]:
     """Wave 0: every source of every image-mode slot, once, in id order, cut into shards ``r000-sNNNN``."""
     users: dict[str, list[Key]] = {}
     by_id: dict[str, Source] = {}
@@ -145,14 +151,18 @@ def check_tasks(slots: Sequence[SlotPlan], shard_size: int) -> list[CheckTask]:
     for index, start in enumerate(range(0, len(order), shard_size)):
         ids = order[start : start + shard_size]
         keys = {k for i in ids for k in users[i]}
-        tasks.append(CheckTask(shard_name(0, index), tuple(by_id[i] for i in ids),
+        tasks.append(CheckTask(prefix + shard_name(0, index), tuple(by_id[i] for i in ids),
                                tuple((i, tuple(users[i])) for i in ids),
                                tuple(s for s in slots if s.key in keys)))
     return tasks
 
 
-def plan_wave(ledger: Ledger, wave: int, shard_size: int, unit_id: UnitId) -> tuple[list[Task], dict[Key, int]]:
-    """The tasks of wave ``wave`` and each slot's unit cursor after it (a pure function of the ledger)."""
+def plan_wave(ledger: Ledger, wave: int, shard_size: int, unit_id: UnitId,
+              prefix: str = "") -> tuple[list[Task], dict[Key, int]]:
+    """The tasks of wave ``wave`` and each slot's unit cursor after it (a pure function of the ledger).
+
+    ``prefix`` names the shards of one part of a split run (``p0003of0010-``), so parts never collide.
+    """
     units: list[Unit] = []
     cursors: dict[Key, int] = {}
     for counts in ledger.slots.values():
@@ -164,7 +174,7 @@ def plan_wave(ledger: Ledger, wave: int, shard_size: int, unit_id: UnitId) -> tu
     for index, start in enumerate(range(0, len(units), shard_size)):
         chunk = tuple(units[start : start + shard_size])
         keys = list(dict.fromkeys(u.slot for u in chunk))
-        tasks.append(Task(shard_name(wave, index), wave, chunk, tuple(plans[k] for k in keys)))
+        tasks.append(Task(prefix + shard_name(wave, index), wave, chunk, tuple(plans[k] for k in keys)))
     return tasks, cursors
 
 
@@ -175,7 +185,8 @@ def take(counts: SlotCounts, n: int, unit_id: UnitId) -> tuple[list[Unit], int]:
     planned: dict[str, int] = {}
     k = counts.next_k
     while len(units) < n:
-        sources = _sources_for(plan.mode, counts.sources, k)
+        g = plan.index(k)  # the slot-wide index: prompt and seed follow it, so sub-slots never repeat a unit
+        sources = _sources_for(plan.mode, counts.sources, k if plan.per_source is not None else g)
         if plan.per_source is not None:
             first = sources[0]
             if not counts.source_open(first) or planned.get(first.id, 0) >= counts.room(first):
@@ -185,9 +196,9 @@ def take(counts: SlotCounts, n: int, unit_id: UnitId) -> tuple[list[Unit], int]:
                 k += 1
                 continue
             planned[first.id] = planned.get(first.id, 0) + 1
-        prompt = plan.prompts[k % len(plan.prompts)]
-        seed = derive_seed(plan.run_seed, plan.cls, plan.mode, k)
-        units.append(Unit(plan.key, k, prompt, seed, sources, unit_id(plan, prompt, seed, sources)))
+        prompt = plan.prompts[g % len(plan.prompts)]
+        seed = derive_seed(plan.run_seed, plan.cls, plan.mode, g)
+        units.append(Unit(plan.key, g, prompt, seed, sources, unit_id(plan, prompt, seed, sources)))
         k += 1
     return units, k
 

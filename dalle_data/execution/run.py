@@ -18,6 +18,7 @@ from dalle_data.execution.stages import Stages
 from dalle_data.records import Record
 from dalle_data.rundir import Layout
 from dalle_data.shards import ShardStore
+from dalle_data.sources import source_root
 
 if TYPE_CHECKING:
     from dalle_data.config import RunSpec
@@ -38,7 +39,7 @@ def make_stages(spec: RunSpec, generator: Any, scorer: Any) -> Stages:
         image_options=ImageOptions(
             prompt_weight=spec.prompt_weight, fuse_weight=spec.fuse_weight, mask=spec.mask,
             mask_dir=Path(spec.mask_dir).expanduser() if spec.mask_dir else None,
-            source_root=Path(spec.from_dir).expanduser() if spec.from_dir else None,
+            source_root=source_root(spec.from_dir),
         ),
     )
 
@@ -52,35 +53,72 @@ def make_executor(
     return LocalExecutor(
         stages, writers, store if store is not None else ShardStore(Layout(spec.out, spec.split), the_plan.label_map),
         batch_size=batch_size_for(spec, stages, the_plan), shard_size=spec.shard_size, progress=progress, stop=stop,
+        prefix=the_plan.part.prefix if the_plan.part is not None else "",
     )
 
 
+def make_ray_executor(spec: RunSpec, the_plan: Plan, models: Any, writers: Sequence[Writer], progress: Progress,
+                      stop: threading.Event) -> tuple[Stages, Any]:
+    """The driver's stages (names and settings only: the models live in the actors) and the Ray executor."""
+    from dalle_data.execution.autobatch import MAX_BATCH
+    from dalle_data.execution.ray_executor import RayExecutor
+    from dalle_data.image_modes import ImageOptions
+    from dalle_data.scoring.filters import ClipFilter
+
+    stages = Stages(generator=models, scorer=None, filter=ClipFilter(), settings=models.settings,  # type: ignore[arg-type]
+                    image_options=ImageOptions(
+                        prompt_weight=spec.prompt_weight, fuse_weight=spec.fuse_weight, mask=spec.mask,
+                        mask_dir=Path(spec.mask_dir).expanduser() if spec.mask_dir else None,
+                        source_root=source_root(spec.from_dir)))
+    if spec.batch_size == "auto":
+        limit = max(1, min(MAX_BATCH, sum(s.target for s in the_plan.slots())))
+        batch = models.ray.get(models.actors[0].batch_size.remote(limit))
+    else:
+        batch = int(spec.batch_size)
+    store = ShardStore(Layout(spec.out, spec.split), the_plan.label_map)
+    return stages, RayExecutor(models, stages, writers, store, batch_size=batch, shard_size=spec.shard_size,
+                               progress=progress, stop=stop,
+                               prefix=the_plan.part.prefix if the_plan.part is not None else "")
+
+
 def default_writers(spec: RunSpec, the_plan: Plan) -> list[Writer]:
+    return default_writers_for(spec, the_plan.label_map, spec.out)
+
+
+def default_writers_for(spec: RunSpec, labels: Any, out: Path) -> list[Writer]:
     from dalle_data.writers import WriterContext, make_writers
 
-    ctx = WriterContext(out_dir=spec.out, class_names=the_plan.label_map.names,
-                        class_dirs=the_plan.label_map.folders, split=spec.split, keep_rejected=spec.keep_rejected)
+    ctx = WriterContext(out_dir=out, class_names=labels.names, class_dirs=labels.folders, split=spec.split,
+                        keep_rejected=spec.keep_rejected)
     return make_writers(spec.formats, ctx)
 
 
 def run(
     spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any, writers: list[Writer] | None,
-    progress: Progress, stop: threading.Event,
+    progress: Progress, stop: threading.Event, mirror: Any = None,
 ) -> dict[str, Any]:
-    """Generate (or resume) the run; write the indexes; return the summary."""
+    """Generate (or resume) the run; write the indexes; return the summary (``mirror``: publish each shard)."""
     import time
 
     from dalle_data.summary import summarize
 
     writers = writers if writers is not None else default_writers(spec, the_plan)
-    stages = make_stages(spec, generator, scorer)
-    executor = make_executor(spec, the_plan, stages, writers, progress, stop)
+    if spec.executor == "ray":
+        stages, executor = make_ray_executor(spec, the_plan, generator, writers, progress, stop)
+    else:
+        stages = make_stages(spec, generator, scorer)
+        executor = make_executor(spec, the_plan, stages, writers, progress, stop)
+    if mirror is not None:
+        from dalle_data.remote import MirrorStore
+
+        executor.store = MirrorStore(executor.store, mirror)
     ledger = Ledger(the_plan.slots())
     stats = executor.run(ledger)
     t = time.perf_counter()
-    records = MarkerRecords(executor.store, executor.shards_planned)
-    for writer in writers:
-        writer.close(records)
+    if the_plan.part is None:  # a part writes its shards only: the indexes are the whole run's (merge)
+        records = MarkerRecords(executor.store, executor.shards_planned)
+        for writer in writers:
+            writer.close(records)
     stats.add("write", time.perf_counter() - t)
     outputs, missing = outputs_of(spec)
     extra = {
@@ -89,6 +127,8 @@ def run(
         "labels": list(the_plan.labels), "labels_file": str(Layout(spec.out).labels),
         "settings": {k: getattr(stages.settings, k) for k in stages.settings.__dataclass_fields__},
     }
+    if the_plan.part is not None:
+        extra["part"] = str(the_plan.part)
     return summarize(ledger, stats, extra)
 
 

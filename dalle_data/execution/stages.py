@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from dalle_data import faults
+from dalle_data.embeddings import Vectors
 from dalle_data.errors import DalleDataError
 from dalle_data.execution.plan import CheckTask, SlotPlan, Task, Unit
 from dalle_data.generators.base import Defect, Refusal
@@ -208,9 +211,17 @@ def score(stages: Stages, task: Task, units: Sequence[Unit], outputs: Sequence[A
         base.update(width=outputs[i].width, height=outputs[i].height)
         record = Record(**base, clip_score=round(scores.clip_score[row], 6), class_prob=round(verdict.class_prob, 6),
                         top_class=verdict.top_class, kept=verdict.passed, status="kept" if verdict.passed else "rejected",
-                        reject_reason=verdict.code, error=None, reject_detail=verdict.reason)
+                        reject_reason=verdict.code, error=None, reject_detail=verdict.reason,
+                        vectors=_vectors(stages, scores, row))
         drafts.append(Draft(record, unit, outputs[i]))
     return drafts
+
+
+def _vectors(stages: Stages, scores: ScoreBatch, row: int) -> Vectors | None:
+    if scores.embeddings is None:
+        return None
+    return Vectors(np.asarray(scores.embeddings[row], np.float32), np.asarray(scores.probs[row], np.float32),
+                   tuple(scores.labels), str(getattr(stages.scorer, "name", "")))
 
 
 def _base(stages: Stages, shard: str, plan: SlotPlan, unit: Unit, mask: str | None) -> dict[str, Any]:

@@ -260,9 +260,7 @@ class KandinskyGenerator:
         latents of the first image of a batch only.
         """
         import torch
-        from PIL import Image as PILImage
 
-        from dalle_data.masks import feathered_composite
 
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         out: list[Image | Defect] = []
@@ -279,14 +277,23 @@ class KandinskyGenerator:
                     num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
                     generator=generators[i], output_type="np",
                 ).images[0]
-                result = _to_image(array)
-                if not isinstance(result, Defect):
-                    source = image.convert("RGB")
-                    if source.size != result.size:
-                        source = source.resize(result.size, PILImage.Resampling.BICUBIC)
-                    result = feathered_composite(result, source, mask)
-                out.append(result)
+                out.append(repaint(_to_image(array), image, mask))
         return out
+
+
+def repaint(result: Image | Defect, image: Image, mask: Image) -> Image | Defect:
+    """An inpainting decoder's output over its source: the source's own pixels outside the mask, a feathered
+    edge between (``masks.feathered_composite``), at the output's size; a ``Defect`` stays one."""
+    from PIL import Image as PILImage
+
+    from dalle_data.masks import feathered_composite
+
+    if isinstance(result, Defect):
+        return result
+    source = image.convert("RGB")
+    if source.size != result.size:
+        source = source.resize(result.size, PILImage.Resampling.BICUBIC)
+    return feathered_composite(result, source, mask)
 
 
 def _to_image(array: Any) -> Image | Defect:

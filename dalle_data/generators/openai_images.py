@@ -18,6 +18,17 @@ truncated file, or more than ``MAX_IMAGE_PIXELS`` pixels, which is refused
 from the header before any pixel is decoded) is a ``Defect``: the run records
 it as ``status=failed`` with the reason and goes on.
 
+With ``batch=True`` (``--openai-batch``) text-to-image requests go through
+the Batch API instead (half price, results within a day): each generator call
+becomes one batch job (a JSONL file of ``/v1/images/generations`` requests
+uploaded, the batch created, polled every ``DALLE_DATA_BATCH_POLL`` seconds
+(default 30), its output file downloaded and matched by ``custom_id``). The
+batch id is remembered under ``$DALLE_DATA_HOME/openai-batches/`` by a key of
+the requests (model, quality, size, prompts, seeds), so a run killed while it
+waits finds the same batch again when it is rerun (the shard markers decide
+what is rerun, as always) and pays for nothing twice. Lines that fail come back
+as ``Refusal`` (moderation) or ``Defect``. Edits are not batched.
+
 Masks: dalle-data's masks are white where to repaint; the edits endpoint
 wants an RGBA mask whose transparent (alpha 0) pixels are the ones to edit.
 Outside the mask the source's own pixels are composited back, as the local
@@ -27,10 +38,14 @@ backend does.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import logging
+import os
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -74,6 +89,7 @@ class OpenAIImageGenerator:
     def __init__(
         self, model: str = DEFAULT_MODEL, *, endpoint: Endpoint | None = None, quality: str = DEFAULT_QUALITY,
         max_concurrency: int = 4, client: openai.OpenAI | None = None, scrubber: Scrubber | None = None,
+        batch: bool = False,
     ) -> None:
         if quality not in QUALITIES:
             raise ValueError(f"quality must be one of {', '.join(QUALITIES)}")
@@ -82,6 +98,7 @@ class OpenAIImageGenerator:
         self.quality = quality
         self.max_concurrency = max(1, max_concurrency)
         self.defaults = OPENAI_DEFAULTS
+        self.batch = batch
         if client is None or scrubber is None:
             client, scrubber = make_client(self.endpoint)  # fails here, before any work, without a key
         self._client, self._scrub = client, scrubber
@@ -95,8 +112,62 @@ class OpenAIImageGenerator:
         if len(prompt) != len(seeds):
             raise ValueError("one seed per prompt is needed")
         size = _size(settings)
+        if self.batch and prompt:
+            return self._batch(list(prompt), list(seeds), size)
         jobs = [self._generate_job(p, size) for p in prompt]
         return self._run_all(jobs)
+
+    # -- the Batch API ----------------------------------------------------------------
+    def _batch(self, prompts: list[str], seeds: list[int], size: str) -> list[Output]:
+        """One batch job for these prompts (resumed when a killed run submitted it already)."""
+        from dalle_data.llm.cache import home
+
+        bodies = [{"model": self.model, "prompt": p, "n": 1, "size": size, "quality": self.quality,
+                   "output_format": "png"} for p in prompts]
+        key = hashlib.sha256(json.dumps([self.endpoint.url, bodies, seeds], sort_keys=True).encode()).hexdigest()[:32]
+        state = home() / "openai-batches" / f"{key}.json"
+        batch = None
+        if state.is_file():
+            try:
+                batch = self._api(lambda: self._client.batches.retrieve(json.loads(state.read_text())["batch_id"]))
+                log.info("resuming batch %s (%s)", batch.id, batch.status)
+            except (ValueError, KeyError, OSError):
+                batch = None
+            if batch is not None and batch.status in ("failed", "expired", "cancelled", "cancelling"):
+                log.warning("batch %s %s; submitting its requests again", batch.id, batch.status)
+                batch = None
+        if batch is None:
+            lines = "".join(json.dumps({"custom_id": str(i), "method": "POST", "url": "/v1/images/generations",
+                                        "body": body}) + "\n" for i, body in enumerate(bodies))
+            upload = self._api(lambda: self._client.files.create(
+                file=("requests.jsonl", lines.encode("utf-8"), "application/jsonl"), purpose="batch"))
+            batch = self._api(lambda: self._client.batches.create(
+                input_file_id=upload.id, endpoint="/v1/images/generations", completion_window="24h"))
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_text(json.dumps({"batch_id": batch.id, "model": self.model, "images": len(bodies)}))
+            log.info("submitted batch %s (%d images)", batch.id, len(bodies))
+        poll = float(os.environ.get("DALLE_DATA_BATCH_POLL", "30"))
+        while batch.status not in ("completed", "failed", "expired", "cancelled"):
+            time.sleep(poll)
+            batch = self._api(lambda: self._client.batches.retrieve(batch.id))
+        if batch.status != "completed":
+            state.unlink(missing_ok=True)
+            raise _batch_error(batch)
+        answers: dict[str, Any] = {}
+        for file_id in (batch.output_file_id, getattr(batch, "error_file_id", None)):
+            if file_id:
+                text = self._api(lambda: self._client.files.content(file_id)).text
+                for line in text.splitlines():
+                    if line.strip():
+                        row = json.loads(line)
+                        answers[str(row.get("custom_id"))] = row
+        out = [_batch_output(answers.get(str(i))) for i in range(len(bodies))]
+        state.unlink(missing_ok=True)
+        return out
+
+    def _api(self, request: Callable[[], Any]) -> Any:
+        return call_with_retries(request, what=f"batch API ({self.model})", endpoint=self.endpoint,
+                                 scrub=self._scrub, abort=threading.Event())
 
     def inpaint(
         self, images: Sequence[Image], masks: Sequence[Image], prompt: Sequence[str],
@@ -167,6 +238,33 @@ class OpenAIImageGenerator:
         if first is not None:
             raise first
         return [f.result() for f in futures]
+
+
+def _batch_error(batch: Any) -> Exception:
+    from dalle_data.errors import DalleDataError
+
+    errors = getattr(getattr(batch, "errors", None), "data", None) or []
+    why = f": {errors[0].message}" if errors and getattr(errors[0], "message", None) else ""
+    return DalleDataError(f"OpenAI batch {batch.id} ended {batch.status}{why}; rerun to submit its requests again")
+
+
+def _batch_output(row: dict[str, Any] | None) -> Output:
+    """One line of a batch's output (or error) file as an image, a ``Refusal`` or a ``Defect``."""
+    from types import SimpleNamespace
+
+    if row is None:
+        return Defect("the batch returned no answer for this request")
+    response = row.get("response") or {}
+    body = response.get("body") or {}
+    error = row.get("error") or body.get("error")
+    if response.get("status_code", 200) != 200 or error:
+        error = error or {}
+        code, message = str(error.get("code") or ""), str(error.get("message") or "request failed")
+        if "moderation" in code or "safety" in code or "content_policy" in code:
+            return Refusal(message)
+        return Defect(f"the batch request failed: {message}")
+    data = [SimpleNamespace(b64_json=d.get("b64_json")) for d in body.get("data") or []]
+    return _decode(SimpleNamespace(data=data))
 
 
 def _size(settings: GenerationSettings) -> str:

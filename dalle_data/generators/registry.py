@@ -41,7 +41,11 @@ def check_model_name(model: str) -> None:
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise SpecError(f"--model {model}: a model must be a directory (with prior/ and decoder/), not a file")
+            raise SpecError(f"--model {model}: a model must be a directory (a diffusers pipeline folder with "
+                            "model_index.json, or prior/ and decoder/), not a file")
+        if not (path / "model_index.json").is_file() and not (path / "decoder").is_dir():
+            raise SpecError(f"--model {model}: not a model folder (no model_index.json, no prior/ and decoder/); "
+                            "pass a folder written by save_pretrained")
         return
     if any(sep in model for sep in ("/", "\\")) or model.startswith((".", "~")):
         raise SpecError(f"--model {model}: no such directory")
@@ -55,10 +59,20 @@ def hub_pieces(model: str, prior: str | None, inpaint: bool) -> list[tuple[str, 
     """The hub repos ``--model`` loads from: (what, name, repo, files that show it is cached)."""
     from dalle_data.generators.kandinsky import DECODER_ID, INPAINT_ID, PRIOR_ID
 
+    from dalle_data.generators.text2image import KANDINSKY_CLASSES, PRESETS
+
+    if model in PRESETS:
+        return [("model", model, PRESETS[model].repo, ("model_index.json",))]
+    if model == "stable-unclip":
+        from dalle_data.generators.unclip import PRESET_REPO
+
+        return [("model", model, PRESET_REPO, ("model_index.json",))]
     if model in ("tiny", "shapes-demo") or Path(model).expanduser().is_dir() or not (
         model == "kandinsky-2-2" or looks_like_hub_id(model)
     ):
         return []
+    if _hub_pipeline_class(model, local=True) not in (None, *KANDINSKY_CLASSES):
+        return [("model", model, model, ("model_index.json",))]
     decoder = DECODER_ID if model == "kandinsky-2-2" else model
     repos = [("prior", prior or PRIOR_ID), ("decoder", decoder)] + ([("inpainting decoder", INPAINT_ID)] if inpaint else [])
     return [(what, repo, repo, ("model_index.json",)) for what, repo in repos if not Path(repo).is_dir()]
@@ -80,6 +94,14 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
             tiny.decoder.to(dtype=default_dtype(device, dtype))
         return tiny
     dtype = default_dtype(device, dtype)
+    from dalle_data.generators.text2image import KANDINSKY_CLASSES, PRESETS, Text2ImageGenerator, pipeline_class_of
+
+    if model in PRESETS:
+        if prior is not None:
+            raise ModelLoadError(f"--prior is only for Kandinsky 2.2 models; {model} has no prior")
+        preset = PRESETS[model]
+        return Text2ImageGenerator.from_pretrained(preset.repo, model=model, device=device, dtype=dtype,
+                                                   defaults=preset.defaults)
     if model == "shapes-demo":
         generator = KandinskyGenerator.from_directory(shapes_demo_dir(), device=device, dtype=dtype)
         generator.model = "shapes-demo"
@@ -89,14 +111,51 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
             prior or PRIOR_ID, DECODER_ID, model=DECODER_ID, device=device, dtype=dtype, inpaint=INPAINT_ID
         )
     path = Path(model).expanduser()
+    from dalle_data.generators.unclip import PIPELINE as STABLE_UNCLIP
+    from dalle_data.generators.unclip import PRESET_REPO, StableUnCLIPGenerator
+
+    if model == "stable-unclip" or (path.is_dir() and pipeline_class_of(path) == STABLE_UNCLIP):
+        return StableUnCLIPGenerator.from_pretrained(PRESET_REPO if model == "stable-unclip" else path, model=model,
+                                                     device=device, dtype=dtype)
+    if path.is_dir() and not (path / "decoder").is_dir() and pipeline_class_of(path) not in (None, *KANDINSKY_CLASSES):
+        if prior is not None:
+            raise ModelLoadError(f"--prior is only for Kandinsky 2.2 models; {path} is a "
+                                 f"{pipeline_class_of(path)}")
+        return Text2ImageGenerator.from_pretrained(path, model=str(path), device=device, dtype=dtype)
     if path.is_dir():
         if prior is not None:
             raise ModelLoadError("--prior is only for hub decoders; a model directory carries its own prior/")
         return KandinskyGenerator.from_directory(path, device=device, dtype=dtype)
-    # A hub id: taken as a Kandinsky 2.2 decoder, paired with the 2.2 prior unless --prior says otherwise.
+    # A hub id: its model_index.json names the pipeline; a Kandinsky 2.2 decoder is paired with the 2.2 prior
+    # unless --prior says otherwise, any other pipeline is a text-to-image model.
+    hub_class = _hub_pipeline_class(model)
+    if hub_class == STABLE_UNCLIP:
+        return StableUnCLIPGenerator.from_pretrained(model, model=model, device=device, dtype=dtype)
+    if hub_class not in (None, *KANDINSKY_CLASSES):
+        return Text2ImageGenerator.from_pretrained(model, model=model, device=device, dtype=dtype)
     return KandinskyGenerator.from_pretrained(
         prior or PRIOR_ID, model, model=model, device=device, dtype=dtype, inpaint=INPAINT_ID
     )
+
+
+def _hub_pipeline_class(repo: str, local: bool = False) -> str | None:
+    """The pipeline class a hub repo's ``model_index.json`` names (from the cache; the Hub when reachable and
+    not ``local``); None when it cannot be read."""
+    from huggingface_hub import hf_hub_download
+
+    from dalle_data.hub import hub_offline, hub_reachable
+
+    for local_only in (True, False):
+        if not local_only and (local or hub_offline() or not hub_reachable()):
+            return None
+        try:
+            path = hf_hub_download(repo, "model_index.json", local_files_only=local_only)
+        except Exception:  # noqa: BLE001 - not cached / not a diffusers repo: "unknown"
+            continue
+        from dalle_data.generators.text2image import pipeline_class_of
+
+        return pipeline_class_of(Path(path).parent)
+    return None
 
 
 def load_for_spec(spec: RunSpec, device: str) -> Generator:
@@ -119,7 +178,7 @@ def load_api_generator(spec: RunSpec) -> Generator:
 
     endpoint = Endpoint(base_url=spec.base_url, timeout=spec.timeout, retry=RetryPolicy.from_env(spec.max_retries))
     return OpenAIImageGenerator(spec.model, endpoint=endpoint, quality=spec.quality or DEFAULT_QUALITY,
-                                max_concurrency=spec.max_concurrency)
+                                max_concurrency=spec.max_concurrency, batch=spec.openai_batch)
 
 
 def resolve_settings(spec: RunSpec, defaults: GenerationSettings) -> GenerationSettings:

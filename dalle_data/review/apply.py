@@ -3,7 +3,10 @@
 What each decision means for a record, starting from its original state (as
 ``generate`` made it, see ``run``):
 
-* ``accept`` / ``clear`` / no decision: the original state.
+* ``accept`` / ``clear`` / no decision: the original state, unless ``dedup``
+  set the image aside as a near-duplicate (``OUT/review/dedup.json``): then
+  ``status="rejected"``, ``reject_reason="duplicate"``. A person's decision
+  on an image wins over dedup's.
 * ``reject``: ``status="rejected"``, ``kept=False``, ``reject_reason="review"``.
 * ``relabel`` to class C: ``label=C`` (its ``label_id`` and ``class_dir`` from
   the run's label map), ``role="positive"``, ``imitates=None``.
@@ -80,10 +83,29 @@ JOURNAL_FILE = "apply-journal.json"
 log = logging.getLogger(__name__)
 
 REVIEW_REASON = "review"
+DUPLICATE_REASON = "duplicate"
+DEDUP_FILE = "dedup.json"
 
 
-def outcome(run: ReviewRun, original: Record, decision: Decision | None) -> Record:
-    """The state a record should have once ``decision`` is applied to its original state."""
+def set_aside(run: ReviewRun) -> frozenset[str]:
+    """The ids ``dedup`` set aside as near-duplicates (``OUT/review/dedup.json``; none without it)."""
+    path = run.review_dir / DEDUP_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return frozenset()
+    except (OSError, ValueError) as err:
+        raise OutputDirError(f"{path} cannot be read ({err}); remove it with `dalle-data dedup {run.out} --undo`, "
+                             "or rerun dedup") from None
+    if not isinstance(data, dict) or data.get("spec_hash") != run.spec_hash or not isinstance(data.get("set_aside"), list):
+        raise OutputDirError(f"{path} is not this run's dedup file; remove it with `dalle-data dedup {run.out} --undo`")
+    return frozenset(str(i) for i in data["set_aside"])
+
+
+def outcome(run: ReviewRun, original: Record, decision: Decision | None, duplicate: bool = False) -> Record:
+    """The state a record should have once ``decision`` (and dedup) is applied to its original state."""
+    if decision is None and duplicate:
+        return original.replace(status="rejected", kept=False, reject_reason=DUPLICATE_REASON)
     action = decision.action if decision else "accept"
     if action == "reject":
         return original.replace(status="rejected", kept=False, reject_reason=REVIEW_REASON)
@@ -111,7 +133,7 @@ class Change:
         if self.after == self.original:
             return "restored"
         if self.after.status == "rejected":
-            return "rejected"
+            return "duplicate" if self.after.reject_reason == DUPLICATE_REASON else "rejected"
         return "hard_negative" if self.after.role == "hard_negative" else "relabeled"
 
     def as_json(self) -> dict[str, Any]:
@@ -134,7 +156,7 @@ class ApplyReport:
 
     def counts(self) -> dict[str, int]:
         counted = Counter(c.kind for c in self.changes)
-        return {k: counted.get(k, 0) for k in ("rejected", "relabeled", "hard_negative", "restored")}
+        return {k: counted.get(k, 0) for k in ("rejected", "duplicate", "relabeled", "hard_negative", "restored")}
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -145,21 +167,24 @@ class ApplyReport:
         }
 
 
-def plan_changes(run: ReviewRun, decisions: dict[str, Decision]) -> list[Change]:
-    """Records whose state now differs from what the decisions ask for, manifest order."""
+def plan_changes(run: ReviewRun, decisions: dict[str, Decision],
+                 duplicates: frozenset[str] | None = None) -> list[Change]:
+    """Records whose state now differs from what the decisions (and dedup) ask for, manifest order."""
+    duplicates = set_aside(run) if duplicates is None else duplicates
     changes: list[Change] = []
     for record in run.records:
         original = run.original(record)
         if original.status != "kept":
             continue  # never in review: failed, refused or rejected by generate's filter
-        after = outcome(run, original, decisions.get(record.id))
+        after = outcome(run, original, decisions.get(record.id), record.id in duplicates)
         if after != record:
             changes.append(Change(before=record, after=after, original=original))
     return changes
 
 
-def apply_decisions(run: ReviewRun, decisions_log: DecisionLog, dry_run: bool = False) -> ApplyReport:
-    """Carry out the decisions in force (see the module docstring); takes the run lock."""
+def apply_decisions(run: ReviewRun, decisions_log: DecisionLog, dry_run: bool = False,
+                    locked: bool = False) -> ApplyReport:
+    """Carry out the decisions in force (see the module docstring); takes the run lock unless ``locked``."""
     if not run.ended:
         raise OutputDirError(
             f"{run.out} is not a finished run (no summary.json); finish it with "
@@ -170,7 +195,7 @@ def apply_decisions(run: ReviewRun, decisions_log: DecisionLog, dry_run: bool = 
                              f"run `dalle-data verify {run.out} --repair` once, then apply")
     if dry_run:
         return _report(run, decisions_log, dry_run=True)[0]
-    with RunLock(run.out, "dalle-data review --apply"):
+    with contextlib.nullcontext() if locked else RunLock(run.out, "dalle-data review --apply"):
         report, changes = _report(run, decisions_log)  # before a cut-off apply is finished: report it too
         if recover(run.out, locked=True):
             run = load_run(run.out, recover=False)

@@ -46,7 +46,7 @@ def _card(session: ReviewSession, store: ImageStore, item: Item) -> str:
     else:
         text = f"→ {decision.label}" if decision.action == "relabel" else _DECISION[decision.action]
         badge = f'<span class="d {esc(decision.action)}">{esc(text)}</span>'
-    why = f"random spot check #{item.rank}" if item.why == "random" else f"lowest CLIP #{item.rank}"
+    why = f"random spot check #{item.rank}" if item.why == "random" else f"{session.opts.title} #{item.rank}"
     role = f" · hard negative, imitates {esc(r.imitates or '')}" if r.role == "hard_negative" else ""
     sources = ""
     if r.source_path:

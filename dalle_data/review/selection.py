@@ -1,13 +1,25 @@
-"""Which images a review shows: the lowest CLIP scores first, plus spot checks.
+"""Which images a review shows: the likeliest to be wrong first, plus spot checks.
 
 The selection is a pure function of the run's kept records (in their original
-state, see ``run``) and the options, so reopening a review shows the same
+state, see ``run``), the options and, for some orders, one value per record
+computed beforehand (``orderings``), so reopening a review shows the same
 images in the same order:
 
-* ``lowest`` images with the lowest ``clip_score`` (the cosine between the
-  image and its own prompt), overall, or per label with ``per_class``
-  (grouped by label in ClassLabel order). Ties are broken by id; records
-  without a score sort first (nothing vouches for them).
+* ``lowest`` images ranked by ``order``, overall, or per label with
+  ``per_class`` (grouped by label in ClassLabel order). Ties are broken by
+  id; records without a value sort first (nothing vouches for them). Orders
+  (which to use: README, "Which images to review"):
+
+  - ``clip``: lowest CLIP cosine between the image and its own prompt;
+  - ``prob``: lowest zero-shot probability that the image is what its label
+    says (for a hard negative: that it is not the class it imitates);
+  - ``margin``: smallest lead of the image's label over the runner-up label
+    in the scorer's stored probabilities (the boundary cases);
+  - ``disagree``: lowest probability of the image's label under a second,
+    independent scorer (``--second-scorer``): where two CLIPs disagree;
+  - ``duplicates``: the near-duplicate groups, one after another, the image
+    dedup would keep first (``lowest`` is then ignored).
+
 * ``random`` more images drawn from the kept records not already selected,
   with ``random.Random(seed)`` over the pool sorted by id: the same seed
   gives the same sample. They follow in their own section, or with
@@ -18,7 +30,7 @@ images in the same order:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from dalle_data.records import Record
 
 Why = Literal["lowest", "random"]
+Order = Literal["clip", "prob", "margin", "disagree", "duplicates"]
+TITLES: dict[str, str] = {"clip": "lowest CLIP score", "prob": "lowest class probability",
+                          "margin": "smallest margin", "disagree": "most doubt from the second scorer",
+                          "duplicates": "near-duplicate group"}
 
 
 class SelectionOptions(BaseModel):
@@ -35,6 +51,9 @@ class SelectionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lowest: int = Field(default=50, ge=0, le=1_000_000)
+    order: Order = "clip"
+    second_scorer: str | None = None
+    threshold: float = Field(default=0.95, gt=0.0, le=1.0)
     per_class: bool = False
     random: int = Field(default=0, ge=0, le=1_000_000)
     seed: int = Field(default=0, ge=0)
@@ -42,14 +61,24 @@ class SelectionOptions(BaseModel):
 
     @model_validator(mode="after")
     def _something(self) -> SelectionOptions:
-        if self.lowest == 0 and self.random == 0:
+        if self.lowest == 0 and self.random == 0 and self.order != "duplicates":
             raise ValueError("nothing to review: give --lowest-clip N and/or --random K above 0")
+        if (self.order == "disagree") != (self.second_scorer is not None):
+            raise ValueError("--disagree N and --second-scorer NAME go together")
         return self
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.order]
 
     def describe(self) -> str:
         parts = []
-        if self.lowest:
-            parts.append(f"the {self.lowest} lowest CLIP scores" + (" per class" if self.per_class else ""))
+        if self.order == "duplicates":
+            parts.append(f"near-duplicate groups at cosine ≥ {self.threshold}")
+        elif self.lowest:
+            what = {"clip": "lowest CLIP scores", "prob": "lowest class probabilities", "margin": "smallest margins",
+                    "disagree": f"lowest class probabilities under {self.second_scorer}"}[self.order]
+            parts.append(f"the {self.lowest} {what}" + (" per class" if self.per_class else ""))
         if self.random:
             parts.append(f"{self.random} random (seed {self.seed}{', shuffled in' if self.shuffle else ''})")
         return " + ".join(parts)
@@ -74,24 +103,55 @@ def score_key(record: Record) -> tuple[bool, float, str]:
     return (score is not None, score if score is not None else 0.0, record.id)
 
 
-def lowest(records: Sequence[Record], n: int, per_class: bool, labels: Sequence[str] = ()) -> list[Item]:
-    """The ``n`` lowest-scoring records overall, or of each label."""
+def confidence(record: Record) -> float | None:
+    """The scorer's probability that the record is what its label says (a hard negative: not what it imitates)."""
+    if record.class_prob is None:
+        return None
+    return 1.0 - record.class_prob if record.role == "hard_negative" else record.class_prob
+
+
+def value_key(values: Mapping[str, float | None]) -> Callable[[Record], tuple[bool, float, str]]:
+    """Sort key by a precomputed value per record id (missing values first), ties by id."""
+    def key(record: Record) -> tuple[bool, float, str]:
+        value = values.get(record.id)
+        return (value is not None, value if value is not None else 0.0, record.id)
+    return key
+
+
+def lowest(records: Sequence[Record], n: int, per_class: bool, labels: Sequence[str] = (),
+           key: Callable[[Record], tuple[bool, float, str]] = score_key) -> list[Item]:
+    """The ``n`` lowest records by ``key`` (CLIP score by default) overall, or of each label."""
     if not per_class:
-        return [Item(r, "lowest", i) for i, r in enumerate(sorted(records, key=score_key)[:n], 1)]
+        return [Item(r, "lowest", i) for i, r in enumerate(sorted(records, key=key)[:n], 1)]
     groups: dict[str, list[Record]] = {}
     for record in records:
         groups.setdefault(record.label, []).append(record)
     order = [label for label in labels if label in groups] + sorted(set(groups) - set(labels))
     items: list[Item] = []
     for label in order:
-        items += [Item(r, "lowest", i) for i, r in enumerate(sorted(groups[label], key=score_key)[:n], 1)]
+        items += [Item(r, "lowest", i) for i, r in enumerate(sorted(groups[label], key=key)[:n], 1)]
     return items
 
 
-def select(records: Sequence[Record], opts: SelectionOptions, labels: Sequence[str] = ()) -> list[Item]:
-    """The images to review, in display order (see the module docstring)."""
+def select(records: Sequence[Record], opts: SelectionOptions, labels: Sequence[str] = (),
+           values: Mapping[str, float | None] | None = None,
+           groups: Sequence[Sequence[str]] = ()) -> list[Item]:
+    """The images to review, in display order (see the module docstring). ``values``: the order's value per
+    record id (``margin``, ``disagree``); ``groups``: the near-duplicate groups (``duplicates``)."""
     kept = [r for r in records if r.status == "kept"]
-    items = lowest(kept, opts.lowest, opts.per_class, labels) if opts.lowest else []
+    if opts.order == "duplicates":
+        by_id = {r.id: r for r in kept}
+        items = [Item(by_id[i], "lowest", g) for g, ids in enumerate(groups, 1) for i in ids if i in by_id]
+    elif opts.lowest:
+        if opts.order == "clip":
+            key = score_key
+        elif opts.order == "prob":
+            key = value_key({r.id: confidence(r) for r in kept})
+        else:
+            key = value_key(values or {})
+        items = lowest(kept, opts.lowest, opts.per_class, labels, key)
+    else:
+        items = []
     taken = {item.record.id for item in items}
     pool = sorted((r for r in kept if r.id not in taken), key=lambda r: r.id)
     rng = random.Random(opts.seed)

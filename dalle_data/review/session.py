@@ -39,7 +39,11 @@ class ReviewSession:
     def __init__(self, run: ReviewRun, opts: SelectionOptions) -> None:
         self.run = run
         self.opts = opts
-        self.items: list[Item] = select(run.reviewable(), opts, run.labels)
+        from dalle_data.review.orderings import prepare
+
+        records = run.reviewable()
+        values, groups = prepare(run, opts, records)
+        self.items: list[Item] = select(records, opts, run.labels, values, groups)
         self.by_id: dict[str, Item] = {item.record.id: item for item in self.items}
         self.log = DecisionLog(run.review_dir / DECISIONS_FILE, run.spec_hash)
         self.decisions: dict[str, Decision] = self.log.replay()
@@ -138,7 +142,8 @@ class ReviewSession:
         return {
             "out": str(run.out), "name": run.out.resolve().name, "spec_hash": run.spec_hash,
             "classes": list(run.classes), "negative_label": run.negative_label, "labels": list(run.labels),
-            "complete": run.complete, "selection": {**self.opts.model_dump(), "description": self.opts.describe()},
+            "complete": run.complete, "selection": {**self.opts.model_dump(), "description": self.opts.describe(),
+                                                "title": self.opts.title},
             "kept": len(run.reviewable()), "decisions_file": str(self.log.path),
             "progress": self.progress(), "items": [self.item_json(item) for item in self.items],
             "undo": self.undo_stack(),

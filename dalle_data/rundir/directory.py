@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,10 +60,18 @@ def _is_temporary(name: str) -> bool:
 
 
 class RunDir:
-    def __init__(self, path: Path, split: str = "train") -> None:
+    """A run directory; with ``part`` (``--shard i/n``), the part's own corner of it.
+
+    A part shares the run's identity, spec, label map and dataset folders, and has its own lock,
+    summary, ``_SUCCESS`` and run log under ``OUT/parts/<i>-of-<n>/``, so parts run side by side.
+    """
+
+    def __init__(self, path: Path, split: str = "train", part: Any = None) -> None:
         self.path = Path(path)
         self.layout = Layout(self.path, split)
-        self.lock = RunLock(self.path)
+        self.part = part
+        self.home = self.path / "parts" / part.name if part is not None else self.path
+        self.lock = RunLock(self.home)
         self._created = False
 
     # --- identity ----------------------------------------------------------------
@@ -88,10 +97,10 @@ class RunDir:
         return self.identity() is not None or self.legacy_spec() is not None
 
     def is_blank(self) -> bool:
-        """No directory, or one holding nothing but the lock and temporary files."""
+        """No directory, or one holding nothing but locks and temporary files (a part's included)."""
         if not self.path.exists():
             return True
-        return all(p.name == LOCK_FILE or (_is_temporary(p.name) and p.is_file()) for p in self.path.iterdir())
+        return _only_locks(self.path)
 
     def saved_hash(self) -> str | None:
         identity = self.identity()
@@ -116,6 +125,7 @@ class RunDir:
             raise OutputDirError(f"--out {self.path} is a file; choose a directory")
         if self.path.exists() and not self.is_blank() and not self.is_ours():
             self.check({}, "")  # raises: not empty and holds no dalle-data run
+        self._check_parts()
         if not self.path.exists():
             try:
                 self.path.mkdir(parents=True)
@@ -125,15 +135,37 @@ class RunDir:
                 raise OutputDirError(f"cannot create {self.path}: {err.strerror or err}; choose another --out") from None
             else:
                 self._created = True
+        if self.part is not None:
+            try:
+                self.home.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise OutputDirError(f"cannot create {self.home}: {err.strerror or err}") from None
         self.lock.acquire()
+
+    def parts(self) -> dict[str, Path]:
+        """The part folders a sharded run has made here (``OUT/parts/<i>-of-<n>``)."""
+        root = self.path / "parts"
+        if not root.is_dir():
+            return {}
+        return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and re.fullmatch(r"\d+-of-\d+", p.name)}
+
+    def _check_parts(self) -> None:
+        counts = {name.split("-of-")[1] for name in self.parts()}
+        if self.part is not None:
+            if counts - {str(self.part.count)}:
+                raise OutputDirError(f"{self.path} is split into {sorted(counts)[0]} parts already; run its parts "
+                                     f"with --shard i/{sorted(counts)[0]}, or use another --out")
+            if self.layout.summary.is_file() and not counts:
+                raise OutputDirError(f"{self.path} holds an unsharded run; a part (--shard) cannot join it: "
+                                     "use another --out")
 
     def close(self, *, failed_before_start: bool = False) -> None:
         """Release the lock; a directory this process created (or its lock file) and never used goes again."""
         if failed_before_start and self._created and self.path.is_dir() and self.is_blank():
             with contextlib.suppress(OSError):  # (a directory that was there before keeps the lock file:
-                for p in self.path.iterdir():  # unlinking a held lock file would let two holders in)
-                    p.unlink()
-                self.path.rmdir()
+                import shutil  # unlinking a held lock file would let two holders in)
+
+                shutil.rmtree(self.path)
         self.lock.release()
 
     # --- state -------------------------------------------------------------------
@@ -160,7 +192,7 @@ class RunDir:
             )
         summary = self.saved_summary()
         if summary is not None and summary.get("spec_hash") == spec_hash:
-            if summary.get("complete") and self.layout.success.is_file():
+            if summary.get("complete") and self.success_path.is_file():
                 return "complete"
             if not summary.get("complete"):
                 return "short"
@@ -177,9 +209,17 @@ class RunDir:
         saved = identity.get("spec") or {}
         return any(k in data and data[k] != v for k, v in saved.items())
 
+    @property
+    def summary_path(self) -> Path:
+        return self.home / self.layout.summary.name
+
+    @property
+    def success_path(self) -> Path:
+        return self.home / self.layout.success.name
+
     def saved_summary(self) -> dict[str, Any] | None:
         try:
-            data = json.loads(self.layout.summary.read_text(encoding="utf-8"))
+            data = json.loads(self.summary_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
@@ -192,7 +232,10 @@ class RunDir:
 
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            remove_temporaries(self.path)
+            if self.part is None:
+                remove_temporaries(self.path)
+            else:
+                self._sweep_part_temporaries()
             if self.identity() is None:
                 identity = {"tool": "dalle-data", "format": RUN_FORMAT, "run_id": secrets.token_hex(8),
                             "created_at": _now(), "spec_hash": spec_hash, "inputs": inputs, "spec": content}
@@ -202,27 +245,40 @@ class RunDir:
         except OSError as err:  # mkdir; file writes raise OutputDirError themselves
             raise OutputDirError(f"cannot write to {self.path}: {err.strerror or err}; choose another --out") from None
 
+    def _sweep_part_temporaries(self) -> None:
+        """A part sweeps only its own leftovers: other parts may be writing beside it."""
+        from dalle_data.shards import ShardStore
+
+        prefix = self.part.prefix
+        ids = {i for shard, shard_ids in ShardStore(self.layout).recorded().items() if shard.startswith(prefix)
+               for i in shard_ids}
+        for path in self.path.rglob(".tmp-*.part"):
+            name = path.name[len(".tmp-"):]
+            if prefix in name or name.split(".png.")[0] in ids:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
     def log(self, event: dict[str, Any]) -> None:
         from dalle_data.writers.base import append_jsonl
 
-        append_jsonl(self.layout.runlog, event)
+        append_jsonl(self.home / self.layout.runlog.name, event)
 
     def finish(self, summary: dict[str, Any]) -> None:
         """``summary.json``, then ``_SUCCESS`` only when the dataset is complete."""
         from dalle_data.writers.base import remove_file
 
-        atomic_write_text(self.layout.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(self.summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         if summary.get("complete"):
-            atomic_write_text(self.layout.success, "")
+            atomic_write_text(self.success_path, "")
         else:
-            remove_file(self.layout.success)
+            remove_file(self.success_path)
 
     def unfinish(self) -> None:
         """Mark the run unfinished again (before it is repaired)."""
         from dalle_data.writers.base import remove_file
 
-        remove_file(self.layout.success)
-        remove_file(self.layout.summary)
+        remove_file(self.success_path)
+        remove_file(self.summary_path)
 
     # --- --overwrite ---------------------------------------------------------------
     def clear(self) -> int:
@@ -253,7 +309,7 @@ class RunDir:
             parts.append(old.parquet_part(shard, "rejected"))
             for part in parts:
                 removed += _unlink(part)
-            removed += _unlink(old.marker(shard)) + _unlink(old.intent(shard))
+            removed += _unlink(old.marker(shard)) + _unlink(old.intent(shard)) + _unlink(old.embeddings(shard))
         for path in old.run_files():
             if path in (old.card, old.metadata("dataset"), old.metadata("rejected")) and "imagefolder" not in formats:
                 continue  # a Parquet-only run wrote no ImageFolder index: such a file is someone else's
@@ -262,6 +318,13 @@ class RunDir:
             removed += _unlink(path)
         for path in self.path.rglob(".apply-*.staged"):
             removed += _unlink(path)
+        for home in self.parts().values():  # a sharded run's parts: their summaries, logs and locks
+            for name in (old.summary.name, old.success.name, old.runlog.name, LOCK_FILE):
+                removed += _unlink(home / name)
+            with contextlib.suppress(OSError):
+                home.rmdir()
+        with contextlib.suppress(OSError):
+            (self.path / "parts").rmdir()
         for folder in old.run_dirs(sorted(folders)) + [p for p in old.imagefolder.glob("*") if p.is_dir()]:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: a user's files keep their folder
@@ -269,6 +332,19 @@ class RunDir:
             old.imagefolder.rmdir()
         log.info("--overwrite removed %d file(s) written by an earlier run in %s", removed, self.path)
         return removed
+
+
+def _only_locks(folder: Path) -> bool:
+    """Nothing in ``folder`` but lock files, temporary files, and ``parts/<i>-of-<n>/`` holding only those."""
+    for p in folder.iterdir():
+        if p.name == LOCK_FILE or (_is_temporary(p.name) and p.is_file()):
+            continue
+        if p.name == "parts" and p.is_dir() and all(
+            q.is_dir() and re.fullmatch(r"\d+-of-\d+", q.name) and _only_locks(q) for q in p.iterdir()
+        ):
+            continue
+        return False
+    return True
 
 
 def _unlink(path: Path) -> int:

@@ -19,7 +19,10 @@ ids, shard ids), and ``contained`` checks that a path stays inside ``OUT``::
     OUT/imagefolder/README.md                       card: features and a content fingerprint
     OUT/rejected/parquet/part-<shard>.parquet       rejected images (--keep-rejected, review)
     OUT/rejected/imagefolder/<folder>/<id>.png      rejected images, + metadata.jsonl
-    OUT/review/                      decisions, originals, the apply journal and log
+    OUT/embeddings/<shard>.npz       the scorer's image embeddings and class probabilities (dalle_data.embeddings)
+    OUT/README.md                    the dataset card (Hugging Face convention; `dalle-data report`)
+    OUT/report/index.html            the visual report, + report.json (and probe.json after a probe)
+    OUT/review/                      decisions, originals, the apply journal and log; dedup.json
     OUT/.dalle-data.lock             the lock a process holds while it changes OUT
 """
 
@@ -48,6 +51,8 @@ SHARDS_DIR = "shards"
 METADATA_FILE = "metadata.jsonl"
 CARD_FILE = "README.md"
 REVIEW_DIR = "review"
+EMBEDDINGS_DIR = "embeddings"
+REPORT_DIR = "report"
 TEMP_PATTERN = ".tmp-*.part"
 
 _SHARD = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -136,16 +141,45 @@ class Layout:
     def card(self) -> Path:
         return self.imagefolder / CARD_FILE
 
+    def embeddings(self, shard: str) -> Path:
+        return self.out / EMBEDDINGS_DIR / f"{_checked(shard, _SHARD, 'shard')}.npz"
+
+    # --- report --------------------------------------------------------------------
+    @property
+    def dataset_card(self) -> Path:
+        return self.out / CARD_FILE
+
+    @property
+    def report_dir(self) -> Path:
+        return self.out / REPORT_DIR
+
+    @property
+    def report_html(self) -> Path:
+        return self.report_dir / "index.html"
+
+    @property
+    def report_json(self) -> Path:
+        return self.report_dir / "report.json"
+
+    @property
+    def probe_json(self) -> Path:
+        return self.report_dir / "probe.json"
+
     # --- review ------------------------------------------------------------------
     @property
     def review(self) -> Path:
         return self.out / REVIEW_DIR
 
+    @property
+    def dedup(self) -> Path:
+        return self.review / "dedup.json"
+
     # --- ownership -----------------------------------------------------------------
     def run_files(self) -> list[Path]:
         """Files at fixed places that a run writes (``--overwrite`` removes them)."""
         return [self.spec, self.run, self.labels, self.summary, self.success, self.runlog, self.manifest,
-                self.card, self.metadata("dataset"), self.metadata("rejected")]
+                self.card, self.metadata("dataset"), self.metadata("rejected"), self.dataset_card,
+                self.report_html, self.report_json, self.probe_json, self.dedup]
 
     def run_dirs(self, folders: Iterable[str] = ()) -> list[Path]:
         """Folders a run creates, deepest first (removed by ``--overwrite`` when left empty)."""
@@ -153,7 +187,7 @@ class Layout:
         dirs = [self.images_dir(w) / f for w in WHERES for f in folders]
         dirs += [self.images_dir("dataset"), self.images_dir("rejected"), self.imagefolder,
                  self.parquet_dir("dataset"), self.parquet_dir("rejected"), self.out / "parquet",
-                 self.out / "rejected", self.shards]
+                 self.out / "rejected", self.shards, self.out / EMBEDDINGS_DIR, self.report_dir]
         return dirs
 
     def contained(self, path: Path) -> Path:

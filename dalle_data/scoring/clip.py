@@ -32,11 +32,13 @@ ZERO_SHOT_TEMPLATES: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class ScoreBatch:
-    """Scores for a batch: ``clip_score[i]`` and ``probs[i, j]`` over ``labels``."""
+    """Scores for a batch: ``clip_score[i]``, ``probs[i, j]`` over ``labels`` and, when the scorer
+    has them, the L2-normalised image embeddings ``embeddings[i]`` (kept per shard: dalle_data.embeddings)."""
 
     clip_score: list[float]
     probs: np.ndarray
     labels: tuple[str, ...]
+    embeddings: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -156,5 +158,6 @@ class ClipScorer:
         scale = float(self.model.logit_scale.detach().exp().clamp(max=100.0))
         probs = torch.softmax(scale * img @ self._label_emb.T, dim=-1)
         return ScoreBatch(
-            clip_score=[float(c) for c in cos.cpu()], probs=probs.cpu().numpy(), labels=self._labels
+            clip_score=[float(c) for c in cos.cpu()], probs=probs.cpu().numpy(), labels=self._labels,
+            embeddings=img.cpu().numpy(),
         )

@@ -44,11 +44,13 @@ FORMATS: dict[str, Callable[[WriterContext], Writer]] = {
 
 
 def make_writers(formats: Sequence[str], ctx: WriterContext) -> list[Writer]:
-    """One writer per requested format (duplicates ignored), then the manifest writer."""
+    """One writer per requested format (duplicates ignored), then the embeddings and manifest writers."""
     unknown = [name for name in formats if name not in FORMATS]
     if unknown:
         choices = ", ".join(sorted(FORMATS))
         raise SpecError(f"unknown output format {unknown[0]!r}; choose from {choices}")
+    from dalle_data.embeddings import EmbeddingWriter
+
     writers: list[Writer] = [FORMATS[name](ctx) for name in dict.fromkeys(formats)]
-    writers.append(ManifestWriter(ctx))
+    writers += [EmbeddingWriter(ctx), ManifestWriter(ctx)]
     return writers

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dalle_data.errors import OutputDirError
-from dalle_data.records import Record
+from dalle_data.records import NON_METADATA, Record
 
 if TYPE_CHECKING:
     from dalle_data.rundir.layout import Layout
@@ -110,11 +110,11 @@ def destination(record: Record, ctx: WriterContext) -> str | None:
     """Where a record goes in a dataset writer: ``"dataset"``, ``"rejected"`` or nowhere.
 
     Rejected images are kept apart with ``keep_rejected``; those a person
-    rejected in review always are (review never deletes an image).
+    rejected in review, or ``dedup`` set aside, always are (neither deletes an image).
     """
     if record.status == "kept":
         return "dataset"
-    if record.status == "rejected" and (ctx.keep_rejected or record.reject_reason == "review"):
+    if record.status == "rejected" and (ctx.keep_rejected or record.reject_reason in ("review", "duplicate")):
         return "rejected"
     return None
 
@@ -142,7 +142,7 @@ def dataset_columns() -> tuple[tuple[str, str], ...]:
     """
     columns: list[tuple[str, str]] = [("label", "int64"), ("label_name", "string")]
     for field in dataclasses.fields(Record):
-        if field.name not in ("image", "label", "label_id"):
+        if field.name not in ("label", "label_id") + NON_METADATA:
             columns.append((field.name, _type_name(field.type)))
     return tuple(columns)
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-COMMANDS = ["generate", "prompts", "review"]
+COMMANDS = ["generate", "prompts", "review", "report", "dedup"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

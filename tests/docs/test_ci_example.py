@@ -31,6 +31,7 @@ def test_the_ci_workflow_example_runs_end_to_end_on_the_bundled_model(tmp_path: 
 def test_the_ci_workflow_fails_the_build_on_a_short_dataset(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text((ROOT / "examples" / "ci" / "spec.yaml").read_text().replace("max_attempts: 40", "max_attempts: 8")
+                    .replace("model: shapes-demo", "model: tiny\nsteps: 2\nprior_steps: 2")
                     + "min_clip: 0.99                # no image is that close to its prompt: every class ends short\n")
     script = tmp_path / "ci.sh"
     script.write_text((ROOT / "examples" / "ci" / "ci.sh").read_text().replace(

@@ -85,7 +85,7 @@ def test_a_compiled_model_gets_every_batch_at_one_shape(tiny, monkeypatch) -> No
     spy = Spy()
     stages = stages_for(the_plan, spy)
     stages.settings = tiny.defaults
-    units = [Unit(("cat", "vanilla"), k, PromptItem("cat", "vanilla", f"a cat {k}", "t"), k) for k in range(3)]
+    units = [Unit(("cat", "vanilla", 0), k, PromptItem("cat", "vanilla", f"a cat {k}", "t"), k) for k in range(3)]
     padded, _ = generate(stages, units, BatchSize(8))
     spy.compiled = False
     plain, _ = generate(stages, units, BatchSize(8))

@@ -70,7 +70,7 @@ def test_compiled_denoisers_compile_once_for_every_batch() -> None:
     gen = load_generator("shapes-demo", device="cuda")
     gen.compile()
     stages = Stages(gen, None, ClipFilter(), gen.defaults)  # type: ignore[arg-type]
-    units = [Unit(("red circle", "vanilla"), k, PromptItem("red circle", "vanilla", "a red circle", "t"), k)
+    units = [Unit(("red circle", "vanilla", 0), k, PromptItem("red circle", "vanilla", "a red circle", "t"), k)
              for k in range(13)]
     torch._dynamo.utils.counters.clear()
     for start in range(0, 13, 4):  # 4, 4, 4, then 1 (padded to 4)

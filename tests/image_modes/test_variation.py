@@ -97,7 +97,7 @@ def test_variation_weights_mix_source_and_prompt() -> None:
     from dalle_data.image_modes import ImageOptions, weights_for
     from dalle_data.prompts import PromptItem
 
-    unit = Unit(("cat", "variation"), 0, PromptItem("cat", "variation", "a photo of a cat", "class-prompt"), 1)
+    unit = Unit(("cat", "variation", 0), 0, PromptItem("cat", "variation", "a photo of a cat", "class-prompt"), 1)
     assert weights_for(unit, ImageOptions()) == [1.0]
     assert weights_for(unit, ImageOptions(prompt_weight=0.3)) == pytest.approx([0.7, 0.3])
 

@@ -1,8 +1,12 @@
 """A local OpenAI-compatible HTTP server for tests: the real ``openai`` client talks to it.
 
-``FakeOpenAI`` binds 127.0.0.1 on a random port and speaks the three
+``FakeOpenAI`` binds 127.0.0.1 on a random port and speaks the
 endpoints dalle-data uses: ``POST /v1/chat/completions``,
-``/v1/images/generations`` and ``/v1/images/edits`` (multipart). Each
+``/v1/images/generations`` and ``/v1/images/edits`` (multipart), and the Batch
+API: ``POST /v1/files`` (multipart), ``POST /v1/batches``, ``GET
+/v1/batches/{id}`` (a batch completes after ``batch_polls`` retrievals; its
+lines are answered like ``/v1/images/generations`` requests, scripts
+included) and ``GET /v1/files/{id}/content``. Each
 endpoint answers from a queue of scripted ``Reply``s, then from a default
 (distinct scene phrases; a small noise PNG). Every request is recorded
 (path, headers, JSON or form fields) so tests can count calls and look at
@@ -37,6 +41,8 @@ from PIL import Image
 CHAT = "/v1/chat/completions"
 GENERATE = "/v1/images/generations"
 EDIT = "/v1/images/edits"
+FILES = "/v1/files"
+BATCHES = "/v1/batches"
 KEY = "sk-test-" + "S3cr3tK3y" * 4  # what tests export as OPENAI_API_KEY and then look for everywhere
 MAX_DELAY = 5.0
 MAX_TRICKLE = 10.0  # seconds a trickling answer goes on at most (a client that never gives up fails, not hangs)
@@ -118,6 +124,9 @@ class FakeOpenAI:
         self.key = key  # None: no Authorization check (a local server)
         self.seen: list[Seen] = []
         self.scripts: dict[str, deque[Reply]] = {CHAT: deque(), GENERATE: deque(), EDIT: deque()}
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_polls = 2  # retrievals before a batch is completed
         self.in_flight = self.max_in_flight = 0
         self._counter = 0
         self._lock = threading.Lock()
@@ -155,6 +164,8 @@ class FakeOpenAI:
             # like the real API, the message quotes the key it got: the client must scrub it
             got = seen.headers.get("authorization", "").removeprefix("Bearer ")
             return error(401, f"Incorrect API key provided: {got}.", "invalid_api_key")
+        if seen.path == FILES or seen.path == BATCHES or seen.path.startswith(FILES + "/") or seen.path.startswith(BATCHES + "/"):
+            return self._batch_api(seen)
         with self._lock:
             script = self.scripts.get(seen.path)
             if script is None:
@@ -166,6 +177,43 @@ class FakeOpenAI:
         if seen.path == CHAT:
             return phrases_reply(self._default_phrases(n, seen))
         return image_reply(noise_png(n))
+
+    def _batch_api(self, seen: Seen) -> Reply:
+        with self._lock:
+            if seen.path == FILES:
+                file_id = f"file-{len(self.files) + 1}"
+                self.files[file_id] = seen.form.get("file", b"")
+                return Reply(body={"id": file_id, "object": "file", "bytes": len(self.files[file_id]), "created_at": 0,
+                                   "filename": "requests.jsonl", "purpose": "batch", "status": "processed"})
+            if seen.path == BATCHES:
+                batch_id = f"batch-{len(self.batches) + 1}"
+                self.batches[batch_id] = {
+                    "id": batch_id, "object": "batch", "endpoint": seen.json["endpoint"], "errors": None,
+                    "input_file_id": seen.json["input_file_id"], "completion_window": seen.json["completion_window"],
+                    "status": "in_progress", "output_file_id": None, "error_file_id": None, "created_at": 0, "polls": 0}
+                return Reply(body=_public(self.batches[batch_id]))
+            if seen.path.startswith(FILES + "/") and seen.path.endswith("/content"):
+                file_id = seen.path.split("/")[3]
+                if file_id not in self.files:
+                    return error(404, f"no file {file_id}", "not_found")
+                return Reply(body=self.files[file_id], headers={"content-type": "application/octet-stream"})
+            batch = self.batches.get(seen.path.split("/")[3])
+            if batch is None:
+                return error(404, f"no batch {seen.path}", "not_found")
+            batch["polls"] += 1
+            if batch["status"] != "in_progress" or batch["polls"] < self.batch_polls:
+                return Reply(body=_public(batch))
+            lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
+        out = []
+        for line in lines:  # each answered like a direct request (scripts first), outside the lock
+            reply = self._answer(Seen(GENERATE, {"authorization": f"Bearer {self.key}"}, line["body"], {}, 0.0))
+            out.append({"id": f"req-{line['custom_id']}", "custom_id": line["custom_id"],
+                        "response": {"status_code": reply.status, "request_id": "r", "body": reply.body}, "error": None})
+        with self._lock:
+            file_id = f"file-{len(self.files) + 1}"
+            self.files[file_id] = "".join(json.dumps(o) + "\n" for o in out).encode()
+            batch.update(status="completed", output_file_id=file_id)
+            return Reply(body=_public(batch))
 
     def _default_phrases(self, n: int, seen: Seen) -> list[str]:
         text = seen.json["messages"][-1]["content"] if seen.json else ""
@@ -179,6 +227,9 @@ class FakeOpenAI:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                self.do_POST()
 
             def do_POST(self) -> None:
                 body = self._body()
@@ -233,6 +284,10 @@ class FakeOpenAI:
                 self.wfile.write(data)
 
         return Handler
+
+
+def _public(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in batch.items() if k != "polls"}
 
 
 def _trickle(wfile: Any, reply: Reply, headers: dict[str, str], data: bytes, stopping: threading.Event) -> None:

@@ -83,3 +83,32 @@ def test_dry_run_imports_no_model_library(api_env: FakeOpenAI, tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert api_env.count() == 0 and not (tmp_path / "o").exists()
+
+
+def test_dry_run_shows_the_token_basis_and_the_date_prices_were_checked(api_env: FakeOpenAI, cli, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dalle_data.pricing import OUTPUT_TOKENS, PRICES_CHECKED, TOKEN_PRICES_USD
+
+    cost = dry(cli, "--quality", "high")["cost"]
+    rates = TOKEN_PRICES_USD["gpt-image-1.5"]
+    basis = cost["token_basis"]
+    assert cost["prices_checked"] == PRICES_CHECKED and basis["checked"] == PRICES_CHECKED
+    assert basis["tokens"]["image_output"] == OUTPUT_TOKENS["high"]["1024x1024"]
+    expected = (basis["tokens"]["text_input"] * rates["text_input"] + basis["tokens"]["image_output"] * rates["image_output"]) / 1e6
+    assert basis["per_image"] == pytest.approx(expected)
+    assert basis["per_image"] == pytest.approx(cost["per_image"], rel=0.05)  # the two bases agree for generations
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (9, 90, 200)).save(tmp_path / "photos" / "cat" / "a.png")
+    edits = cli("generate", "--backend", "openai", "--classes", "cat", "--per-source", "1", "--mode", "inpaint",
+                "--from", tmp_path / "photos", "--dry-run", "--json")
+    assert edits.exit_code == 0, edits.stderr
+    assert json.loads(edits.stdout)["cost"]["token_basis"]["tokens"]["image_input"] > 0  # an edit bills its input
+    human = cli(*ARGS)
+    assert f"prices checked {PRICES_CHECKED}" in human.stdout and "token basis $" in human.stdout
+
+
+@pytest.mark.parametrize("model", ["dall-e-2", "dall-e-3", "gpt-image-1"])
+def test_retired_models_are_refused_naming_the_replacement(api_env: FakeOpenAI, cli, model: str) -> None:
+    assert_one_line_error(cli(*ARGS, "--model", model), f"{model} was retired", "--model gpt-image-1.5")
+    assert api_env.count() == 0

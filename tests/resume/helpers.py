@@ -44,6 +44,14 @@ def snapshot(out: Path) -> dict[str, object]:
     manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(metadata) == len(set(metadata)), "duplicate rows in metadata.jsonl"
     summary = json.loads((out / "summary.json").read_text())
+    from dalle_data.embeddings import read_shard
+
+    embedded = {}  # every scored image has its scorer embedding, in its own shard's file
+    for path in sorted((out / "embeddings").glob("*.npz")):
+        arrays = read_shard(path)
+        assert arrays is not None, f"{path} does not hold up"
+        embedded.update({str(i): path.stem for i in arrays["ids"]})
+    assert embedded == {r["id"]: r["shard"] for r in manifest if r["status"] in ("kept", "rejected")}
     return {
         "parquet": parquet, "rejected": rejected, "imagefolder": folder, "imagefolder_rejected": folder_rejected,
         "metadata": sorted(metadata),

@@ -23,8 +23,10 @@ def test_json_lists_the_selection_with_stable_keys(base_run: Path, cli) -> None:
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert set(data) == {"out", "spec_hash", "selection", "kept", "progress", "decisions_file", "items"}
-    assert data["selection"] == {"lowest": 2, "per_class": False, "random": 2, "seed": 5, "shuffle": False,
-                                 "description": "the 2 lowest CLIP scores + 2 random (seed 5)"}
+    assert data["selection"] == {"lowest": 2, "order": "clip", "second_scorer": None, "threshold": 0.95,
+                                 "per_class": False, "random": 2, "seed": 5, "shuffle": False,
+                                 "description": "the 2 lowest CLIP scores + 2 random (seed 5)",
+                                 "title": "lowest CLIP score"}
     assert data["kept"] == 6 and data["progress"] == {"reviewed": 0, "total": 4}
     assert [item["why"] for item in data["items"]] == ["lowest", "lowest", "random", "random"]
     assert [item["id"] for item in data["items"][:2]] == lowest_ids(base_run, 2)

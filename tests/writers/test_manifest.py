@@ -86,11 +86,13 @@ def test_manifest_writes_nan_and_infinity_as_null(tmp_path: Path) -> None:
 
 
 def test_make_writers_builds_requested_formats_then_manifest(tmp_path: Path) -> None:
+    from dalle_data.embeddings import EmbeddingWriter
+
     ctx = make_ctx(tmp_path, keep_rejected=True)
     writers = make_writers(["imagefolder", "parquet", "imagefolder"], ctx)
-    assert [type(w) for w in writers] == [ImageFolderWriter, ParquetWriter, ManifestWriter]
+    assert [type(w) for w in writers] == [ImageFolderWriter, ParquetWriter, EmbeddingWriter, ManifestWriter]
     assert all(isinstance(w, Writer) for w in writers)
-    assert [type(w) for w in make_writers([], ctx)] == [ManifestWriter]
+    assert [type(w) for w in make_writers([], ctx)] == [EmbeddingWriter, ManifestWriter]
     for writer in writers:
         run_writer(writer, ALL_STATUSES)
     out = ctx.out_dir

@@ -1,0 +1,98 @@
+"""Tiny text-to-image pipelines of other families, built offline from configs (as diffusers' own tests do).
+
+Random weights, real classes: ``StableDiffusionPipeline`` (SD 1.x/2.x layout)
+and ``StableDiffusionXLPipeline`` (two text encoders, size conditioning).
+Saved with ``save_pretrained`` they are folders that ``--model`` loads like
+any downloaded model, through the same code (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dalle_data.generators.tiny import clip_tokenizer, seeded
+
+
+def _text_config(hidden: int, layers: int, projection: int | None = None) -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=hidden,
+                          intermediate_size=2 * hidden, layer_norm_eps=1e-5, num_attention_heads=4,
+                          num_hidden_layers=layers, vocab_size=49408, projection_dim=projection or hidden,
+                          max_position_embeddings=77, hidden_act="gelu")
+
+
+def _vae(seed: int) -> Any:
+    from diffusers import AutoencoderKL
+
+    with seeded(seed):
+        return AutoencoderKL(block_out_channels=[16, 32], in_channels=3, out_channels=3,
+                             down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                             up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4,
+                             norm_num_groups=8, sample_size=64)
+
+
+def tiny_sd(seed: int = 0) -> Any:
+    """A ``StableDiffusionPipeline`` (64×64: 32×32 latents, a 2× VAE)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    with seeded(seed):
+        unet = UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=32, in_channels=4,
+                                    out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                    norm_num_groups=8, attention_head_dim=4)
+    with seeded(seed + 1):
+        text_encoder = CLIPTextModel(_text_config(32, 2)).eval()
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    return StableDiffusionPipeline(unet=unet, scheduler=scheduler, vae=_vae(seed + 2), text_encoder=text_encoder,
+                                   tokenizer=clip_tokenizer(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def tiny_sdxl(seed: int = 0) -> Any:
+    """A ``StableDiffusionXLPipeline`` (64×64): two text encoders, size and crop conditioning."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    with seeded(seed):
+        unet = UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=32, in_channels=4,
+                                    out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                                    use_linear_projection=True, addition_embed_type="text_time",
+                                    addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+                                    projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
+                                    norm_num_groups=8)
+    with seeded(seed + 1):
+        text_encoder = CLIPTextModel(_text_config(32, 2)).eval()
+        text_encoder_2 = CLIPTextModelWithProjection(_text_config(32, 2, projection=32)).eval()
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                       beta_schedule="scaled_linear", timestep_spacing="leading")
+    return StableDiffusionXLPipeline(unet=unet, scheduler=scheduler, vae=_vae(seed + 2), text_encoder=text_encoder,
+                                     text_encoder_2=text_encoder_2, tokenizer=clip_tokenizer(),
+                                     tokenizer_2=clip_tokenizer(), force_zeros_for_empty_prompt=True)
+
+
+def _tiny_unclip(seed: int = 0) -> Any:
+    from dalle_data.generators.unclip import tiny_stable_unclip
+
+    return tiny_stable_unclip(seed)
+
+
+FAMILIES = {"sd": tiny_sd, "sdxl": tiny_sdxl, "stable-unclip": _tiny_unclip}
+
+
+def save_tiny(family: str, path: str | Path, seed: int = 0) -> Path:
+    """Build the tiny pipeline of ``family`` and ``save_pretrained`` it to ``path`` (a folder for --model)."""
+    from dalle_data.generators.base import GenerationSettings
+    from dalle_data.generators.text2image import Text2ImageGenerator
+    from dalle_data.generators.unclip import StableUnCLIPGenerator
+
+    kind = StableUnCLIPGenerator if family == "stable-unclip" else Text2ImageGenerator
+    generator = kind(FAMILIES[family](seed), model=str(path), defaults=GenerationSettings(
+        width=64, height=64, num_inference_steps=4, prior_num_inference_steps=0, guidance_scale=4.0,
+        prior_guidance_scale=0.0))
+    generator.save_pretrained(path)
+    return Path(path)

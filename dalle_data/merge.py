@@ -1,0 +1,134 @@
+"""``dalle-data merge OUT``: the parts of a sharded run (``--shard i/n``) joined into one dataset.
+
+The parts already wrote their images, Parquet shards and markers into OUT
+under part-prefixed names (``p0003of0010-r001-s0000``); merging writes what
+only the whole run can: the manifest, both ``metadata.jsonl`` files, the
+class folders and card, the label map, ``summary.json`` (``"parts": n``) and
+``_SUCCESS`` when every quota is met. It refuses, in one line, while a part
+is unfinished or still running (naming the command that finishes each) and
+when two parts made the same record. Merging twice gives the same files; the
+next unsharded ``generate`` of the same spec on OUT merges too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from dalle_data.errors import DalleDataError, OutputDirError
+from dalle_data.records import Record
+from dalle_data.rundir import RunDir, open_run
+from dalle_data.rundir.lock import RunLock, RunLocked
+from dalle_data.shards import ShardStore
+
+log = logging.getLogger(__name__)
+
+
+class PartsUnfinished(DalleDataError):
+    """Some parts of a sharded run have not finished."""
+
+
+def merge(out: Path | str, *, locked: bool = False) -> dict[str, Any]:
+    """Join the finished parts in ``out``; returns the merged summary (see the module docstring)."""
+    out = Path(out)
+    run = open_run(out)
+    rundir = RunDir(out, run.spec.split)
+    parts = rundir.parts()
+    if not parts:
+        raise OutputDirError(f"{out} is not a sharded run (no parts/): nothing to merge")
+    counts = {int(name.split("-of-")[1]) for name in parts}
+    if len(counts) != 1:
+        raise OutputDirError(f"{out} holds parts of different splits ({', '.join(sorted(parts))}); remove the "
+                             "stray ones or use another --out")
+    (n,) = counts
+    if locked:
+        return _merge(out, run, parts, n)
+    with RunLock(out, "dalle-data merge"):
+        return _merge(out, run, parts, n)
+
+
+def _merge(out: Path, run: Any, parts: dict[str, Path], n: int) -> dict[str, Any]:
+    from dalle_data.execution.parts import Part
+    from dalle_data.execution.run import default_writers_for
+    from dalle_data.rundir.directory import atomic_write_text
+    from dalle_data.summary import rebuild
+    from dalle_data.writers.base import remove_file
+
+    running, unfinished, summaries = [], [], []
+    for i in range(n):
+        part = Part(i, n)
+        home = out / "parts" / part.name
+        if not home.is_dir():
+            unfinished.append(part)
+            continue
+        try:
+            with RunLock(home, "dalle-data merge (checking the part)"):
+                pass
+        except RunLocked:
+            running.append(str(part))
+            continue
+        summary = _read(home / "summary.json")
+        if summary is None or summary.get("spec_hash") != run.spec_hash:
+            unfinished.append(part)
+        else:
+            summaries.append(summary)
+    if running:
+        raise PartsUnfinished(f"part(s) {', '.join(running)} of {out} are still running; merge when they are done")
+    if unfinished:
+        commands = " ; ".join(f"dalle-data generate --resume {out} --shard {p}" for p in unfinished)
+        raise PartsUnfinished(f"{len(unfinished)} of {n} part(s) of {out} are unfinished "
+                              f"({', '.join(str(p) for p in unfinished)}): {commands}")
+    records = _records(run, n)
+    writers = default_writers_for(run.spec, run.labels, run.out)
+    for writer in writers:
+        writer.close(records)
+    summary = rebuild(run, records)
+    summary.update(_timings(summaries), parts=n)
+    atomic_write_text(run.layout.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    if summary["complete"]:
+        atomic_write_text(run.layout.success, "")
+    else:
+        remove_file(run.layout.success)
+    log.info("merged %d parts of %s: %d records", n, out, len(records))
+    return summary
+
+
+def _records(run: Any, n: int) -> list[Record]:
+    """Every record of every part, checked: no record made twice."""
+    store = ShardStore(run.layout, run.labels)
+    suffix = f"of{n:04d}-"
+    records: list[Record] = []
+    seen: dict[str, str] = {}
+    for shard in store.shards():
+        if not (shard.startswith("p") and suffix in shard[:12]):
+            continue
+        for record in store.read(shard):
+            if record.id in seen:
+                raise OutputDirError(f"record {record.id} was made twice (shards {seen[record.id]} and {shard}); "
+                                     f"run `dalle-data verify {run.out}`")
+            seen[record.id] = shard
+            records.append(record)
+    return records
+
+
+def _timings(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parts' times: their busy seconds add up; the wall time is the longest part's."""
+    stages = {k: round(sum(float(s.get("stage_seconds", {}).get(k, 0.0)) for s in summaries), 4)
+              for k in ("generate", "score", "encode", "write")}
+    seconds = max((float(s.get("seconds", 0.0)) for s in summaries), default=0.0)
+    generated = sum(int(s.get("generated", 0)) for s in summaries)
+    return {"stage_seconds": stages, "seconds": round(seconds, 3),
+            "images_per_second": round(generated / seconds, 3) if seconds else 0.0,
+            "rounds": max((int(s.get("rounds", 0)) for s in summaries), default=0),
+            "shards_resumed": sum(int(s.get("shards_resumed", 0)) for s in summaries),
+            "batch_size": max((int(s.get("batch_size", 0)) for s in summaries), default=0)}
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

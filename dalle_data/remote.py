@@ -1,0 +1,194 @@
+"""Runs on shared storage: ``--out s3://bucket/run`` (any fsspec URL: ``gs://``, ``file://``, …).
+
+A run on an object store is made in a local mirror
+(``$DALLE_DATA_HOME/remote/<hash of the URL>/``) and published as it goes:
+
+* before it starts, the run's own state is pulled: ``run.json``, ``spec.yaml``,
+  ``labels.json``, the summaries and every shard marker (not the images);
+* every finished shard is pushed as whole objects, its Parquet files and PNGs
+  first and its completion marker last, so a reader (or a rerun on another
+  machine) sees a shard whole or not at all;
+* the run-level files (spec, label map, indexes, summary, ``_SUCCESS`` last)
+  are pushed when the run (or a part, or ``merge``) ends.
+
+A rerun anywhere pulls the markers, replays them and redoes only what is
+missing; parts on many machines (``--shard i/n``) write side by side under
+distinct names. Object stores have no locks: run each part once at a time
+(Slurm arrays and Kubernetes indexed jobs do). ``--from`` accepts URLs too:
+the source tree is copied to a local cache once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dalle_data import faults
+from dalle_data.errors import DalleDataError, OutputDirError
+from dalle_data.records import Record
+from dalle_data.rundir.layout import WHERES, Layout
+
+log = logging.getLogger(__name__)
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+STATE_FILES = ("run.json", "spec.yaml", "labels.json", "summary.json", "_SUCCESS", "manifest.jsonl", "runlog.jsonl")
+
+
+def is_url(text: object) -> bool:
+    """A URL for fsspec (``s3://``, ``gs://``, ``memory://``, …); ``file://`` counts as a local path."""
+    return isinstance(text, str) and bool(_URL.match(text)) and not text.startswith("file://")
+
+
+def local_path(text: str) -> str:
+    return text[len("file://"):] if text.startswith("file://") else text
+
+
+def _fs(url: str) -> tuple[Any, str]:
+    try:
+        import fsspec
+    except ImportError:  # pragma: no cover - fsspec comes with datasets
+        raise DalleDataError("shared storage needs fsspec: pip install 'dalle-data[s3]'") from None
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as err:
+        scheme = url.split("://", 1)[0]
+        raise DalleDataError(f"cannot open {url}: {str(err).splitlines()[0]} (for {scheme}:// install its fsspec "
+                             f"driver, e.g. pip install 'dalle-data[s3]' for s3://)") from None
+
+
+def cache_dir(url: str, kind: str) -> Path:
+    from dalle_data.llm.cache import home
+
+    return home() / kind / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
+
+class Mirror:
+    """A remote run directory and its local mirror (see the module docstring)."""
+
+    def __init__(self, url: str, local: Path | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.fs, self.root = _fs(self.url)
+        self.local = local or cache_dir(self.url, "remote")
+
+    def _remote(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    # --- pull --------------------------------------------------------------------------------
+    def pull(self) -> Path:
+        """Replace the mirror's run state with the remote's (files that decide what a run has done)."""
+        self.local.mkdir(parents=True, exist_ok=True)
+        for name in (*STATE_FILES, "shards", "parts", "review"):
+            target = self.local / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        try:
+            exists = self.fs.exists(self.root)
+        except Exception as err:  # noqa: BLE001 - credentials, network: one line
+            raise OutputDirError(f"cannot reach {self.url}: {str(err).splitlines()[0]}") from None
+        if not exists:
+            return self.local
+        for name in STATE_FILES:
+            self._get(name)
+        for prefix in ("shards", "parts", "review"):
+            for rel in self._list(prefix):
+                self._get(rel)
+        return self.local
+
+    def pull_all(self) -> Path:
+        """Everything (``verify`` or ``review`` of a remote run reads the images too)."""
+        self.pull()
+        for rel in self._list(""):
+            if not (self.local / rel).exists():
+                self._get(rel)
+        return self.local
+
+    def _list(self, prefix: str) -> list[str]:
+        base = self._remote(prefix).rstrip("/")
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        return [p[len(self.root) + 1:] for p in found if not p.endswith("/")]
+
+    def _get(self, rel: str) -> None:
+        target = self.local / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.fs.get_file(self._remote(rel), str(target))
+        except FileNotFoundError:
+            pass
+
+    def fetch(self, paths: Iterable[Path]) -> None:
+        """Download the given mirror paths that are not here yet (the report's embeddings and thumbnails)."""
+        for path in paths:
+            if not path.exists():
+                self._get(path.relative_to(self.local).as_posix())
+
+    # --- push --------------------------------------------------------------------------------
+    def push(self, paths: Iterable[Path]) -> None:
+        """Upload local files (whole objects), in the order given."""
+        for path in paths:
+            if path.is_file():
+                rel = path.relative_to(self.local).as_posix()
+                self.fs.put_file(str(path), self._remote(rel))
+
+    def push_shard(self, layout: Layout, shard: str, records: Sequence[Record]) -> None:
+        """A finished shard: its Parquet files and PNGs, then its marker (last)."""
+        files = [layout.parquet_part(shard, where) for where in WHERES] + [layout.embeddings(shard)]
+        for record in records:
+            files += [layout.png(record.class_dir, record.id, where) for where in WHERES]
+        self.push(files)
+        self.push([layout.marker(shard)])
+
+    def push_run(self, layout: Layout, part_home: Path | None = None) -> None:
+        """The run-level files (the indexes, the summary, ``_SUCCESS`` last; a part's own summary)."""
+        files = [layout.spec, layout.run, layout.labels, layout.manifest, layout.card, layout.metadata("dataset"),
+                 layout.metadata("rejected"), layout.dataset_card, layout.report_html, layout.report_json]
+        if part_home is not None:
+            files += [part_home / "runlog.jsonl", part_home / "summary.json", part_home / "_SUCCESS"]
+        else:
+            files += [layout.runlog, layout.summary, layout.success]
+        self.push(files)
+
+
+class MirrorStore:
+    """A shard store that publishes each shard once it is committed locally."""
+
+    def __init__(self, store: Any, mirror: Mirror) -> None:
+        self.store = store
+        self.mirror = mirror
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def commit(self, shard: str, records: Sequence[Record]) -> None:
+        self.store.commit(shard, records)
+        self.mirror.push_shard(self.store.layout, shard, records)
+        faults.point("shard_published")
+
+
+def pull_sources(url: str) -> Path:
+    """A remote ``--from`` tree, copied once to a local cache (kept up to date by size)."""
+    fs, root = _fs(url.rstrip("/"))
+    local = cache_dir(url, "sources")
+    try:
+        found = fs.find(root, detail=True)
+    except Exception as err:  # noqa: BLE001
+        raise DalleDataError(f"cannot read --from {url}: {str(err).splitlines()[0]}") from None
+    if not found:
+        raise DalleDataError(f"--from {url}: nothing there")
+    for path, info in found.items():
+        rel = path[len(root.rstrip("/")) + 1:]
+        target = local / rel
+        if target.is_file() and target.stat().st_size == info.get("size"):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(path, str(target))
+    return local

@@ -1,0 +1,194 @@
+"""``OUT/report/index.html``: one self-contained page (no network, no script) to look at a run.
+
+Plots are inline SVG drawn here (histograms need no plotting library, and SVG
+stays sharp and small); images are ``data:`` URIs of thumbnails. The page is
+built from the report's figures and the images' bytes only, and holds no
+timestamp, so the same run gives the same page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dalle_data.records import Record
+
+THUMB = 96
+GRID = 6  # highest- and lowest-scoring images shown per class
+_KEPT, _REJECTED = "#2e7d32", "#c62828"
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;
+color:#1d1d1f;padding:0 16px}
+h1{font-size:24px}h2{font-size:19px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:15px;margin:14px 0 6px}
+table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
+td:first-child,th:first-child,.text{text-align:left}
+.warn{background:#fff4e5;border-left:4px solid #f0a020;padding:8px 12px;margin:6px 0}
+.ok{background:#edf7ed;border-left:4px solid #2e7d32;padding:8px 12px}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plot{font-size:12px}
+.grid{display:flex;flex-wrap:wrap;gap:4px;margin-bottom:4px}
+figure{margin:0;width:96px;font-size:11px;text-align:center}
+figure img{width:96px;height:96px;object-fit:cover;image-rendering:pixelated;border:1px solid #ccc}
+.legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}
+.small{color:#666;font-size:12px}
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def svg_histogram(edges: Sequence[float], kept: Sequence[int], rejected: Sequence[int], title: str,
+                  width: int = 250, height: int = 90) -> str:
+    """Kept (green) and rejected (red) counts per bin, side by side, with the axis range under it."""
+    bins = len(kept)
+    top = max([*kept, *rejected, 1])
+    bar = (width - 2) / bins
+    parts = [f'<svg width="{width}" height="{height + 16}" role="img" '
+             f'aria-label="{esc(title)}"><title>{esc(title)}</title>',
+             f'<line x1="0" y1="{height}" x2="{width}" y2="{height}" stroke="#999"/>']
+    for i in range(bins):
+        for k, (counts, colour) in enumerate(((kept, _KEPT), (rejected, _REJECTED))):
+            if counts[i]:
+                h = max(1.0, counts[i] / top * (height - 4))
+                x = 1 + i * bar + k * bar / 2
+                parts.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar / 2 - 0.5:.1f}" height="{h:.1f}" '
+                             f'fill="{colour}"><title>{edges[i]:g}–{edges[i + 1]:g}: {counts[i]}</title></rect>')
+    parts.append(f'<text x="0" y="{height + 13}" font-size="10">{edges[0]:g}</text>')
+    parts.append(f'<text x="{width}" y="{height + 13}" font-size="10" text-anchor="end">{edges[-1]:g}</text>')
+    parts.append(f'<text x="{width}" y="10" font-size="10" text-anchor="end">max {top}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def thumbnail_uri(data: bytes | None) -> str | None:
+    """A small PNG ``data:`` URI of an image's bytes (None when they cannot be decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert("RGB")
+            image.thumbnail((THUMB, THUMB))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", optimize=False)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure(record: Record, png: Callable[[Record], bytes | None]) -> str:
+    uri = thumbnail_uri(png(record))
+    caption = f"{record.clip_score:.3f}" if record.clip_score is not None else "–"
+    tip = f"{record.id} · {record.mode} · clip {caption} · p {record.class_prob} · {record.prompt}"
+    if uri is None:
+        return f'<figure title="{esc(tip)}"><div class="small">(no image)</div>{esc(caption)}</figure>'
+    return f'<figure title="{esc(tip)}"><img src="{uri}" alt="{esc(record.prompt)}">{esc(caption)}</figure>'
+
+
+def page(title: str, figures: dict[str, Any], records: Sequence[Record], labels: Sequence[str],
+         png: Callable[[Record], bytes | None], made: Sequence[tuple[str, str]]) -> str:
+    """The whole page. ``png(record)`` gives an image's bytes; ``made`` the how-it-was-made rows."""
+    out: list[str] = ['<!doctype html><html lang="en"><head><meta charset="utf-8">',
+                      '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                      f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
+                      f"<h1>{esc(title)}</h1>"]
+    warnings = figures["warnings"]
+    out.append('<section id="warnings"><h2>Warnings</h2>')
+    out += [f'<div class="warn">{esc(w)}</div>' for w in warnings] or ['<div class="ok">No warnings.</div>']
+    out.append("</section>")
+
+    out.append('<section id="made"><h2>How it was made</h2><table>')
+    out += [f"<tr><th>{esc(k)}</th><td class='text'>{esc(v)}</td></tr>" for k, v in made]
+    out.append("</table></section>")
+
+    div = {d["label"]: d for d in figures["diversity"]}
+    out.append('<section id="classes"><h2>Classes</h2><table><tr><th>label</th><th>target</th><th>kept</th>'
+               "<th>generated</th><th>rejected</th><th>failed</th><th>acceptance</th><th>Vendi</th>"
+               "<th>Vendi@basis</th><th>mean distance</th><th>prompts</th></tr>")
+    for label, row in figures["classes"].items():
+        d = div.get(label, {})
+        cells = [row["target"], row["kept"], row["generated"], row["rejected"], row["failed"],
+                 f"{row['acceptance']:.0%}", _num(d.get("vendi"), 1),
+                 f"{_num(d.get('vendi_at'), 1)} @ {d['basis']}" if d else "–",
+                 _num(d.get("mean_distance"), 3), d.get("prompts", "–")]
+        style = "" if row["met"] else ' style="color:#c62828"'
+        out.append(f"<tr{style}><td>{esc(label)}</td>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    out.append("</table><p class='small'>Vendi: the effective number of distinct images (exp of the entropy of "
+               "the eigenvalues of the cosine-similarity matrix of the scorer's image embeddings); Vendi@basis "
+               "compares classes on the same number of images. Mean distance: mean of 1 − cosine over all pairs."
+               "</p></section>")
+
+    out.append('<section id="histograms"><h2>Scores by class and mode</h2>'
+               f'<p class="legend"><span style="background:{_KEPT}"></span>kept'
+               f'<span style="background:{_REJECTED}"></span>rejected</p>')
+    for name, what in (("clip_score", "CLIP cosine to the prompt"), ("class_prob", "zero-shot probability of the class")):
+        hist = figures["histograms"][name]
+        out.append(f"<h3>{esc(what)}</h3><div class='plots'>")
+        for label, modes in hist["by"].items():
+            for mode, counts in modes.items():
+                title = f"{label} · {mode}"
+                out.append(f"<div class='plot'>{esc(title)}<br>"
+                           f"{svg_histogram(hist['edges'], counts['kept'], counts['rejected'], f'{what}: {title}')}</div>")
+        out.append("</div>")
+    out.append("</section>")
+
+    out.append(f'<section id="images"><h2>Highest and lowest CLIP scores per class</h2>'
+               f"<p class='small'>Kept images; the {GRID} highest then the {GRID} lowest, score under each.</p>")
+    for label in labels:
+        kept = sorted((r for r in records if r.label == label and r.status == "kept" and r.clip_score is not None),
+                      key=lambda r: (-r.clip_score, r.id))  # type: ignore[operator]
+        if not kept:
+            continue
+        top = kept[:GRID]
+        bottom = [r for r in kept[-GRID:] if r not in top]
+        out.append(f"<h3>{esc(label)}</h3><div class='grid'>" + "".join(_figure(r, png) for r in top) + "</div>")
+        if bottom:
+            out.append("<div class='grid'>" + "".join(_figure(r, png) for r in reversed(bottom)) + "</div>")
+    out.append("</section>")
+
+    cov = figures["coverage"]
+    out.append('<section id="coverage"><h2>Prompt coverage</h2><table><tr><th>mode</th><th class="text">template</th>'
+               "<th>used</th><th>kept</th></tr>")
+    for row in cov["templates"]:
+        out.append(f"<tr><td>{esc(row['mode'])}</td><td class='text'>{esc(row['template'] or row['source'])}"
+                   f"</td><td>{row['used']}</td><td>{row['kept']}</td></tr>")
+    out.append("</table>")
+    for name, axis in cov["slots"].items():
+        out.append(f"<h3>{esc(name)}: {axis['distinct']} of {axis['of']} values used, evenness {axis['evenness']:.2f}"
+                   "</h3><table><tr><th>value</th><th>used</th><th>kept</th></tr>")
+        out += [f"<tr><td>{esc(v)}</td><td>{c['used']}</td><td>{c['kept']}</td></tr>" for v, c in axis["values"].items()]
+        out.append("</table>")
+    out.append("</section>")
+
+    dup = figures["duplicates"]
+    by_id = {r.id: r for r in records}
+    out.append(f'<section id="duplicates"><h2>Near-duplicates</h2><p>{len(dup["groups"])} group(s) at cosine ≥ '
+               f"{dup['threshold']} (or the same bytes); keeping one image per group sets aside {dup['set_aside']} "
+               f"({dup['share']:.1%}). <code>dalle-data dedup OUT</code> does it (undo: <code>--undo</code>).</p>")
+    for group in dup["groups"][:50]:
+        members = [by_id[i] for i in [group["keep"], *group["set_aside"]] if i in by_id]
+        out.append(f"<h3>{esc(group['label'])} · {len(members)} images · "
+                   f"{'identical' if group['exact'] else 'min cosine ' + format(group['min_similarity'], '.3f')}</h3>"
+                   "<div class='grid'>" + "".join(_figure(r, png) for r in members[:12]) + "</div>")
+    if len(dup["groups"]) > 50:
+        out.append(f"<p class='small'>… and {len(dup['groups']) - 50} more (report.json lists them all).</p>")
+    out.append("</section>")
+
+    probe = figures.get("probe")
+    if probe:
+        import json
+
+        out.append('<section id="probe"><h2>Probe</h2><pre>' + esc(json.dumps(probe, indent=2, ensure_ascii=False))
+                   + "</pre></section>")
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+def _num(value: Any, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,166 @@
+"""One contract for every generator backend, run against tiny components of each family.
+
+Kandinsky 2.2 (the ``tiny`` preset), Stable Diffusion and SDXL (any diffusers text-to-image folder) and
+Stable unCLIP (variation, fuse), each built from configs, saved with ``save_pretrained`` and loaded back
+through ``--model PATH`` as a downloaded model would be:
+
+* determinism: the same prompt and seed give the same bytes;
+* batch invariance: image i depends only on its own prompt (or sources) and seed, not on the batch;
+* save/load round trip: a saved model makes the same images;
+* defect detection: non-finite decoder output is a ``Defect``, never an image;
+* capability refusal: a mode the model cannot make is refused before any generation, naming what it can do.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dalle_data.generators.base import Defect
+
+FAMILIES = ["kandinsky", "sd", "sdxl", "stable-unclip"]
+PROMPTS = ["a cat on a beach", "a dog in the snow", "a red car at night"]
+SEEDS = [11, 2**62 + 5, 7]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from dalle_data.generators.registry import load_generator
+    from dalle_data.generators.tiny_families import save_tiny
+
+    root = tmp_path_factory.mktemp("families")
+    folders = {"kandinsky": root / "kandinsky"}
+    load_generator("tiny").save_pretrained(folders["kandinsky"])
+    for family in ("sd", "sdxl", "stable-unclip"):
+        folders[family] = save_tiny(family, root / family)
+    return folders
+
+
+def load(folder: Path):  # noqa: ANN201
+    from dalle_data.generators.registry import load_generator
+
+    return load_generator(str(folder))
+
+
+def png(image) -> bytes:  # noqa: ANN001
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def sources() -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)) for _ in range(3)]
+
+
+def make(generator, indices: list[int]):  # noqa: ANN001, ANN201
+    """Images for the given units: text-to-image when the model has it, else variations of fixed sources."""
+    settings = generator.defaults
+    if "text-to-image" in generator.capabilities:
+        return generator([PROMPTS[i] for i in indices], [SEEDS[i] for i in indices], settings)
+    pics = sources()
+    return generator.variation([[pics[i]] for i in indices], [[1.0] for _ in indices], [SEEDS[i] for i in indices],
+                               settings)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_determinism_and_batch_invariance(saved: dict[str, Path], family: str) -> None:
+    generator = load(saved[family])
+    batch = make(generator, [0, 1, 2])
+    assert all(not isinstance(im, Defect) for im in batch) and len(batch) == 3
+    assert [png(im) for im in make(generator, [0, 1, 2])] == [png(im) for im in batch]  # determinism
+    for i in (2, 0):
+        alone = make(generator, [i])[0]
+        diff = np.abs(np.asarray(alone, dtype=np.int16) - np.asarray(batch[i], dtype=np.int16)).max()
+        assert diff <= 2, f"{family}: image {i} depends on its batch (max pixel difference {diff})"
+    assert png(batch[0]) != png(batch[1])  # different prompts/seeds, different images
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_and_load_round_trip(saved: dict[str, Path], family: str, tmp_path: Path) -> None:
+    generator = load(saved[family])
+    generator.save_pretrained(tmp_path / "again")
+    again = load(tmp_path / "again")
+    assert type(again) is type(generator) and again.defaults == generator.defaults
+    assert again.capabilities == generator.capabilities
+    assert [png(im) for im in make(again, [1])] == [png(im) for im in make(generator, [1])]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_non_finite_output_is_a_defect(saved: dict[str, Path], family: str) -> None:
+    import torch
+
+    generator = load(saved[family])
+    pipe = getattr(generator, "decoder", None) or generator.pipe
+    decoder = getattr(pipe, "movq", None) or pipe.vae
+    with torch.no_grad():
+        for param in decoder.decoder.parameters():
+            param.fill_(math.nan)
+    out = make(generator, [0, 1])
+    assert all(isinstance(im, Defect) and "non-finite" in im.reason for im in out)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_mode_the_model_cannot_make_is_refused_naming_what_it_can(saved: dict[str, Path], family: str) -> None:
+    from dalle_data.config import build_spec
+    from dalle_data.errors import SpecError
+    from dalle_data.job import _check_capabilities
+    from dalle_data.modes import MODES
+
+    generator = load(saved[family])
+    missing = [m for m in ("vanilla", "variation", "fuse", "inpaint") if MODES[m].capability not in generator.capabilities]
+    expected = {"kandinsky": [], "sd": ["variation", "fuse"], "sdxl": ["variation", "fuse"],
+                "stable-unclip": ["vanilla", "inpaint"]}[family]
+    assert missing == expected
+    for mode in missing:
+        spec = build_spec({"classes": ["cat"], "per_class" if MODES[mode].sources == 0 else "per_source": 1,
+                           "modes": {mode: 1.0}, "model": str(saved[family]), "scorer": "tiny",
+                           **({"from_dir": "x"} if MODES[mode].sources else {})})
+        with pytest.raises(SpecError, match=f"cannot do {mode} \\(it can: "):
+            _check_capabilities(spec, generator)
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_generate_runs_on_a_saved_folder_of_another_family(saved: dict[str, Path], family: str, cli, tmp_path: Path) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    result = cli("generate", "--model", saved[family], "--scorer", "tiny", "--classes", "cat,dog", "--per-class", "2",
+                 "--filter", "none", "--steps", "2", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {r["backend"] for r in rows} == {f"diffusers:{'StableDiffusionXLPipeline' if family == 'sdxl' else 'StableDiffusionPipeline'}"}
+    assert sum(pq.read_table(p).num_rows for p in (out / "parquet" / "train").glob("*.parquet")) == 4
+
+
+def test_inpaint_with_the_familys_inpaint_pipeline_and_variation_with_stable_unclip(saved: dict[str, Path], cli,
+                                                                                     tmp_path: Path) -> None:
+    import json
+
+    from tests.image_modes.helpers import make_tree
+
+    make_tree(tmp_path / "photos", {"cat": 2})
+    out = tmp_path / "inpainted"
+    result = cli("generate", "--model", saved["sd"], "--scorer", "tiny", "--classes", "cat", "--per-source", "1",
+                 "--mode", "inpaint", "--from", tmp_path / "photos", "--filter", "none", "--steps", "2", "--out", out,
+                 "--quiet")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["mode"] for r in rows] == ["inpaint", "inpaint"] and all(r["status"] == "kept" for r in rows)
+    out = tmp_path / "variations"
+    result = cli("generate", "--model", saved["stable-unclip"], "--scorer", "tiny", "--classes", "cat",
+                 "--per-source", "1", "--mode", "variation=0.5,fuse=0.5", "--from", tmp_path / "photos",
+                 "--filter", "none", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {r["mode"] for r in rows} == {"variation", "fuse"} and all(r["status"] == "kept" for r in rows)
+    refused = cli("generate", "--model", saved["stable-unclip"], "--scorer", "tiny", "--classes", "cat",
+                  "--per-class", "1", "--out", tmp_path / "text")
+    assert refused.exit_code == 2 and "cannot do vanilla (it can: fuse, variation)" in refused.stderr

@@ -57,7 +57,7 @@ def merges(tmp: Path) -> None:
     print("merge of a sharded run (2 parts):")
     for shards, per_class in ((10, 5), (100, 50)):
         out = tmp / f"merge{shards}"
-        spec = [*TINY, "--steps", "1", "--prior-steps", "1", "--classes", "cat,dog", "--per-class", str(per_class),
+        spec = [*TINY, "--steps", "1", "--prior-steps", "2", "--classes", "cat,dog", "--per-class", str(per_class),
                 "--shard-size", "1", "--batch-size", "1", "--format", "imagefolder", "--out", str(out)]
         for i in range(2):
             cli("generate", *spec, "--shard", f"{i}/2")

@@ -69,7 +69,7 @@ class RunSpec(BaseModel):
     width: int | None = Field(default=None, ge=16, le=4096)
     height: int | None = Field(default=None, ge=16, le=4096)
     steps: int | None = Field(default=None, gt=0, le=1000)
-    prior_steps: int | None = Field(default=None, gt=0, le=1000)
+    prior_steps: int | None = Field(default=None, ge=2, le=1000)  # the unCLIP prior scheduler needs two
     guidance_scale: float = Field(default=4.0, ge=0.0, le=50.0)
     from_dir: str | None = None
     prompt_weight: float = Field(default=0.0, ge=0.0, le=1.0)

@@ -43,6 +43,7 @@ def assert_one_line_error(result, *needles: str) -> None:
         (["--classes", "cat", "--max-attempts", "1"], "max_attempts"),
         (["--classes-file", "/nonexistent/classes.txt"], "does not exist"),
         (["--classes", "cat", "--device", "tpu"], "unknown device"),
+        (["--classes", "cat", "--prior-steps", "1"], "--prior-steps"),  # the unCLIP prior's scheduler needs two
     ],
 )
 def test_bad_flags(args: list[str], needle: str, tmp_path: Path, cli) -> None:

@@ -30,10 +30,11 @@ demo: $(STAMP)
 		--classes "$(DEMO_CLASSES)" --per-class 8 --mode vanilla=0.75,style=0.25 \
 		--format parquet --format imagefolder --out $(DEMO_OUT)
 	@echo
-	@echo "Dataset written to $(DEMO_OUT)/ (spec.yaml, labels.json, summary.json, parquet/, imagefolder/, manifest.jsonl)."
+	@echo "Dataset written to $(DEMO_OUT)/ (spec.yaml, labels.json, summary.json, parquet/, imagefolder/, manifest.jsonl, README.md: its card)."
+	@echo "See it:      open $(DEMO_OUT)/report/index.html   (counts, score histograms, image grids, diversity, near-duplicates)"
 	@echo "Look at it:  ls $(DEMO_OUT)/imagefolder/train/*   (32x32 PNGs of coloured shapes, one folder per class)"
 	@echo "Load it:     $(BIN)/python -c \"import datasets; print(datasets.load_dataset('parquet', data_dir='$(DEMO_OUT)/parquet'))\""
-	@echo "Review it:   $(BIN)/dalle-data review $(DEMO_OUT) --lowest-clip 16"
+	@echo "Review it:   $(BIN)/dalle-data review $(DEMO_OUT) --smallest-margin 16   (the likeliest wrong-class images first)"
 	@echo "Check it:    $(BIN)/dalle-data verify $(DEMO_OUT)"
 
 test: $(STAMP)

@@ -253,7 +253,18 @@ def _check_capabilities(spec: RunSpec, generator: Any) -> None:
     missing = [m for m in spec.modes if MODES[m].capability not in capabilities_of(generator)]
     if missing:
         raise SpecError(f"model {generator.model!r} cannot do {missing[0]} (it can: "
-                        f"{', '.join(sorted(capabilities_of(generator)))}); choose another --model or mode")
+                        f"{', '.join(sorted(capabilities_of(generator)))}); for {missing[0]} use "
+                        f"{CAPABLE_MODELS[MODES[missing[0]].capability]}, or choose another mode")
+
+
+# Which models make each capability (said when a model cannot).
+CAPABLE_MODELS = {
+    "text-to-image": "--model kandinsky-2-2, any diffusers text-to-image model (sdxl-turbo, flux-schnell, ...) "
+                     "or --backend openai",
+    "variation": "an unCLIP model: --model kandinsky-2-2 or --model stable-unclip",
+    "fuse": "an unCLIP model: --model kandinsky-2-2 or --model stable-unclip",
+    "inpaint": "--model kandinsky-2-2, an SD/SDXL/FLUX model (their inpaint pipeline) or --backend openai",
+}
 
 
 def capabilities_of(generator: Any) -> frozenset[str]:

@@ -121,8 +121,9 @@ def test_a_mode_the_model_cannot_make_is_refused_naming_what_it_can(saved: dict[
         spec = build_spec({"classes": ["cat"], "per_class" if MODES[mode].sources == 0 else "per_source": 1,
                            "modes": {mode: 1.0}, "model": str(saved[family]), "scorer": "tiny",
                            **({"from_dir": "x"} if MODES[mode].sources else {})})
-        with pytest.raises(SpecError, match=f"cannot do {mode} \\(it can: "):
+        with pytest.raises(SpecError, match=f"cannot do {mode} \\(it can: ") as refused:
             _check_capabilities(spec, generator)
+        assert ("stable-unclip" if mode in ("variation", "fuse") else "kandinsky-2-2") in str(refused.value)
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl"])

@@ -35,7 +35,6 @@ def dedup(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, undo: bool =
     from dalle_data.review.apply import DEDUP_FILE, apply_decisions, plan_changes
     from dalle_data.review.decisions import DecisionLog
     from dalle_data.review.run import DECISIONS_FILE, load_run
-    from dalle_data.rundir.reader import open_run
 
     if not 0.0 < threshold <= 1.0:
         raise SpecError(f"--threshold {threshold} must be in (0, 1]: the cosine at or above which two images "
@@ -43,13 +42,12 @@ def dedup(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, undo: bool =
     out = Path(out)
     with RunLock(out, "dalle-data dedup"):
         run = load_run(out)
-        spec = open_run(out, recover=False).spec
         path = run.review_dir / DEDUP_FILE
         groups: list[Any] = []
         missing = 0
         if not undo:
             originals = [run.original(r) for r in run.records]
-            emb, _, missing = load_embeddings(run, spec, compute=not dry_run)
+            emb, _, missing = load_embeddings(run, run.spec, compute=not dry_run)
             groups = duplicate_groups(originals, emb, threshold)
         ids = sorted(i for g in groups for i in g.extra)
         log = DecisionLog(run.review_dir / DECISIONS_FILE, run.spec_hash)

@@ -20,6 +20,7 @@ from typing import Any
 from dalle_data.errors import DalleDataError, OutputDirError
 from dalle_data.records import Record
 from dalle_data.rundir import RunDir, open_run
+from dalle_data.rundir.directory import read_json_object
 from dalle_data.rundir.lock import RunLock, RunLocked
 from dalle_data.shards import ShardStore
 
@@ -69,7 +70,7 @@ def _merge(out: Path, run: Any, parts: dict[str, Path], n: int) -> dict[str, Any
         except RunLocked:
             running.append(str(part))
             continue
-        summary = _read(home / "summary.json")
+        summary = read_json_object(home / "summary.json")
         if summary is None or summary.get("spec_hash") != run.spec_hash:
             unfinished.append(part)
         else:
@@ -125,10 +126,3 @@ def _timings(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             "shards_resumed": sum(int(s.get("shards_resumed", 0)) for s in summaries),
             "batch_size": max((int(s.get("batch_size", 0)) for s in summaries), default=0)}
 
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

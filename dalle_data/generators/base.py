@@ -42,6 +42,14 @@ class Refusal:
     reason: str
 
 
+def cpu_generators(seeds: Sequence[int]) -> list:  # noqa: ANN001 - torch.Generator, imported lazily
+    """One seeded CPU ``torch.Generator`` per image: the noise is independent of the device and of the batch,
+    so image ``i`` depends only on its own seed."""
+    import torch
+
+    return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+
 @runtime_checkable
 class Generator(Protocol):
     """A text-to-image backend.

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dalle_data.errors import ModelLoadError
-from dalle_data.generators.base import Defect, GenerationSettings
+from dalle_data.generators.base import Defect, GenerationSettings, cpu_generators
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ class KandinskyGenerator:
         if not prompt:
             return []
         # CPU generators make the noise independent of the device and of the batch.
-        generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        generators = cpu_generators(seeds)
         with torch.inference_mode():
             prior_out = self.prior(
                 prompt=list(prompt),
@@ -233,7 +233,7 @@ class KandinskyGenerator:
             for conds, ws, seed in zip(conditions, weights, seeds):
                 out = self.prior.interpolate(
                     list(conds), list(ws), num_inference_steps=settings.prior_num_inference_steps,
-                    generator=torch.Generator(device="cpu").manual_seed(int(seed)),
+                    generator=cpu_generators([seed])[0],
                     guidance_scale=settings.prior_guidance_scale, device=self.device,
                 )
                 embeds.append(out.image_embeds)
@@ -242,7 +242,7 @@ class KandinskyGenerator:
                 image_embeds=torch.cat(embeds), negative_image_embeds=torch.cat(negatives),
                 width=settings.width, height=settings.height, num_inference_steps=settings.num_inference_steps,
                 guidance_scale=settings.guidance_scale, output_type=self._output_type,
-                generator=[torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds],
+                generator=cpu_generators(seeds),
             ).images
         return self._images(images)
 
@@ -262,7 +262,7 @@ class KandinskyGenerator:
         import torch
 
 
-        generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        generators = cpu_generators(seeds)
         out: list[Image | Defect] = []
         with torch.inference_mode():
             prior_out = self.prior(

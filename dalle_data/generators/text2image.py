@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.errors import ModelLoadError
-from dalle_data.generators.base import GenerationSettings
+from dalle_data.generators.base import GenerationSettings, cpu_generators
 from dalle_data.generators.kandinsky import MODEL_CARD, _ready, _to_image, repaint
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
 
@@ -85,6 +85,7 @@ class Text2ImageGenerator:
         self.backend = f"diffusers:{type(pipe).__name__}"
         self.compiled = False
         self._inpaint: Any = None
+        self._no_inpaint = False
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -149,7 +150,7 @@ class Text2ImageGenerator:
             raise ValueError("one seed per prompt is needed")
         if not prompt:
             return []
-        generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        generators = cpu_generators(seeds)
         with torch.inference_mode():
             images = self.pipe(prompt=list(prompt), generator=generators, width=settings.width,
                                height=settings.height, num_inference_steps=settings.num_inference_steps,
@@ -158,17 +159,19 @@ class Text2ImageGenerator:
 
     def inpaint_pipeline(self, check: bool = False) -> Any:
         """The family's inpaint pipeline on the same weights, or None when diffusers has none for it."""
-        if self._inpaint is None:
+        if self._inpaint is None and not self._no_inpaint:
             from diffusers import AutoPipelineForInpainting
 
             try:
                 self._inpaint = _ready(AutoPipelineForInpainting.from_pipe(self.pipe), self.device)
             except (ValueError, KeyError, TypeError, AttributeError) as err:
-                if check:
-                    log.debug("no inpaint pipeline for %s: %s", type(self.pipe).__name__, err)
-                    return None
-                raise ModelLoadError(f"model {self.model!r} ({type(self.pipe).__name__}) has no inpaint pipeline in "
-                                     "diffusers; use --model kandinsky-2-2 or an SD/SDXL/FLUX model") from None
+                log.debug("no inpaint pipeline for %s: %s", type(self.pipe).__name__, err)
+                self._no_inpaint = True  # asked once: capabilities are read often
+        if self._inpaint is None:
+            if check:
+                return None
+            raise ModelLoadError(f"model {self.model!r} ({type(self.pipe).__name__}) has no inpaint pipeline in "
+                                  "diffusers; use --model kandinsky-2-2 or an SD/SDXL/FLUX model")
         return self._inpaint
 
     def inpaint(self, images: Sequence[Any], masks: Sequence[Any], prompt: Sequence[str], seeds: Sequence[int],
@@ -183,7 +186,7 @@ class Text2ImageGenerator:
                 array = pipe(prompt=text, image=image, mask_image=mask, width=settings.width, height=settings.height,
                              num_inference_steps=max(settings.num_inference_steps, 2), strength=1.0,
                              guidance_scale=settings.guidance_scale, output_type="np",
-                             generator=torch.Generator(device="cpu").manual_seed(int(seed))).images[0]
+                             generator=cpu_generators([seed])[0]).images[0]
                 out.append(repaint(_to_image(array), image, mask))
         return out
 

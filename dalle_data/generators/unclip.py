@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.errors import ModelLoadError
-from dalle_data.generators.base import GenerationSettings
+from dalle_data.generators.base import GenerationSettings, cpu_generators
 from dalle_data.generators.kandinsky import _ready, _to_image
 from dalle_data.generators.text2image import FALLBACK, _card_defaults, _guess_defaults, save_pipeline
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
@@ -96,7 +96,7 @@ class StableUnCLIPGenerator:
                 image_embeds=torch.stack(embeds), prompt=prompts, width=settings.width, height=settings.height,
                 num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
                 noise_level=0, output_type="np",
-                generator=[torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]).images
+                generator=cpu_generators(seeds)).images
         return [_to_image(array) for array in images]
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.analysis import DEFAULT_THRESHOLD
-from dalle_data.rundir.directory import atomic_write_text
+from dalle_data.rundir.directory import atomic_write_text, read_json_object
 from dalle_data.writers.base import ensure_dir
 
 log = logging.getLogger(__name__)
@@ -98,16 +98,16 @@ def build_report(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, compu
     from dalle_data.report import figures as fig_mod
     from dalle_data.report import html as html_mod
     from dalle_data.review.images import ImageStore
-    from dalle_data.review.run import load_run
+    from dalle_data.review.run import review_run_of
     from dalle_data.rundir.lock import RunLock
     from dalle_data.rundir.reader import open_run
 
     out = Path(out)
     with nullcontext() if locked or not write else RunLock(out, "dalle-data report"):
         run = open_run(out, recover=not locked)
-        review_run = load_run(out, recover=False)
+        review_run = review_run_of(run)
         emb, computed, missing = load_embeddings(review_run, run.spec, compute=compute, scorer=scorer, fetch=fetch)
-        probe = _read_json(run.layout.probe_json)
+        probe = read_json_object(run.layout.probe_json)
         from dalle_data.planning import _pack
 
         try:
@@ -160,21 +160,10 @@ def refresh_report(out: Path | str, *, locked: bool = False, fetch: Any = None) 
 
 
 def _shown(records: list[Any], labels: Any, figures: dict[str, Any]) -> set[str]:
-    from dalle_data.report.html import GRID
+    from dalle_data.report.html import extremes
 
-    shown: set[str] = set()
-    for label in labels:
-        kept = sorted((r for r in records if r.label == label and r.status == "kept" and r.clip_score is not None),
-                      key=lambda r: (-r.clip_score, r.id))
-        shown.update(r.id for r in kept[:GRID] + kept[-GRID:])
+    shown = {r.id for top, bottom in extremes(records, labels).values() for r in top + bottom}
     for group in figures["duplicates"]["groups"][:50]:
         shown.update([group["keep"], *group["set_aside"]][:12])
     return shown
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -20,6 +20,7 @@ from dalle_data import __version__
 from dalle_data.analysis import DEFAULT_THRESHOLD, diversity, duplicate_groups
 from dalle_data.analysis.duplicates import cross_label_copies
 from dalle_data.records import Record
+from dalle_data.rundir.directory import read_json_object
 
 if TYPE_CHECKING:
     from dalle_data.embeddings import EmbeddingSet
@@ -56,25 +57,30 @@ def histograms(records: Sequence[Record], labels: Sequence[str]) -> dict[str, An
     out: dict[str, Any] = {}
     for name, edges, value in (("clip_score", clip_edges(scored), lambda r: r.clip_score),
                                ("class_prob", np.linspace(0.0, 1.0, BINS + 1), lambda r: r.class_prob)):
+        groups: dict[tuple[str, str, str], list[float]] = {}  # (label, mode, status) -> values, in one pass
+        for r in scored:
+            groups.setdefault((r.label, r.mode, r.status), [])
+            if value(r) is not None:
+                groups[(r.label, r.mode, r.status)].append(value(r))
         by: dict[str, dict[str, dict[str, list[int]]]] = {}
         for label in labels:
-            modes: dict[str, dict[str, list[int]]] = {}
-            for mode in sorted({r.mode for r in scored if r.label == label}):
-                rows = [r for r in scored if r.label == label and r.mode == mode and value(r) is not None]
-                modes[mode] = {status: histogram([value(r) for r in rows if r.status == status], edges)
-                               for status in ("kept", "rejected")}
+            modes = sorted({mode for (lab, mode, _) in groups if lab == label})
             if modes:
-                by[label] = modes
+                by[label] = {mode: {status: histogram(groups.get((label, mode, status), []), edges)
+                                    for status in ("kept", "rejected")} for mode in modes}
         out[name] = {"edges": [round(float(e), 4) for e in edges], "by": by}
     return out
 
 
-def class_table(run: ReviewRun, records: Sequence[Record]) -> dict[str, dict[str, Any]]:
+def class_table(run: ReviewRun, records: Sequence[Record], summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per label: target, generated, kept (now), rejected, failed, acceptance, met."""
-    summary_classes = (run_summary(run) or {}).get("classes", {})
+    summary_classes = summary.get("classes", {})
+    by_label: dict[str, list[Record]] = {}
+    for record in records:
+        by_label.setdefault(record.label, []).append(record)
     table: dict[str, dict[str, Any]] = {}
     for label in run.labels:
-        rows = [r for r in records if r.label == label]
+        rows = by_label.get(label, [])
         generated = sum(r.status in ("kept", "rejected") for r in rows)
         kept = sum(r.status == "kept" for r in rows)
         saved = summary_classes.get(label, {})
@@ -87,15 +93,6 @@ def class_table(run: ReviewRun, records: Sequence[Record]) -> dict[str, dict[str
             "role": "negative" if label == run.negative_label else "positive",
         }
     return table
-
-
-def run_summary(run: ReviewRun) -> dict[str, Any] | None:
-    import json
-
-    try:
-        return json.loads(run.layout.summary.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def coverage(records: Sequence[Record], pack: Any) -> dict[str, Any]:
@@ -163,8 +160,8 @@ def compute(run: ReviewRun, emb: EmbeddingSet | None, *, pack: Any = None, thres
             probe: dict[str, Any] | None = None, missing_embeddings: int = 0) -> dict[str, Any]:
     """Every figure of the report (see the module docstring)."""
     records = list(run.records)
-    summary = run_summary(run) or {}
-    classes = class_table(run, records)
+    summary = read_json_object(run.layout.summary) or {}
+    classes = class_table(run, records, summary)
     kept = [r for r in records if r.status == "kept"]
     div = diversity(records, emb, run.labels) if emb is not None else []
     groups = duplicate_groups(records, emb, threshold)

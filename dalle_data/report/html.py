@@ -82,6 +82,22 @@ def thumbnail_uri(data: bytes | None) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def extremes(records: Sequence[Record], labels: Sequence[str]) -> dict[str, tuple[list[Record], list[Record]]]:
+    """Per label (in ``labels`` order, those with kept scored images): its ``GRID`` highest-scoring kept images,
+    and the ``GRID`` lowest not among them, highest first."""
+    by_label: dict[str, list[Record]] = {}
+    for r in records:
+        if r.status == "kept" and r.clip_score is not None:
+            by_label.setdefault(r.label, []).append(r)
+    out = {}
+    for label in labels:
+        kept = sorted(by_label.get(label, []), key=lambda r: (-r.clip_score, r.id))  # type: ignore[operator]
+        if kept:
+            top = kept[:GRID]
+            out[label] = (top, [r for r in kept[-GRID:] if r not in top])
+    return out
+
+
 def _figure(record: Record, png: Callable[[Record], bytes | None]) -> str:
     uri = thumbnail_uri(png(record))
     caption = f"{record.clip_score:.3f}" if record.clip_score is not None else "–"
@@ -140,13 +156,7 @@ def page(title: str, figures: dict[str, Any], records: Sequence[Record], labels:
 
     out.append(f'<section id="images"><h2>Highest and lowest CLIP scores per class</h2>'
                f"<p class='small'>Kept images; the {GRID} highest then the {GRID} lowest, score under each.</p>")
-    for label in labels:
-        kept = sorted((r for r in records if r.label == label and r.status == "kept" and r.clip_score is not None),
-                      key=lambda r: (-r.clip_score, r.id))  # type: ignore[operator]
-        if not kept:
-            continue
-        top = kept[:GRID]
-        bottom = [r for r in kept[-GRID:] if r not in top]
+    for label, (top, bottom) in extremes(records, labels).items():
         out.append(f"<h3>{esc(label)}</h3><div class='grid'>" + "".join(_figure(r, png) for r in top) + "</div>")
         if bottom:
             out.append("<div class='grid'>" + "".join(_figure(r, png) for r in reversed(bottom)) + "</div>")

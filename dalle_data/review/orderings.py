@@ -99,9 +99,8 @@ def second_opinion(run: ReviewRun, records: Sequence[Record], scorer_name: str, 
 def duplicate_id_groups(run: ReviewRun, records: Sequence[Record], threshold: float) -> list[list[str]]:
     from dalle_data.analysis import duplicate_groups
     from dalle_data.report import load_embeddings
-    from dalle_data.rundir.reader import open_run
 
-    emb, _, _ = load_embeddings(run, open_run(run.out, recover=False).spec, compute=False)
+    emb, _, _ = load_embeddings(run, run.spec, compute=False)
     return [list(g.ids) for g in duplicate_groups(records, emb, threshold)]
 
 

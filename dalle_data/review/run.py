@@ -21,11 +21,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dalle_data.labels import LabelMap
 from dalle_data.records import Record
 from dalle_data.rundir import Layout, open_run
-from dalle_data.rundir.reader import read_records
+from dalle_data.rundir.reader import Run, read_records
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ReviewRun:
     formats: tuple[str, ...] = ("parquet", "imagefolder")
     keep_rejected: bool = False
     labels_saved: bool = True  # made by a dalle-data that writes labels.json
+    spec: Any = field(default=None, repr=False, compare=False)  # the validated RunSpec (open_run's)
     by_id: dict[str, Record] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -90,9 +92,13 @@ class ReviewRun:
 
 def load_run(out: Path | str, recover: bool = True) -> ReviewRun:
     """Read and check the run in ``out`` (see ``dalle_data.rundir.open_run``); one-line errors."""
+    return review_run_of(open_run(out, recover=recover))
+
+
+def review_run_of(run: Run) -> ReviewRun:
+    """The review view of a run already opened with ``open_run`` (its manifest, originals)."""
     from dalle_data.errors import OutputDirError
 
-    run = open_run(out, recover=recover)
     if not run.layout.manifest.is_file():
         raise OutputDirError(
             f"{run.out} has no {MANIFEST_FILE} yet: the run has not finished; "
@@ -106,6 +112,7 @@ def load_run(out: Path | str, recover: bool = True) -> ReviewRun:
         negative_label=labels.negative_label, class_dirs=labels.folder_map(), split=run.spec.split,
         complete=run.complete, records=tuple(records), originals=originals, ended=run.ended, label_map=labels,
         formats=tuple(run.spec.formats), keep_rejected=run.spec.keep_rejected, labels_saved=run.labels_saved,
+        spec=run.spec,
     )
 
 

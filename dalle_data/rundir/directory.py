@@ -49,6 +49,15 @@ State = Literal["new", "complete", "short", "incomplete"]
 RUN_FORMAT = 1
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object read from ``path``; None when the file is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     from dalle_data.writers.base import atomic_write_bytes
 
@@ -218,11 +227,7 @@ class RunDir:
         return self.home / self.layout.success.name
 
     def saved_summary(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.summary_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return read_json_object(self.summary_path)
 
     # --- writing -----------------------------------------------------------------
     def prepare(self, spec_text: str, spec_hash: str, content: dict[str, Any], inputs: dict[str, str],

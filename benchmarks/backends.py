@@ -1,7 +1,8 @@
 """Images per second of each backend family on tiny configs (random weights), CPU or CUDA.
 
-Kandinsky 2.2 (the ``tiny`` preset), Stable Diffusion, SDXL and Stable unCLIP (variations), each built
-from configs, saved and loaded back through ``--model PATH``; 64×64, 4 denoising steps, batches of 4.
+Kandinsky 2.2 (the ``tiny`` preset), Stable Diffusion, SDXL, SDXL with an IP-Adapter (variations by image
+prompt) and Stable unCLIP (variations), each built from configs, saved and loaded back through
+``--model PATH``; 64×64, 4 denoising steps, batches of 4.
 The figures compare the families' overheads, not real models (those need a GPU and their weights).
 
     .venv/bin/python benchmarks/backends.py [--images 16] [--device cpu]
@@ -31,7 +32,7 @@ def main() -> None:
     from PIL import Image
 
     from dalle_data.generators.registry import load_generator
-    from dalle_data.generators.tiny_families import save_tiny
+    from dalle_data.generators.tiny_families import save_tiny, save_tiny_ip_adapter
 
     print(f"# {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}, device {args.device}; "
           f"{args.images} images, batches of {args.batch}")
@@ -41,15 +42,19 @@ def main() -> None:
         load_generator("tiny").save_pretrained(folders["kandinsky"])
         for family in ("sd", "sdxl", "stable-unclip"):
             folders[family] = save_tiny(family, Path(tmp) / family)
+        folders["sdxl+ip-adapter"] = folders["sdxl"]
+        adapter = save_tiny_ip_adapter(load_generator(str(folders["sdxl"])).pipe, Path(tmp) / "ip-adapter")
         source = Image.new("RGB", (64, 64), (120, 60, 200))
         for family, folder in folders.items():
             generator = load_generator(str(folder), device=args.device)
+            if family == "sdxl+ip-adapter":
+                generator.use_ip_adapter(adapter)
             settings = replace(generator.defaults, width=64, height=64, num_inference_steps=4,
                                prior_num_inference_steps=min(4, generator.defaults.prior_num_inference_steps) or 0)
 
             def batch(n: int, start: int) -> None:
                 seeds = list(range(start, start + n))
-                if "text-to-image" in generator.capabilities:
+                if "text-to-image" in generator.capabilities and getattr(generator, "ip_adapter", None) is None:
                     generator([f"a photo of a thing {s}" for s in seeds], seeds, settings)
                 else:
                     generator.variation([[source]] * n, [[1.0]] * n, seeds, settings)

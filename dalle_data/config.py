@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dalle_data.backends import BACKENDS, check_modes
+from dalle_data.backends import BACKENDS, check_fields, check_modes
 from dalle_data.errors import SpecError
 from dalle_data.modes import IMAGE_MODES, NAMES as MODES, TEXT_MODES
 from dalle_data.naming import clean_class_names
@@ -34,7 +34,8 @@ EXECUTION_FIELDS = frozenset({"out", "batch_size", "device", "dtype", "compile",
                               "openai_batch"})
 # Fields added after specs were first saved: hashed only when set away from their
 # default, so a run saved before they existed keeps its hash and resumes.
-LATER_FIELDS: dict[str, Any] = {"backend": "diffusers", "quality": None, "llm": None, "llm_prompts": 50}
+LATER_FIELDS: dict[str, Any] = {"backend": "diffusers", "quality": None, "llm": None, "llm_prompts": 50,
+                                "options": {}}
 
 
 class RunSpec(BaseModel):
@@ -80,7 +81,7 @@ class RunSpec(BaseModel):
     shard_size: int = Field(default=64, gt=0, le=100_000)
     split: str = Field(default="train", pattern=r"^[A-Za-z0-9_]{1,64}$")  # what datasets accepts as a split name
     # Hosted APIs (the key is never a field: it comes from OPENAI_API_KEY only).
-    backend: Literal["diffusers", "openai"] = "diffusers"
+    backend: str = "diffusers"  # a name in dalle_data.backends.BACKENDS
     quality: Literal["low", "medium", "high", "auto"] | None = None
     base_url: str | None = None
     max_concurrency: int = Field(default=4, gt=0, le=256)
@@ -90,14 +91,31 @@ class RunSpec(BaseModel):
     llm: str | None = None
     llm_base_url: str | None = None
     llm_prompts: int = Field(default=50, gt=0, le=5000)
+    # The backend's own options (``dalle_data.backends``: --option KEY=VALUE), without their defaults.
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _backend_model(cls, data: Any) -> Any:
-        """Without --model, a backend's own default model."""
-        if isinstance(data, dict) and not data.get("model") and data.get("backend") in BACKENDS:
-            data = {**data, "model": BACKENDS[data["backend"]].default_model}
-        return data
+        """Without --model, a backend's own default model; the options checked against the backend's model."""
+        if not isinstance(data, dict):
+            return data
+        chosen = BACKENDS.get(data.get("backend") or "diffusers")
+        if chosen is None:
+            return data  # the backend's validator names the backends there are
+        if not data.get("model"):
+            data = {**data, "model": chosen.default_model}
+        options = data.get("options")
+        if options is not None and not isinstance(options, dict):
+            raise ValueError("options must be a mapping of option names to values (--option KEY=VALUE)")
+        return {**data, "options": chosen.parse_options(options)}
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; choose from {', '.join(BACKENDS)}")
+        return value
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -180,7 +198,10 @@ class RunSpec(BaseModel):
         return self
 
     def _api_checks(self) -> None:
-        problem = check_modes(self.backend, self.modes) or BACKENDS[self.backend].check(self.model_dump())
+        values = self.model_dump()
+        defaults = {name: info.default for name, info in type(self).model_fields.items()}
+        problem = (check_modes(self.backend, self.modes) or check_fields(self.backend, values, defaults)
+                   or BACKENDS[self.backend].check(values))
         if problem:
             raise ValueError(problem)
         if self.llm is not None:
@@ -283,12 +304,12 @@ FLAG_NAMES = {"from_dir": "--from", "formats": "--format", "modes": "--mode", "w
 
 def _one_line(err: ValidationError, as_flags: bool) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first.get("loc", ())) or "spec"
+    loc = ".".join(str(p) for p in first.get("loc", ()))
     if as_flags and loc in RunSpec.model_fields and loc not in SPEC_FILE_ONLY:
         loc = FLAG_NAMES.get(loc, "--" + loc.replace("_", "-"))
     msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return f"{loc}: {msg}{more}"
+    return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
 
 
 def build_spec(values: dict[str, Any], source: str = "options") -> RunSpec:

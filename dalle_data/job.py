@@ -219,7 +219,7 @@ def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, sco
     from dalle_data.scoring.registry import check_scorer_name, resolve_scorer_name
 
     chosen = BACKENDS[spec.backend]
-    scorer_name = resolve_scorer_name(spec.scorer, spec.model)
+    scorer_name = resolve_scorer_name(spec.scorer, spec.model, spec.backend)
     if spec.executor == "ray" and generator is None and scorer is None:
         from dalle_data.execution.ray_executor import RayModels
 
@@ -261,8 +261,10 @@ def _check_capabilities(spec: RunSpec, generator: Any) -> None:
 CAPABLE_MODELS = {
     "text-to-image": "--model kandinsky-2-2, any diffusers text-to-image model (sdxl-turbo, flux-schnell, ...) "
                      "or --backend openai",
-    "variation": "an unCLIP model: --model kandinsky-2-2 or --model stable-unclip",
-    "fuse": "an unCLIP model: --model kandinsky-2-2 or --model stable-unclip",
+    "variation": "--model kandinsky-2-2, --model stable-unclip, an SD/SDXL model with --option ip_adapter=default "
+                 "or --backend openai",
+    "fuse": "--model kandinsky-2-2, --model stable-unclip, an SD/SDXL model with --option ip_adapter=default "
+            "or --backend openai",
     "inpaint": "--model kandinsky-2-2, an SD/SDXL/FLUX model (their inpaint pipeline) or --backend openai",
 }
 
@@ -304,28 +306,18 @@ def regenerate(spec: RunSpec, shards: set[str], *, generator: Any = None, scorer
 
 def dry_run(spec: RunSpec, *, price_per_image: float | None = None, llm_cache: bool = True) -> dict[str, Any]:
     """What ``spec`` would make and cost, without loading a model or making a request."""
-    from dalle_data import pricing
-
     _, counts = _source_counts(spec)
     targets = spec.slot_targets(counts)
     images, most = sum(t for t, _ in targets.values()), sum(b for _, b in targets.values())
-    settings_size = f"{spec.width or 1024}x{spec.height or 1024}"
     out: dict[str, Any] = {
         "dry_run": True, "out": str(spec.out), "backend": spec.backend, "model": spec.model,
-        "classes": list(spec.classes), "modes": dict(spec.modes),
+        "classes": list(spec.classes), "modes": dict(spec.modes), "options": dict(spec.options),
         "slots": [{"class": c, "mode": m, "target": t, "max_attempts": b} for (c, m), (t, b) in targets.items()],
         "images": {"target": images, "max": most},
     }
-    if spec.backend == "openai":
-        from dalle_data.generators.openai_images import DEFAULT_QUALITY
+    from dalle_data.backends import BACKENDS
 
-        quality = spec.quality or DEFAULT_QUALITY
-        out.update(quality=quality, size=settings_size, max_concurrency=spec.max_concurrency)
-        out["cost"] = pricing.estimate(spec.model, quality, settings_size, images, most, price_per_image,
-                                       edit="inpaint" in spec.modes, batch=spec.openai_batch).as_dict()
-    else:
-        out["cost"] = {"currency": "USD", "per_image": 0.0, "expected": 0.0, "max": 0.0, "source": "local model",
-                       "note": "local generation: no per-image API charge"}
+    out.update(BACKENDS[spec.backend].cost(spec, images, most, price_per_image))
     if spec.llm is not None:
         from dalle_data.llm import make_writer
         from dalle_data.llm.writer import PER_REQUEST

@@ -7,8 +7,9 @@ change, so check them before a large run. Current GPT image models are billed
 by tokens (text input, image input, image output): ``TOKEN_PRICES_USD`` holds
 those rates and ``OUTPUT_TOKENS`` the image output tokens per quality and
 size, and ``--dry-run`` shows the token-based price beside the per-image one
-(they agree for generations; an edit also bills its input image's tokens,
-which only the token basis counts). Override the per-image prices without
+(they agree for generations; an edit also bills its input images' tokens,
+which only the token basis counts: one for inpaint and variation, two for
+fuse, whose references are both sent). Override the per-image prices without
 editing code:
 
 * ``DALLE_DATA_PRICES=prices.yaml``: a YAML (or JSON) file in the same shape,
@@ -16,9 +17,11 @@ editing code:
   (add a model, or change one price);
 * ``generate --dry-run --price-per-image USD``: one flat price for this estimate.
 
-Estimates cover the image calls only. Masked edits (``inpaint``) also bill the
-input image, and the LLM prompt writer bills tokens at the LLM provider's
-rates; neither is included. ``--quality auto`` is priced as ``high`` (the
+Estimates cover the image calls only. Edits (``inpaint``, ``variation``,
+``fuse``) also bill their input images, which only the token basis includes
+(for a run of several modes, the mode with the most input images), and the
+LLM prompt writer bills tokens at the LLM provider's rates, which no estimate
+includes. ``--quality auto`` is priced as ``high`` (the
 upper bound). A size missing from the table is priced from 1024x1024 by pixel
 area.
 """
@@ -33,6 +36,7 @@ from typing import Any
 import yaml
 
 from dalle_data.errors import SpecError
+from dalle_data.modes import MODES
 
 PRICES_ENV = "DALLE_DATA_PRICES"
 BASE_SIZE = "1024x1024"
@@ -67,6 +71,14 @@ OUTPUT_TOKENS: dict[str, dict[str, int]] = {
 INPUT_IMAGE_TOKENS = 765  # a 1024² input image of an edit (high detail: 4 tiles × 170 + 85)
 
 
+def input_images(modes: Any) -> int:
+    """Input images one image of ``modes`` (names) sends at most: its sources (inpaint and variation 1, fuse 2).
+
+    Every image-driven mode is an edit that uploads its sources; text modes send none. The most over the
+    modes is an upper bound for a mixed run, as ``--quality auto`` is priced as ``high``."""
+    return max((MODES[m].sources for m in modes if m in MODES), default=0)
+
+
 def retired(model: str) -> str | None:
     """One line saying that ``model`` is retired and what replaces it, or None."""
     if model in RETIRED_MODELS:
@@ -76,8 +88,9 @@ def retired(model: str) -> str | None:
 
 
 def token_price_per_image(model: str, quality: str, size: str, prompt_tokens: int = 40,
-                          edit: bool = False) -> dict[str, Any] | None:
-    """The token-billed price of one image (None when the model's token rates are not known)."""
+                          edit: bool = False, images_in: int = 0) -> dict[str, Any] | None:
+    """The token-billed price of one image (None when the model's token rates are not known); ``images_in``
+    input images are billed as image input tokens (``edit``: at least one)."""
     rates = TOKEN_PRICES_USD.get(model)
     if rates is None:
         return None
@@ -88,7 +101,7 @@ def token_price_per_image(model: str, quality: str, size: str, prompt_tokens: in
     else:
         w, h = (int(p) for p in size.split("x"))
         output = round(counts["1024x1024"] * (w * h) / (1024 * 1024))
-    image_input = INPUT_IMAGE_TOKENS if edit else 0
+    image_input = INPUT_IMAGE_TOKENS * max(images_in, int(edit))
     usd = (prompt_tokens * rates["text_input"] + image_input * rates["image_input"]
            + output * rates["image_output"]) / 1e6
     return {"per_image": round(usd, 6), "tokens": {"text_input": prompt_tokens, "image_input": image_input,
@@ -172,11 +185,15 @@ BATCH_DISCOUNT = 0.5  # the Batch API bills half the list price
 
 
 def estimate(model: str, quality: str, size: str, images: int, most: int, flat: float | None = None,
-             edit: bool = False, batch: bool = False) -> Estimate:
+             edit: bool = False, batch: bool = False, modes: Any = ()) -> Estimate:
     """Cost of ``images`` (the quota) up to ``most`` (the attempt budget) images (``batch``: through the Batch
-    API, at half price; edits are never batched)."""
-    tokens = token_price_per_image(model, quality, size, edit=edit)
-    note_extra = "image calls only: edits also bill the input image; LLM tokens are not included"
+    API, at half price; edits are never batched). The token basis bills ``input_images(modes)`` input images
+    (``edit``: at least one)."""
+    images_in = max(input_images(modes), int(edit))
+    edit = images_in > 0
+    tokens = token_price_per_image(model, quality, size, images_in=images_in)
+    note_extra = ("image calls only: edits, variations and fuses also bill their input images; "
+                  "LLM tokens are not included")
     if flat is not None:
         if not _is_price(flat):
             raise SpecError(f"--price-per-image must be a number ≥ 0, got {flat}")
@@ -207,3 +224,27 @@ def describe(est: Estimate) -> str:
                  + (f", {t['image_input']} input image tokens at ${r['image_input']:g}/M" if t["image_input"] else "")
                  + ")")
     return text + (f"; {est.note}" if est.note else "")
+
+
+# -- the backends' price models (dalle_data.backends: Backend.price) ------------------------------------------
+
+
+def local_cost(spec: Any, images: int, most: int, flat: float | None = None) -> dict[str, Any]:
+    """None per image: a local model (--price-per-image prices the machine time if you know it)."""
+    if flat is not None and not _is_price(flat):
+        raise SpecError(f"--price-per-image must be a number ≥ 0, got {flat}")
+    per = float(flat or 0.0)
+    source, note = ("--price-per-image", "your price of one image's machine time") if flat is not None else (
+        "local model", "local generation: no per-image API charge")
+    return {"cost": {"currency": "USD", "per_image": per, "expected": round(per * images, 4),
+                     "max": round(per * most, 4), "source": source, "note": note}}
+
+
+def api_cost(spec: Any, images: int, most: int, flat: float | None = None) -> dict[str, Any]:
+    """The images API list price per image, and the token basis, with the date both were checked."""
+    from dalle_data.generators.openai_images import DEFAULT_QUALITY
+
+    quality = spec.quality or DEFAULT_QUALITY
+    size = f"{spec.width or 1024}x{spec.height or 1024}"
+    cost = estimate(spec.model, quality, size, images, most, flat, modes=spec.modes, batch=spec.openai_batch)
+    return {"quality": quality, "size": size, "max_concurrency": spec.max_concurrency, "cost": cost.as_dict()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from dalle_data import __version__
+from dalle_data.cli import backends as _backends
 from dalle_data.cli import demo as _demo
 from dalle_data.cli import generate as _generate
 from dalle_data.cli import inspect as _inspect
@@ -57,6 +58,7 @@ app.command("report", epilog=_inspect.REPORT_EPILOG, short_help="Dataset card an
 app.command("dedup", epilog=_inspect.DEDUP_EPILOG, short_help="Set near-duplicate images aside (reversible).")(_inspect.dedup)
 app.command("merge", epilog=_merge.EPILOG, short_help="Join the parts of a sharded run into one dataset.")(_merge.merge)
 app.command("verify", epilog=_verify.EPILOG, short_help="Check a finished run against its records; repair it.")(_verify.verify)
+app.command("backends", epilog=_backends.EPILOG, short_help="The generator backends: modes, options, prices.")(_backends.backends)
 app.command("demo-real", epilog=_demo.EPILOG, short_help="Render a real test set of the shapes world (for probe).")(_demo.demo_real)
 
 

@@ -26,6 +26,8 @@ EPILOG = epilog(
         "dalle-data generate --classes dalmatian --per-class 100 --llm gpt-5-mini      # an LLM writes the scenes",
         "dalle-data generate --classes dalmatian --per-class 100 --backend openai --dry-run   # plan and cost, no calls",
         "dalle-data generate --classes dalmatian --per-class 100 --backend openai --model gpt-image-1.5 --max-concurrency 8",
+        'dalle-data generate --classes dalmatian --per-class 100 --model sdxl-turbo --option "negative_prompt=blurry, text"',
+        "dalle-data generate --mode variation,fuse --from my_photos/ --per-source 4 --model sdxl --option ip_adapter=default",
     ],
     "Exit status: 0 complete; 3 short (a quota unmet; --allow-short makes it 0); 2 bad input; 75 another process "
     "holds --out; 130 interrupted (rerun to resume). Hosted APIs read the key from OPENAI_API_KEY only (never a flag "
@@ -46,12 +48,28 @@ def read_classes_file(path: Path) -> list[str]:
 
 
 def collect_values(config: Optional[Path], flags: dict[str, Any]) -> dict[str, Any]:
-    """Config-file values overridden by the flags that were given."""
+    """Config-file values overridden by the flags that were given (``--option``s one key at a time)."""
     from dalle_data.config import load_config
 
     values: dict[str, Any] = load_config(config) if config else {}
-    values.update({k: v for k, v in flags.items() if v is not None and v != []})
+    given = {k: v for k, v in flags.items() if v is not None and v != []}
+    if isinstance(values.get("options"), dict) and "options" in given:
+        given["options"] = {**values["options"], **given["options"]}
+    values.update(given)
     return values
+
+
+def parse_options(items: Optional[list[str]]) -> dict[str, str] | None:
+    """``--option KEY=VALUE`` items as a mapping (the backend's option model checks names and values)."""
+    if not items:
+        return None
+    options: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--option expects KEY=VALUE (e.g. --option negative_prompt=blurry), got {item!r}")
+        options[key.strip()] = value
+    return options
 
 
 def classes_from_prompts(values: dict[str, Any]) -> None:
@@ -113,7 +131,8 @@ def generate(
     size: Optional[int] = typer.Option(None, "--size", metavar="PX", help="Image width and height in pixels. [default: the model's]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout (for CI)."),
-    backend: Optional[str] = typer.Option(None, "--backend", metavar="BACKEND", help="diffusers (local models) or openai (the hosted images API; variation and fuse are not available there). [default: diffusers]"),
+    backend: Optional[str] = typer.Option(None, "--backend", metavar="BACKEND", help="diffusers (local models) or openai (the hosted images API); `dalle-data backends` lists what each can do. [default: diffusers]"),
+    option: Optional[list[str]] = typer.Option(None, "--option", metavar="KEY=VALUE", help="A backend option; repeat for more (`dalle-data backends` lists them): negative_prompt=..., ip_adapter=default|DIR|HUB_ID, ip_adapter_scale=0.6 (diffusers); moderation=low, input_fidelity=high (openai). Part of the spec: other options make another run."),
     quality: Optional[str] = typer.Option(None, "--quality", metavar="Q", help="--backend openai: low, medium, high or auto. [default: medium]"),
     base_url: Optional[str] = typer.Option(None, "--base-url", metavar="URL", help="--backend openai: images API base URL. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"),
     max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", metavar="N", help="Hosted API: most requests in flight at once (a batch holds at least N). [default: 4]"),
@@ -141,7 +160,7 @@ def generate(
         "width": size, "height": size, "shard_size": shard_size, "from_dir": from_dir, "per_source": per_source,
         "prompt_weight": prompt_weight, "fuse_weight": fuse_weight, "mask": mask, "mask_dir": mask_dir,
         "backend": backend, "quality": quality, "base_url": base_url, "max_concurrency": max_concurrency,
-        "openai_batch": openai_batch,
+        "openai_batch": openai_batch, "options": parse_options(option),
         "timeout": timeout, "max_retries": max_retries, "llm": llm, "llm_base_url": llm_base_url,
         "llm_prompts": llm_prompts, "executor": executor, "ray_address": ray_address, "ray_actors": ray_actors,
         "ray_gpus": ray_gpus,

@@ -44,7 +44,7 @@ def probe(
         run = open_run(train)
     except OutputDirError as err:
         raise SpecError(f"--train {train}: {err}") from None
-    the_scorer = load_scorer(resolve_scorer_name(scorer, run.spec.model), device=resolve_device(device))
+    the_scorer = load_scorer(resolve_scorer_name(scorer, run.spec.model, run.spec.backend), device=resolve_device(device))
     report = run_probe(train, test, scorer=the_scorer, classes=list(run.spec.classes), real_train=real_train,
                        ablate_filter=ablate == "filter")
     _keep(run, report)

@@ -45,6 +45,9 @@ KANDINSKY_DEFAULTS = GenerationSettings(
 )
 
 
+NEGATIVE_SALT = 0x5EED_0F_4E6  # the negative prompt's prior noise: another stream than the image's own
+
+
 class KandinskyGenerator:
     """Text → image with a Kandinsky 2.2 prior and decoder."""
 
@@ -67,6 +70,7 @@ class KandinskyGenerator:
         # On a GPU the decoder output stays there as tensors (dalle_data.device_images): checked and
         # preprocessed for CLIP on the device, copied to the host once, to be encoded.
         self.tensor_outputs = str(device).startswith("cuda")
+        self.negative_prompt: str | None = None  # set_negative_prompt (--option negative_prompt)
         self.compiled = False
         self._inpaint: Any = None
         self._inpaint_loader: Callable[[], Any] | None = None
@@ -188,12 +192,7 @@ class KandinskyGenerator:
         # CPU generators make the noise independent of the device and of the batch.
         generators = cpu_generators(seeds)
         with torch.inference_mode():
-            prior_out = self.prior(
-                prompt=list(prompt),
-                generator=generators,
-                num_inference_steps=settings.prior_num_inference_steps,
-                guidance_scale=settings.prior_guidance_scale,
-            )
+            prior_out = self._prior(prompt, seeds, generators, settings)
             images = self.decoder(
                 image_embeds=prior_out.image_embeds,
                 negative_image_embeds=prior_out.negative_image_embeds,
@@ -205,6 +204,23 @@ class KandinskyGenerator:
                 output_type=self._output_type,
             ).images
         return self._images(images)
+
+    def set_negative_prompt(self, text: str | None) -> None:
+        """What every image should not show: the prior embeds it too and the decoder steers away from it."""
+        self.negative_prompt = text
+
+    def _prior(self, prompt: Sequence[str], seeds: Sequence[int], generators: list[Any],
+               settings: GenerationSettings) -> Any:
+        """The prior's image embeddings for ``prompt``. With a negative prompt the prior also embeds it, once
+        per image, and the decoder steers away from that: its noise comes from a second seeded generator per
+        image, so image ``i`` still depends only on its own prompt and seed."""
+        negatives = None
+        if self.negative_prompt:
+            negatives = [self.negative_prompt] * len(prompt)
+            generators = generators + cpu_generators([(int(s) ^ NEGATIVE_SALT) % 2**63 for s in seeds])
+        return self.prior(prompt=list(prompt), negative_prompt=negatives, generator=generators,
+                          num_inference_steps=settings.prior_num_inference_steps,
+                          guidance_scale=settings.prior_guidance_scale)
 
     @property
     def _output_type(self) -> str:
@@ -261,14 +277,10 @@ class KandinskyGenerator:
         """
         import torch
 
-
         generators = cpu_generators(seeds)
         out: list[Image | Defect] = []
         with torch.inference_mode():
-            prior_out = self.prior(
-                prompt=list(prompt), generator=generators, num_inference_steps=settings.prior_num_inference_steps,
-                guidance_scale=settings.prior_guidance_scale,
-            )
+            prior_out = self._prior(prompt, seeds, generators, settings)
             for i, (image, mask) in enumerate(zip(images, masks)):
                 array = self.inpaint_decoder(
                     image_embeds=prior_out.image_embeds[i : i + 1],

@@ -1,8 +1,8 @@
-"""The OpenAI images API as a generator: GPT image models, text to image and masked edits.
+"""The OpenAI images API as a generator: GPT image models, text to image, reference edits and masked edits.
 
 ``OpenAIImageGenerator`` calls ``images.generate`` (vanilla, style and
-adversarial modes) and ``images.edit`` (inpainting) through the ``openai``
-client, one request per image, at most ``max_concurrency`` at a time (a
+adversarial modes) and ``images.edit`` (inpainting, variation and fuse)
+through the ``openai`` client, one request per image, at most ``max_concurrency`` at a time (a
 thread pool inside each batch call). Retries, backoff and secret hygiene are
 ``dalle_data.llm.client``'s. A prompt the API refuses (moderation) comes back
 as a ``Refusal``, so the run records it as ``status=refused`` and goes on;
@@ -10,8 +10,16 @@ authentication and quota failures, and transient failures that outlast the
 retries, stop the run with one line (finished shards are kept).
 
 The API has no seed: seeds are recorded, but a rerun of unfinished work makes
-different images. It has no variations endpoint either: ``variation`` and
-``fuse`` are refused when the spec is validated.
+different images.
+
+Variation and fuse: the DALL·E 2 variations endpoint is retired, but GPT
+image models take one or more reference images in ``images.edit`` (no mask)
+with a prompt and make a new image from them. A ``variation`` sends its
+source as the one reference; a ``fuse`` sends its two sources, in order. The
+prompt is ``reference_prompt``'s: it asks for a new picture of the same
+subject (variation) or one subject combining both references, weighted by
+the fuse weights (fuse), and quotes the class prompt when ``--prompt-weight``
+put it among the conditions.
 
 An answer that is no usable image (no data, bad base64, not an image, a
 truncated file, or more than ``MAX_IMAGE_PIXELS`` pixels, which is refused
@@ -27,7 +35,9 @@ batch id is remembered under ``$DALLE_DATA_HOME/openai-batches/`` by a key of
 the requests (model, quality, size, prompts, seeds), so a run killed while it
 waits finds the same batch again when it is rerun (the shard markers decide
 what is rerun, as always) and pays for nothing twice. Lines that fail come back
-as ``Refusal`` (moderation) or ``Defect``. Edits are not batched.
+as ``Refusal`` (moderation) or ``Defect``. Edits (inpaint, variation, fuse) are
+not batched: they are multipart uploads, so they go to the edits endpoint
+directly even with ``batch=True``.
 
 Masks: dalle-data's masks are white where to repaint; the edits endpoint
 wants an RGBA mask whose transparent (alpha 0) pixels are the ones to edit.
@@ -81,15 +91,15 @@ Output = Any  # Image | Defect | Refusal
 
 
 class OpenAIImageGenerator:
-    """Text → image and masked edits with a GPT image model over the images API."""
+    """Text → image, reference-image edits (variation, fuse) and masked edits with a GPT image model."""
 
     backend = "openai"
-    capabilities = frozenset({"text-to-image", "inpaint"})
+    capabilities = frozenset({"text-to-image", "variation", "fuse", "inpaint"})
 
     def __init__(
         self, model: str = DEFAULT_MODEL, *, endpoint: Endpoint | None = None, quality: str = DEFAULT_QUALITY,
         max_concurrency: int = 4, client: openai.OpenAI | None = None, scrubber: Scrubber | None = None,
-        batch: bool = False,
+        batch: bool = False, moderation: str = "auto", input_fidelity: str | None = None,
     ) -> None:
         if quality not in QUALITIES:
             raise ValueError(f"quality must be one of {', '.join(QUALITIES)}")
@@ -99,6 +109,10 @@ class OpenAIImageGenerator:
         self.max_concurrency = max(1, max_concurrency)
         self.defaults = OPENAI_DEFAULTS
         self.batch = batch
+        # --option moderation / input_fidelity (backends.OpenAIOptions); sent only when set, as the API's
+        # defaults are the same.
+        self._generate_extra: dict[str, Any] = {"moderation": moderation} if moderation != "auto" else {}
+        self._edit_extra: dict[str, Any] = {"input_fidelity": input_fidelity} if input_fidelity else {}
         if client is None or scrubber is None:
             client, scrubber = make_client(self.endpoint)  # fails here, before any work, without a key
         self._client, self._scrub = client, scrubber
@@ -123,7 +137,7 @@ class OpenAIImageGenerator:
         from dalle_data.llm.cache import home
 
         bodies = [{"model": self.model, "prompt": p, "n": 1, "size": size, "quality": self.quality,
-                   "output_format": "png"} for p in prompts]
+                   "output_format": "png", **self._generate_extra} for p in prompts]
         key = hashlib.sha256(json.dumps([self.endpoint.url, bodies, seeds], sort_keys=True).encode()).hexdigest()[:32]
         state = home() / "openai-batches" / f"{key}.json"
         batch = None
@@ -175,31 +189,70 @@ class OpenAIImageGenerator:
     ) -> list[Output]:
         """Repaint the white part of each mask through the edits endpoint; the black part is kept."""
         size = _size(settings)
-        jobs = [self._edit_job(image, mask, p, size) for image, mask, p in zip(images, masks, prompt)]
+        jobs = [self._inpaint_job(image, mask, p, size) for image, mask, p in zip(images, masks, prompt)]
         return self._run_all(jobs)
+
+    def variation(
+        self, conditions: Sequence[Sequence[Any]], weights: Sequence[Sequence[float]], seeds: Sequence[int],
+        settings: GenerationSettings,
+    ) -> list[Output]:
+        """One new image per item from its reference images (variation: one, fuse: two) through the edits endpoint.
+
+        ``conditions[i]`` are PIL images, optionally with one text (the class prompt of ``--prompt-weight``);
+        ``weights[i]`` has one weight per condition. All the item's images are sent as reference images (PNG,
+        in order, no mask) with ``reference_prompt``'s prompt. ``seeds`` are recorded, not used (the API has
+        no seed). Never batched, even with ``batch=True``: the Batch API takes JSON lines and an edit is a
+        multipart upload, so these requests always go to the edits endpoint directly.
+        """
+        if not len(conditions) == len(weights) == len(seeds):
+            raise ValueError("one weight list and one seed per item are needed")
+        size = _size(settings)
+        return self._run_all([self._reference_job(conds, ws, size) for conds, ws in zip(conditions, weights)])
 
     # -- requests -----------------------------------------------------------------
     def _generate_job(self, prompt: str, size: str) -> Callable[[threading.Event], Output]:
         def job(abort: threading.Event) -> Output:
             response = self._call(lambda: self._client.images.generate(
                 model=self.model, prompt=prompt, n=1, size=size, quality=self.quality, output_format="png",
+                **self._generate_extra,
             ), abort)
             return response if isinstance(response, Refusal) else _decode(response)
 
         return job
 
-    def _edit_job(self, image: Image, mask: Image, prompt: str, size: str) -> Callable[[threading.Event], Output]:
-        source_png, mask_png = _png(image.convert("RGB")), _png(alpha_mask(mask, image.size))
+    def _inpaint_job(self, image: Image, mask: Image, prompt: str, size: str) -> Callable[[threading.Event], Output]:
+        return self._edit_job([_png(image.convert("RGB"))], prompt, size, mask=_png(alpha_mask(mask, image.size)),
+                              finish=lambda result: feathered_composite(result, image, mask))
+
+    def _reference_job(
+        self, conds: Sequence[Any], ws: Sequence[float], size: str,
+    ) -> Callable[[threading.Event], Output]:
+        pictures = [(c, w) for c, w in zip(conds, ws) if not isinstance(c, str)]
+        texts = [c for c in conds if isinstance(c, str)]
+        if not pictures:
+            raise ValueError("a variation or fuse needs at least one reference image")
+        prompt = reference_prompt([w for _, w in pictures], texts[0] if texts else None)
+        return self._edit_job([_png(c.convert("RGB")) for c, _ in pictures], prompt, size)
+
+    def _edit_job(
+        self, images: Sequence[bytes], prompt: str, size: str, *, mask: bytes | None = None,
+        finish: Callable[[Image], Output] | None = None,
+    ) -> Callable[[threading.Event], Output]:
+        """One ``images.edit`` request: PNG ``images`` (one is sent as ``image``, several as ``image[]``), an
+        optional PNG ``mask``; ``finish`` turns the decoded image into the output (a refusal or defect as is)."""
+        files = [(f"image-{k}.png" if len(images) > 1 else "image.png", png, "image/png")
+                 for k, png in enumerate(images, 1)]
+        extra: dict[str, Any] = {"mask": ("mask.png", mask, "image/png")} if mask is not None else {}
 
         def job(abort: threading.Event) -> Output:
             response = self._call(lambda: self._client.images.edit(
                 model=self.model, prompt=prompt, n=1, size=size, quality=self.quality,
-                image=("image.png", source_png, "image/png"), mask=("mask.png", mask_png, "image/png"),
+                image=files[0] if len(files) == 1 else files, **extra, **self._edit_extra,
             ), abort)
             if isinstance(response, Refusal):
                 return response
             result = _decode(response)
-            return result if isinstance(result, Defect) else feathered_composite(result, image, mask)
+            return result if isinstance(result, Defect) or finish is None else finish(result)
 
         return job
 
@@ -265,6 +318,48 @@ def _batch_output(row: dict[str, Any] | None) -> Output:
         return Defect(f"the batch request failed: {message}")
     data = [SimpleNamespace(b64_json=d.get("b64_json")) for d in body.get("data") or []]
     return _decode(SimpleNamespace(data=data))
+
+
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+_VARIATION_PROMPT = ("A new, different photo of the same subject as the reference image: keep what the "
+                     "subject is (its class) and the visual style, but show it from a new viewpoint, in a new pose "
+                     "and a new composition. Do not copy the reference image.")
+_FUSE_PROMPT = ("One new photo that combines the {n} reference images: a single subject that blends the subject "
+                "and the visual style of the references, seen from a new viewpoint in a new composition. One "
+                "photo, not a collage or side-by-side; do not copy any reference.")
+
+
+def reference_prompt(weights: Sequence[float], text: str | None = None) -> str:
+    """The edit prompt of a variation (one reference image) or fuse (several), deterministic.
+
+    ``weights`` are the reference images' weights, in order (their sum is normalised away). A fuse says
+    how much to follow each reference, in whole percent: "Follow both references equally." when the
+    percentages are equal, else "Make it mostly like the first reference (70%), with less of the second
+    (30%)." ("almost entirely" from 80%; more references are listed by weight, ties in order). ``text``
+    (the class prompt) is quoted as the subject's description.
+    """
+    if not weights:
+        raise ValueError("a reference prompt needs at least one reference image")
+    if len(weights) > len(_ORDINALS):
+        raise ValueError(f"at most {len(_ORDINALS)} reference images")
+    described = f' The subject is described as "{text.strip()}".' if text and text.strip() else ""
+    if len(weights) == 1:
+        return _VARIATION_PROMPT + described
+    total = sum(max(0.0, float(w)) for w in weights)
+    shares = [round(100 * max(0.0, float(w)) / total) if total > 0 else round(100 / len(weights)) for w in weights]
+    if len(set(shares)) == 1:
+        balance = "Follow both references equally." if len(weights) == 2 else "Follow all the references equally."
+    else:
+        order = sorted(range(len(shares)), key=lambda i: (-shares[i], i))
+        degree = "almost entirely" if shares[order[0]] >= 80 else "mostly"
+        rest = " and ".join(f"the {_ORDINALS[i]} ({shares[i]}%)" for i in order[1:])
+        top = order[0]
+        balance = f"Make it {degree} like the {_ORDINALS[top]} reference ({shares[top]}%), with less of {rest}."
+    return f"{_FUSE_PROMPT.format(n=_count(len(weights)))}{described} {balance}"
+
+
+def _count(n: int) -> str:
+    return ("two", "three", "four", "five", "six", "seven", "eight")[n - 2] if 2 <= n <= 8 else str(n)
 
 
 def _size(settings: GenerationSettings) -> str:

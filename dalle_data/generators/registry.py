@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dalle_data.backends import DIFFUSERS_PRESETS
 from dalle_data.errors import ModelLoadError, SpecError
@@ -161,9 +161,28 @@ def _hub_pipeline_class(repo: str, local: bool = False) -> str | None:
 def load_for_spec(spec: RunSpec, device: str) -> Generator:
     """The diffusers backend's loader (``dalle_data.backends``): weights in ``--dtype``, ``--compile``d."""
     generator = load_generator(spec.model, prior=spec.prior, device=device, dtype=spec.dtype)
+    apply_options(generator, spec.options)
     if spec.compile:
         generator.compile()  # type: ignore[attr-defined]
     return generator
+
+
+def apply_options(generator: Generator, options: dict[str, Any]) -> None:
+    """The diffusers backend's ``--option``s (``backends.DiffusersOptions``) on a loaded generator; an option the
+    model cannot take is one line."""
+    negative = options.get("negative_prompt")
+    if negative is not None:
+        if not hasattr(generator, "set_negative_prompt"):
+            raise ModelLoadError(f"--option negative_prompt: {generator.model} ({generator.backend}) takes no "
+                                 "negative prompt; use a text-to-image model (Kandinsky 2.2, SD, SDXL, ...)")
+        generator.set_negative_prompt(negative)  # type: ignore[attr-defined]
+    adapter = options.get("ip_adapter")
+    if adapter is not None:
+        if not hasattr(generator, "use_ip_adapter"):
+            raise ModelLoadError(f"--option ip_adapter: {generator.model} ({generator.backend}) takes no IP-Adapter; "
+                                 "it is for SD and SDXL-family models (Kandinsky 2.2 makes variations itself)")
+        generator.use_ip_adapter(None if adapter == "default" else adapter,  # type: ignore[attr-defined]
+                                 scale=float(options.get("ip_adapter_scale", 1.0)))
 
 
 def load_api_for_spec(spec: RunSpec, device: str) -> Generator:
@@ -178,7 +197,9 @@ def load_api_generator(spec: RunSpec) -> Generator:
 
     endpoint = Endpoint(base_url=spec.base_url, timeout=spec.timeout, retry=RetryPolicy.from_env(spec.max_retries))
     return OpenAIImageGenerator(spec.model, endpoint=endpoint, quality=spec.quality or DEFAULT_QUALITY,
-                                max_concurrency=spec.max_concurrency, batch=spec.openai_batch)
+                                max_concurrency=spec.max_concurrency, batch=spec.openai_batch,
+                                moderation=spec.options.get("moderation", "auto"),
+                                input_fidelity=spec.options.get("input_fidelity"))
 
 
 def resolve_settings(spec: RunSpec, defaults: GenerationSettings) -> GenerationSettings:

@@ -11,8 +11,16 @@ and unusable output (non-finite values) recorded as a defect.
 
 Inpainting uses the family's inpaint pipeline built from the same weights
 (``AutoPipelineForInpainting.from_pipe``) where diffusers has one, with the
-source composited back outside the mask (as for Kandinsky). Variation and
-fuse need an unCLIP model: Kandinsky 2.2, or Stable unCLIP (``variation.py``).
+source composited back outside the mask (as for Kandinsky).
+
+Variation and fuse: SD 1.x and SDXL models take an IP-Adapter
+(``use_ip_adapter``; ``h94/IP-Adapter`` by default, a folder laid out like it,
+or a hub id): the CLIP image embedding of a source image (the weighted mean of
+two for a fuse) is the image prompt, the class prompt the text prompt. Each
+image of a batch gets its own image prompt, so image ``i`` still depends only
+on its own sources and seed. Text-to-image and inpaint run with the adapter
+off. Other families need an unCLIP model: Kandinsky 2.2, or Stable unCLIP
+(``unclip.py``).
 
 ``PRESETS`` holds a few popular models with the steps, guidance and size their
 authors recommend; a folder may carry its own defaults in
@@ -21,17 +29,18 @@ authors recommend; a folder may carry its own defaults in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from dalle_data.errors import ModelLoadError
 from dalle_data.generators.base import GenerationSettings, cpu_generators
 from dalle_data.generators.kandinsky import MODEL_CARD, _ready, _to_image, repaint
-from dalle_data.hub import load_with_hub_fallback, quiet_libraries
+from dalle_data.hub import load_with_hub_fallback, looks_like_hub_id, quiet_libraries
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,88 @@ FALLBACK = _settings(512, 30, 5.0)
 KANDINSKY_CLASSES = ("KandinskyV22Pipeline", "KandinskyV22PriorPipeline", "KandinskyV22CombinedPipeline")
 
 
+@dataclasses.dataclass(frozen=True)
+class IPAdapterSource:
+    """An IP-Adapter's weights: ``subfolder/weight_name`` of a hub repo or a local folder (``local``); its CLIP
+    image encoder is ``subfolder/image_encoder``, as in h94/IP-Adapter."""
+
+    repo: str
+    subfolder: str
+    weight_name: str
+    local: bool = False
+
+    @property
+    def label(self) -> str:
+        return "/".join(part for part in (self.repo, self.subfolder, self.weight_name) if part)
+
+
+# The original authors' plain IP-Adapters (one CLIP image embedding → 4 image tokens), per pipeline family.
+IP_ADAPTERS: dict[str, IPAdapterSource] = {
+    "sdxl": IPAdapterSource("h94/IP-Adapter", "sdxl_models", "ip-adapter_sdxl.safetensors"),
+    "sd": IPAdapterSource("h94/IP-Adapter", "models", "ip-adapter_sd15.safetensors"),
+}
+IP_ADAPTER_FAMILIES = {"StableDiffusionXLPipeline": "sdxl", "StableDiffusionPipeline": "sd"}
+FAMILY_NAMES = {"sdxl": "SDXL", "sd": "SD 1.x"}
+IP_ADAPTER_OPTION = ("--option ip_adapter=PATH|HUB_ID (or ip_adapter=default for h94/IP-Adapter) and "
+                     "--option ip_adapter_scale=0.6")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def ip_adapter_family(pipe: Any) -> str | None:
+    """``"sdxl"`` or ``"sd"`` when ``pipe`` takes an IP-Adapter (diffusers' ``load_ip_adapter``), else None."""
+    if not hasattr(pipe, "load_ip_adapter") or getattr(pipe, "unet", None) is None:
+        return None
+    return IP_ADAPTER_FAMILIES.get(type(pipe).__name__)
+
+
+def ip_adapter_source(source: str | Path | None, family: str) -> IPAdapterSource:
+    """Where to load an IP-Adapter from: None or ``"default"`` is the family's h94/IP-Adapter; a weight file; a
+    folder (the one weight file under it, or the family's file names); a hub id (the family's file names);
+    ``owner/repo/subfolder/file.safetensors``."""
+    default = IP_ADAPTERS[family]
+    if source is None or str(source) == "default":
+        return default
+    path = Path(source).expanduser()
+    if path.is_file():
+        return IPAdapterSource(str(path.parent), "", path.name, local=True)
+    if path.is_dir():
+        return _weights_in(path, default)
+    text = str(source)
+    if looks_like_hub_id(text):
+        return IPAdapterSource(text, default.subfolder, default.weight_name)
+    parts = text.split("/")
+    repo, subfolder, weight = "/".join(parts[:2]), "/".join(parts[2:-1]), parts[-1]
+    if len(parts) > 2 and looks_like_hub_id(repo) and weight.endswith(WEIGHT_SUFFIXES):
+        return IPAdapterSource(repo, subfolder, weight)
+    raise ModelLoadError(f"IP-Adapter {text!r} is not a folder, a weight file or a hub id: pass the folder of an "
+                         f"IP-Adapter (laid out as h94/IP-Adapter) or a hub id such as {default.repo}")
+
+
+def _weights_in(folder: Path, default: IPAdapterSource) -> IPAdapterSource:
+    """The weight file of the IP-Adapter in ``folder`` (image encoders' own weights aside)."""
+    if (folder / default.subfolder / default.weight_name).is_file():
+        return IPAdapterSource(str(folder), default.subfolder, default.weight_name, local=True)
+    by_stem: dict[Path, Path] = {}
+    for file in sorted(folder.rglob("*")):
+        inner = file.relative_to(folder)
+        if file.suffix not in WEIGHT_SUFFIXES or not file.is_file() or "image_encoder" in inner.parts:
+            continue
+        if inner.with_suffix("") not in by_stem or file.suffix == ".safetensors":
+            by_stem[inner.with_suffix("")] = inner  # the same weights as .bin and .safetensors: one
+    found = sorted(by_stem.values())
+    if not found:
+        raise ModelLoadError(f"no IP-Adapter weights (*.safetensors, *.bin) in {folder}: pass a folder laid out as "
+                             f"h94/IP-Adapter ({default.subfolder}/{default.weight_name} next to "
+                             f"{default.subfolder}/image_encoder/), e.g. `hf download {default.repo} --include "
+                             f"'{default.subfolder}/*' --local-dir DIR`")
+    if len(found) > 1:
+        names = ", ".join(str(f) for f in found[:5]) + (", ..." if len(found) > 5 else "")
+        raise ModelLoadError(f"several IP-Adapter weight files in {folder} ({names}): pass the one to use "
+                             "(ip_adapter=PATH/TO/FILE)")
+    subfolder = found[0].parent.as_posix()
+    return IPAdapterSource(str(folder), "" if subfolder == "." else subfolder, found[0].name, local=True)
+
+
 def pipeline_class_of(folder: Path) -> str | None:
     """The ``_class_name`` of a diffusers folder's ``model_index.json`` (None when it has none)."""
     try:
@@ -86,12 +177,19 @@ class Text2ImageGenerator:
         self.compiled = False
         self._inpaint: Any = None
         self._no_inpaint = False
+        self.negative_prompt: str | None = None  # set_negative_prompt (--option negative_prompt)
+        self.ip_adapter: str | None = None  # where the loaded IP-Adapter came from (None: none loaded)
+        self.ip_adapter_scale = 1.0
+        self._ip_base: dict[str, Any] = {}  # the pipeline's state before the adapter (to unload it)
+        self._ip_blank: tuple[Any, Any] | None = None  # an image prompt for calls without one (at scale 0)
 
     @property
     def capabilities(self) -> frozenset[str]:
         caps = {"text-to-image"}
         if self.inpaint_pipeline(check=True) is not None:
             caps.add("inpaint")
+        if self.ip_adapter is not None:
+            caps |= {"variation", "fuse"}
         return frozenset(caps)
 
     # -- loading and saving -------------------------------------------------
@@ -127,7 +225,128 @@ class Text2ImageGenerator:
         return cls(pipe, model=model or str(name), defaults=defaults, device=device)
 
     def save_pretrained(self, path: str | Path) -> None:
-        save_pipeline(self, path)
+        """Save the model (without an IP-Adapter: that is loaded separately, as it came)."""
+        if self.ip_adapter is None:
+            save_pipeline(self, path)
+            return
+        loaded = _adapter_state(self.pipe)
+        _restore_adapter_state(self.pipe, self._ip_base)
+        try:
+            save_pipeline(self, path)
+        finally:
+            _restore_adapter_state(self.pipe, loaded)
+
+    def set_negative_prompt(self, text: str | None) -> None:
+        """What every image should not show (classifier-free guidance steers away from it; needs guidance > 1)."""
+        if text is not None and "negative_prompt" not in _parameters(self.pipe):
+            raise ModelLoadError(f"model {self.model!r} ({type(self.pipe).__name__}) takes no negative prompt")
+        self.negative_prompt = text
+
+    def _negatives(self, n: int) -> dict[str, Any]:
+        return {"negative_prompt": [self.negative_prompt] * n} if self.negative_prompt else {}
+
+    # -- IP-Adapter: image prompts ----------------------------------------------
+    def use_ip_adapter(self, source: str | Path | None = None, *, scale: float = 1.0) -> None:
+        """Load an IP-Adapter: image prompts then give this model the variation and fuse modes.
+
+        ``source``: a folder laid out as h94/IP-Adapter, a weight file, a hub id, or None (``"default"``) for
+        the family's h94/IP-Adapter; ``scale``: how strongly the image prompt steers. Replaces an adapter loaded
+        before. Call it before ``compile``.
+        """
+        family = ip_adapter_family(self.pipe)
+        if family is None:
+            raise ModelLoadError(f"model {self.model!r} ({type(self.pipe).__name__}) takes no IP-Adapter: variation "
+                                 "and fuse by image prompt work with SD 1.x and SDXL models; or use an unCLIP model "
+                                 "(--model kandinsky-2-2)")
+        where = ip_adapter_source(source, family)
+        self._unload_ip_adapter()
+        before = _adapter_state(self.pipe)
+        try:
+            self._load_ip_adapter(where, before)
+            self._ip_blank = self._embed([_blank_image()], [1.0])
+            _project(self.pipe, self._ip_blank[0])  # a dry run: the image encoder must fit the adapter
+        except Exception as err:
+            _restore_adapter_state(self.pipe, before)
+            self._ip_blank = None
+            if isinstance(err, ModelLoadError):
+                raise
+            default = IP_ADAPTERS[family]
+            raise ModelLoadError(
+                f"IP-Adapter {where.label} does not fit model {self.model!r} ({type(self.pipe).__name__}): "
+                f"{_reason(err)}; pass one made for {FAMILY_NAMES[family]} models, laid out as {default.repo} "
+                f"({default.subfolder}/{default.weight_name} next to {default.subfolder}/image_encoder/)") from err
+        self.pipe.set_ip_adapter_scale(scale)
+        _ready(self.pipe, self.device)
+        self.ip_adapter, self.ip_adapter_scale, self._ip_base = where.label, scale, before
+        self._inpaint, self._no_inpaint = None, False  # rebuilt from the pipeline with its new components
+
+    def _load_ip_adapter(self, where: IPAdapterSource, before: dict[str, Any]) -> None:
+        def load(local: bool) -> None:
+            try:
+                self.pipe.load_ip_adapter(where.repo, subfolder=where.subfolder, weight_name=where.weight_name,
+                                          local_files_only=local)
+            except Exception:
+                _restore_adapter_state(self.pipe, before)  # nothing half-loaded stays for the next try
+                raise
+
+        if where.local:
+            load(True)
+        else:
+            load_with_hub_fallback(load, what="IP-Adapter", name=where.repo)
+
+    def _unload_ip_adapter(self) -> None:
+        if self.ip_adapter is not None:
+            _restore_adapter_state(self.pipe, self._ip_base)
+            self.ip_adapter, self._ip_base, self._ip_blank = None, {}, None
+            self._inpaint, self._no_inpaint = None, False
+
+    def _embed(self, images: Sequence[Any], weights: Sequence[float]) -> tuple[Any, Any]:
+        """The weighted mean of the images' image-prompt embeddings and of their negatives, as the pipeline
+        makes them (CLIP image embeddings; penultimate hidden states for an IP-Adapter Plus)."""
+        import torch
+        from diffusers.models.embeddings import ImageProjection
+
+        if not images or len(images) != len(weights) or sum(weights) <= 0:
+            raise ValueError("an image prompt needs at least one image, one weight per image and a positive sum")
+        layer = self.pipe.unet.encoder_hid_proj.image_projection_layers[0]
+        with torch.inference_mode():
+            pos, neg = self.pipe.encode_image(list(images), self.device, 1, not isinstance(layer, ImageProjection))
+        w = torch.tensor(list(weights), dtype=torch.float32, device=pos.device).view(-1, *[1] * (pos.ndim - 1))
+        mean = [((x.float() * w).sum(dim=0) / w.sum()).to(x.dtype) for x in (pos, neg)]
+        return mean[0], mean[1]
+
+    @contextlib.contextmanager
+    def _image_prompts(self, pipe: Any, prompts: tuple[Any, Any] | None, count: int) -> Iterator[dict[str, Any]]:
+        """Keyword arguments for a call of ``pipe`` that give image ``i`` the image prompt ``prompts[*][i]``
+        (positive, negative); None: no image prompt (the adapter is off for the call, scale 0).
+
+        diffusers repeats precomputed ``ip_adapter_image_embeds`` for every prompt of a batch (one image prompt
+        per call), so the pipeline's ``prepare_ip_adapter_image_embeds`` is replaced for the call by one that
+        hands the UNet a row per image (negatives first, as the latents are, under guidance).
+        """
+        import torch
+
+        if self.ip_adapter is None:
+            yield {}
+            return
+        if prompts is None:
+            assert self._ip_blank is not None
+            prompts = (self._ip_blank[0].expand(count, *self._ip_blank[0].shape),
+                       self._ip_blank[1].expand(count, *self._ip_blank[1].shape))
+            self.pipe.set_ip_adapter_scale(0.0)
+        pos, neg = (x.unsqueeze(1) for x in prompts)  # (images, 1 image prompt each, ...)
+
+        def prepare(image: Any, embeds: Any, device: Any, num_images_per_prompt: int, guidance: bool) -> list[Any]:
+            if num_images_per_prompt != count:
+                raise ValueError(f"{count} image prompts for a batch of {num_images_per_prompt}")
+            return [(torch.cat([neg, pos]) if guidance else pos).to(device)]
+
+        pipe.prepare_ip_adapter_image_embeds = prepare
+        try:
+            yield {"ip_adapter_image_embeds": [pos]}
+        finally:
+            del pipe.prepare_ip_adapter_image_embeds
+            self.pipe.set_ip_adapter_scale(self.ip_adapter_scale)
 
     def compile(self, backend: str | None = None) -> None:
         """``torch.compile`` the denoiser (UNet or transformer) with fixed shapes (batches are padded)."""
@@ -151,10 +370,42 @@ class Text2ImageGenerator:
         if not prompt:
             return []
         generators = cpu_generators(seeds)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._image_prompts(self.pipe, None, len(prompt)) as extra:
             images = self.pipe(prompt=list(prompt), generator=generators, width=settings.width,
                                height=settings.height, num_inference_steps=settings.num_inference_steps,
-                               guidance_scale=settings.guidance_scale, output_type="np").images
+                               guidance_scale=settings.guidance_scale, output_type="np", **extra,
+                               **self._negatives(len(prompt))).images
+        return [_to_image(array) for array in images]
+
+    def variation(self, conditions: Sequence[Sequence[Any]], weights: Sequence[Sequence[float]], seeds: Sequence[int],
+                  settings: GenerationSettings) -> list[Any]:
+        """Images from image prompts (needs ``use_ip_adapter``), as ``StableUnCLIPGenerator.variation``.
+
+        ``conditions[i]`` is one image (a variation) or two (a fuse: the ``weights[i]``-weighted mean of their
+        image embeddings), and optionally the class prompt, the text prompt (else the empty prompt).
+        """
+        import torch
+
+        if self.ip_adapter is None:
+            raise ModelLoadError(f"model {self.model!r} makes variations and fusions with an IP-Adapter: pass one "
+                                 f"with {IP_ADAPTER_OPTION}")
+        if not len(conditions) == len(weights) == len(seeds):
+            raise ValueError("one weight list and one seed per condition are needed")
+        if not conditions:
+            return []
+        prompts, positives, negatives = [], [], []
+        for conds, ws in zip(conditions, weights):
+            pictures = [(c, w) for c, w in zip(conds, ws) if not isinstance(c, str)]
+            pos, neg = self._embed([c.convert("RGB") for c, _ in pictures], [w for _, w in pictures])
+            positives.append(pos)
+            negatives.append(neg)
+            prompts.append(next((c for c in conds if isinstance(c, str)), ""))
+        embeds = (torch.stack(positives), torch.stack(negatives))
+        with torch.inference_mode(), self._image_prompts(self.pipe, embeds, len(seeds)) as extra:
+            images = self.pipe(prompt=prompts, generator=cpu_generators(seeds), width=settings.width,
+                               height=settings.height, num_inference_steps=settings.num_inference_steps,
+                               guidance_scale=settings.guidance_scale, output_type="np", **extra,
+                               **self._negatives(len(prompts))).images
         return [_to_image(array) for array in images]
 
     def inpaint_pipeline(self, check: bool = False) -> Any:
@@ -181,12 +432,12 @@ class Text2ImageGenerator:
 
         pipe = self.inpaint_pipeline()
         out: list[Any] = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self._image_prompts(pipe, None, 1) as extra:
             for image, mask, text, seed in zip(images, masks, prompt, seeds):
                 array = pipe(prompt=text, image=image, mask_image=mask, width=settings.width, height=settings.height,
                              num_inference_steps=max(settings.num_inference_steps, 2), strength=1.0,
                              guidance_scale=settings.guidance_scale, output_type="np",
-                             generator=cpu_generators([seed])[0]).images[0]
+                             generator=cpu_generators([seed])[0], **extra, **self._negatives(1)).images[0]
                 out.append(repaint(_to_image(array), image, mask))
         return out
 
@@ -197,6 +448,48 @@ def save_pipeline(generator: Any, path: str | Path) -> None:
     generator.pipe.save_pretrained(str(path))
     card = {"backend": generator.backend, "defaults": dataclasses.asdict(generator.defaults)}
     (path / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+
+
+def _adapter_state(pipe: Any) -> dict[str, Any]:
+    """What loading an IP-Adapter changes in a pipeline (diffusers' ``unload_ip_adapter`` would drop an image
+    encoder the model came with, and a failed load leaves a half-changed UNet)."""
+    unet = _unet(pipe)
+    return {"processors": dict(unet.attn_processors), "encoder_hid_proj": unet.encoder_hid_proj,
+            "encoder_hid_dim_type": unet.config.encoder_hid_dim_type,
+            "image_encoder": getattr(pipe, "image_encoder", None),
+            "feature_extractor": getattr(pipe, "feature_extractor", None)}
+
+
+def _restore_adapter_state(pipe: Any, state: dict[str, Any]) -> None:
+    unet = _unet(pipe)
+    unet.set_attn_processor(dict(state["processors"]))  # it empties the dict it is given
+    unet.encoder_hid_proj = state["encoder_hid_proj"]
+    unet.config.encoder_hid_dim_type = state["encoder_hid_dim_type"]  # as diffusers' loader sets it
+    pipe.register_modules(image_encoder=state["image_encoder"], feature_extractor=state["feature_extractor"])
+
+
+def _unet(pipe: Any) -> Any:
+    return getattr(pipe.unet, "_orig_mod", pipe.unet)  # under torch.compile: the module itself
+
+
+def _project(pipe: Any, embeds: Any) -> None:
+    import torch
+
+    with torch.inference_mode():
+        pipe.unet.encoder_hid_proj([embeds[None, None]])
+
+
+def _blank_image() -> Any:
+    from PIL import Image
+
+    return Image.new("RGB", (64, 64))
+
+
+def _reason(err: BaseException) -> str:
+    """The telling line of a library error (a ``size mismatch`` of a state dict rather than its header)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    line = next((line for line in lines if "mismatch" in line or "shape" in line), lines[0])
+    return line.split(". ")[0].rstrip(".")
 
 
 def _parameters(pipe: Any) -> set[str]:

@@ -4,6 +4,11 @@ Random weights, real classes: ``StableDiffusionPipeline`` (SD 1.x/2.x layout)
 and ``StableDiffusionXLPipeline`` (two text encoders, size conditioning).
 Saved with ``save_pretrained`` they are folders that ``--model`` loads like
 any downloaded model, through the same code (tests, benchmarks).
+
+``save_tiny_ip_adapter`` writes a tiny IP-Adapter for one of them, laid out as
+the real ``h94/IP-Adapter`` repository is (original ``image_proj.*`` /
+``ip_adapter.*`` keys, a CLIP image encoder in ``image_encoder/`` next to the
+weights), so ``--option ip_adapter=FOLDER`` loads it like a downloaded one.
 """
 
 from __future__ import annotations
@@ -82,6 +87,71 @@ def _tiny_unclip(seed: int = 0) -> Any:
 
 
 FAMILIES = {"sd": tiny_sd, "sdxl": tiny_sdxl, "stable-unclip": _tiny_unclip}
+
+
+TINY_IMAGE_DIM = 40  # the tiny image encoder's projection width (real ones: 1024 ViT-H, 1280 ViT-bigG)
+
+
+def _tiny_image_encoder(seed: int) -> Any:
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    with seeded(seed):
+        return CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=32, projection_dim=TINY_IMAGE_DIM, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+            intermediate_size=64, patch_size=8)).eval()
+
+
+def _hidden_size(config: Any, name: str) -> int:
+    """The width of the block an attention processor sits in (as diffusers' IP-Adapter loader computes it)."""
+    channels = list(config.block_out_channels)
+    if name.startswith("mid_block"):
+        return channels[-1]
+    if name.startswith("up_blocks"):
+        return list(reversed(channels))[int(name.split(".")[1])]
+    return channels[int(name.split(".")[1])]
+
+
+def tiny_ip_adapter_weights(unet: Any, image_dim: int, seed: int = 0) -> dict[str, Any]:
+    """An IP-Adapter's tensors in the original (h94) key layout: ``image_proj.proj``/``image_proj.norm`` (4
+    image tokens) and ``ip_adapter.{1,3,5,...}.to_{k,v}_ip`` for each cross-attention layer in UNet order."""
+    import torch
+    from diffusers.models.embeddings import ImageProjection
+
+    cross = unet.config.cross_attention_dim
+    with seeded(seed):
+        proj = ImageProjection(image_embed_dim=image_dim, cross_attention_dim=cross, num_image_text_embeds=4)
+        weights = {"image_proj.proj.weight": proj.image_embeds.weight, "image_proj.proj.bias": proj.image_embeds.bias,
+                   "image_proj.norm.weight": proj.norm.weight, "image_proj.norm.bias": proj.norm.bias}
+        key_id = 1  # the original counts every processor (attn1, attn2, attn1, ...): cross-attentions are odd
+        for name in unet.attn_processors:
+            if name.endswith("attn1.processor") or "motion_module" in name:
+                continue
+            for kind in ("to_k_ip", "to_v_ip"):
+                layer = torch.nn.Linear(cross, _hidden_size(unet.config, name), bias=False)
+                weights[f"ip_adapter.{key_id}.{kind}.weight"] = layer.weight
+            key_id += 2
+    return {key: value.detach().clone().contiguous() for key, value in weights.items()}
+
+
+def save_tiny_ip_adapter(pipe: Any, path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny IP-Adapter for ``pipe`` (a tiny SD or SDXL pipeline) under ``path``, as h94/IP-Adapter lays it
+    out: ``sdxl_models/ip-adapter_sdxl.safetensors`` + ``sdxl_models/image_encoder/`` for SDXL,
+    ``models/ip-adapter_sd15.safetensors`` + ``models/image_encoder/`` for SD. Deterministic from ``seed``."""
+    from safetensors.torch import save_file
+
+    from dalle_data.generators.text2image import IP_ADAPTERS, ip_adapter_family
+
+    family = ip_adapter_family(pipe)
+    if family is None:
+        raise ValueError(f"{type(pipe).__name__} takes no IP-Adapter")
+    source = IP_ADAPTERS[family]
+    folder = Path(path) / source.subfolder
+    folder.mkdir(parents=True, exist_ok=True)
+    encoder = _tiny_image_encoder(seed)
+    encoder.save_pretrained(str(folder / "image_encoder"))
+    weights = tiny_ip_adapter_weights(pipe.unet, encoder.config.projection_dim, seed + 1)
+    save_file(weights, str(folder / source.weight_name), metadata={"format": "pt"})
+    return Path(path)
 
 
 def save_tiny(family: str, path: str | Path, seed: int = 0) -> Path:

@@ -77,7 +77,7 @@ def load_embeddings(review_run: Any, spec: Any, *, compute: bool = True, scorer:
             from dalle_data.scoring.registry import resolve_scorer_name
 
             log.info("embedding the images of %d shard(s) made before embeddings were kept", len(missing))
-            scorer = load_scorer(resolve_scorer_name(spec.scorer, spec.model), device=device)
+            scorer = load_scorer(resolve_scorer_name(spec.scorer, spec.model, spec.backend), device=device)
         store = ImageStore(review_run, wanted={r.id for r in records if r.shard in missing})
         labels = list(emb.labels) if emb is not None else zero_shot_labels(spec)
         computed = embeddings.compute_missing(

@@ -13,13 +13,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dalle_data.backends import DEFAULT_SCORER
 from dalle_data.errors import ModelLoadError, SpecError
 from dalle_data.hub import load_with_hub_fallback
 
 if TYPE_CHECKING:
     from dalle_data.scoring.clip import ClipScorer
 
-DEFAULT_SCORER = "ViT-L-14/openai"
 SCORER_PRESETS: dict[str, str] = {
     "auto": f"the scorer that matches --model (tiny → tiny, shapes-demo → its CLIP, otherwise {DEFAULT_SCORER})",
     "tiny": "a tiny open_clip model with random weights, offline (tests, demos)",
@@ -30,13 +30,15 @@ TINY_CLIP_CONFIG: dict[str, Any] = {
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-_MODEL_SCORERS = {"tiny": "tiny", "shapes-demo": "shapes-demo"}
 
 
-def resolve_scorer_name(scorer: str, model: str) -> str:
-    """``auto`` → the scorer paired with ``model``; other names pass through."""
+def resolve_scorer_name(scorer: str, model: str, backend: str = "diffusers") -> str:
+    """``auto`` → the scorer the backend pairs with ``model`` (``dalle_data.backends``); other names pass
+    through."""
     if scorer == "auto":
-        return _MODEL_SCORERS.get(model, DEFAULT_SCORER)
+        from dalle_data.backends import BACKENDS
+
+        return BACKENDS[backend].scorer_for(model)
     return scorer
 
 

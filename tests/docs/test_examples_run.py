@@ -52,7 +52,7 @@ def help_commands() -> list[str]:
     runner = CliRunner()
     commands = []
     for args in ([], ["generate"], ["prompts"], ["probe"], ["review"], ["verify"], ["demo-real"], ["report"],
-                 ["dedup"]):
+                 ["dedup"], ["backends"]):
         result = runner.invoke(app, [*args, "--help"], terminal_width=80)
         assert result.exit_code == 0
         assert "%%" not in result.output, f"a literal %% in dalle-data {' '.join(args)} --help"

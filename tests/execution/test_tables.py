@@ -21,7 +21,7 @@ def test_every_spec_field_is_reachable_from_a_flag_or_a_spec_file(tmp_path) -> N
     for field in RunSpec.model_fields:
         flag = "--" + field.replace("_", "-")
         aliases = {"from_dir": "--from", "formats": "--format", "modes": "--mode", "width": "--size",
-                   "height": "--size", "json_output": "--json"}
+                   "height": "--size", "json_output": "--json", "options": "--option"}
         if flag in flags or aliases.get(field) in flags:
             continue
         unreached.append(field)
@@ -38,13 +38,16 @@ def test_the_mode_table_drives_what_a_mode_needs() -> None:
     assert {m.name: m.sources for m in MODES.values() if m.image} == {"variation": 1, "fuse": 2, "inpaint": 1}
 
 
-def test_a_backend_refuses_modes_it_cannot_do_and_names_those_that_can() -> None:
-    message = check_modes("openai", {"vanilla": 0.5, "fuse": 0.5})
-    assert message and "cannot do fuse" in message and "--backend diffusers" in message
+def test_a_backend_refuses_modes_it_cannot_do_and_names_those_that_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.backends.toy_backend import TOY
+
+    monkeypatch.setitem(BACKENDS, "toy", TOY)  # text-to-image only
+    message = check_modes("toy", {"vanilla": 0.5, "fuse": 0.5})
+    assert message == "the toy backend cannot do fuse; use --backend diffusers or openai for fuse"
     assert check_modes("diffusers", dict.fromkeys(MODES, 1.0)) is None
     with pytest.raises(Exception, match="cannot do variation"):
         build_spec({"classes": ["cat"], "per_source": 1, "modes": ["variation"], "from_dir": "x",
-                    "backend": "openai"})
+                    "backend": "toy"})
     assert all(b.default_model for b in BACKENDS.values())
 
 

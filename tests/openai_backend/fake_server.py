@@ -2,15 +2,17 @@
 
 ``FakeOpenAI`` binds 127.0.0.1 on a random port and speaks the
 endpoints dalle-data uses: ``POST /v1/chat/completions``,
-``/v1/images/generations`` and ``/v1/images/edits`` (multipart), and the Batch
+``/v1/images/generations`` and ``/v1/images/edits`` (multipart: one ``image``
+or several ``image[]`` reference images, an optional ``mask``), and the Batch
 API: ``POST /v1/files`` (multipart), ``POST /v1/batches``, ``GET
 /v1/batches/{id}`` (a batch completes after ``batch_polls`` retrievals; its
 lines are answered like ``/v1/images/generations`` requests, scripts
 included) and ``GET /v1/files/{id}/content``. Each
 endpoint answers from a queue of scripted ``Reply``s, then from a default
 (distinct scene phrases; a small noise PNG). Every request is recorded
-(path, headers, JSON or form fields) so tests can count calls and look at
-what was sent; ``max_in_flight`` is the most requests served at once.
+(path, headers, JSON or form fields; every multipart part in order, repeated
+names included, in ``parts``, and the reference images in ``images()``) so
+tests can count calls and look at what was sent; ``max_in_flight`` is the most requests served at once.
 A ``Reply`` with ``trickle`` set sends its whole answer (status line
 included) one byte every ``trickle`` seconds: a server that is alive but never
 done. Handlers are bounded: a scripted delay and a trickle are capped, and
@@ -20,6 +22,7 @@ the server stops with the test.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import struct
@@ -67,9 +70,14 @@ class Seen:
     path: str
     headers: dict[str, str]
     json: dict[str, Any] | None
-    form: dict[str, bytes]
+    form: dict[str, bytes]  # one value per name (the last, for a repeated name such as ``image[]``)
     started: float
     finished: float = 0.0
+    parts: list[tuple[str, bytes]] = field(default_factory=list)  # every multipart part, in order
+
+    def images(self) -> list[bytes]:
+        """The image parts of an edit (``image`` or ``image[]``), in the order sent."""
+        return [data for name, data in self.parts if name in ("image", "image[]")]
 
 
 def chat_reply(content: str | None) -> Reply:
@@ -127,6 +135,7 @@ class FakeOpenAI:
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.batch_polls = 2  # retrievals before a batch is completed
+        self.echo = False  # True: an image answer is drawn from the request (prompt, images), not from its order
         self.in_flight = self.max_in_flight = 0
         self._counter = 0
         self._lock = threading.Lock()
@@ -176,6 +185,9 @@ class FakeOpenAI:
             n = self._counter
         if seen.path == CHAT:
             return phrases_reply(self._default_phrases(n, seen))
+        if self.echo:
+            what = json.dumps(seen.json, sort_keys=True).encode() if seen.json else b"".join(d for _, d in seen.parts)
+            n = int.from_bytes(hashlib.sha256(what).digest()[:4], "big")
         return image_reply(noise_png(n))
 
     def _batch_api(self, seen: Seen) -> Reply:
@@ -240,7 +252,8 @@ class FakeOpenAI:
                 if ctype.startswith("application/json"):
                     seen.json = json.loads(body or b"{}")
                 elif ctype.startswith("multipart/form-data"):
-                    seen.form = dict(_multipart(ctype, body))
+                    seen.parts = list(_multipart(ctype, body))
+                    seen.form = dict(seen.parts)
                 with server._lock:
                     server.seen.append(seen)
                     server.in_flight += 1

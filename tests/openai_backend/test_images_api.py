@@ -178,14 +178,6 @@ def test_inpaint_mode_end_to_end(api_env: FakeOpenAI, cli, tmp_path: Path) -> No
     assert {r["mode"] for r in manifest(out)} == {"inpaint"} and json.loads(result.stdout)["kept"] == 4
 
 
-@pytest.mark.parametrize("mode", ["variation", "fuse"])
-def test_variation_and_fuse_are_refused_up_front(api_env: FakeOpenAI, cli, tmp_path: Path, mode: str) -> None:
-    result = cli("generate", "--backend", "openai", "--mode", mode, "--from", tmp_path, "--classes", "cat",
-                 "--per-class", "2", "--out", tmp_path / "o")
-    assert_one_line_error(result, f"cannot do {mode}", "no variations endpoint")
-    assert api_env.count() == 0 and not (tmp_path / "o").exists()
-
-
 def test_alpha_mask_inverts_white_is_repaint() -> None:
     mask = Image.new("L", (4, 4), 0)
     mask.putpixel((1, 2), 255)

@@ -47,6 +47,11 @@ DIFFUSERS_PRESETS.update({
     "sana-1600m": "Sana 1.6B (Efficient-Large-Model/Sana_1600M_1024px_diffusers): 20 steps, 1024²",
     "stable-unclip": "Stable unCLIP 2.1 small (stabilityai/stable-diffusion-2-1-unclip-small): variation and fuse only",
 })
+# What the spec check must know of the presets before any model loads (tests/backends/test_registry.py holds
+# these to dalle_data.generators.text2image.PRESETS): those made to run without guidance, and those of a family
+# with an IP-Adapter (SDXL: h94/IP-Adapter's sdxl_models).
+GUIDANCE_FREE_PRESETS = frozenset({"sdxl-turbo", "sd-turbo", "sd3.5-large-turbo", "flux-schnell"})
+IP_ADAPTER_PRESETS = frozenset({"sdxl", "sdxl-turbo"})
 OPENAI_DEFAULT_MODEL = "gpt-image-1.5"
 DEFAULT_SCORER = "ViT-L-14/openai"
 
@@ -69,7 +74,7 @@ class DiffusersOptions(Options):
         None, min_length=1,
         description="IP-Adapter weights (a folder or hub id; 'default' for the family's h94/IP-Adapter) that give "
                     "an SD or SDXL model the variation and fuse modes")
-    ip_adapter_scale: float = Field(1.0, ge=0.0, le=2.0,
+    ip_adapter_scale: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False,
                                     description="how strongly the IP-Adapter image prompt steers the image")
 
     @model_validator(mode="after")
@@ -107,21 +112,25 @@ class Backend:
         return MODES[mode].capability in self.capabilities
 
     def load(self, spec: Any, device: str) -> Any:
-        return _function(self.loader)(spec, device)
+        return function_at(self.loader)(spec, device)
 
     def cost(self, spec: Any, images: int, most: int, flat: float | None = None) -> dict[str, Any]:
         """What ``--dry-run`` shows of the price of ``images`` kept images (at most ``most`` made)."""
-        return _function(self.price)(spec, images, most, flat)
+        return function_at(self.price)(spec, images, most, flat)
 
     def scorer_for(self, model: str) -> str:
         """The scorer ``--scorer auto`` means with ``model``."""
         return self.model_scorers.get(model, self.default_scorer)
 
+    def option_values(self, options: Mapping[str, Any]) -> Any:
+        """A spec's stored options as the backend's option model (defaults filled in)."""
+        return self.options(**options)
+
     def parse_options(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """``given`` checked against the option model: the values that differ from their defaults.
 
         Raises ``ValueError`` with one line (an unknown option names the ones there are)."""
-        given = dict(given or {})
+        given = {str(k).replace("-", "_"): v for k, v in (given or {}).items()}
         known = self.options.model_fields
         for key in given:
             if key not in known:
@@ -137,9 +146,26 @@ class Backend:
         return parsed.model_dump(mode="json", exclude_defaults=True)
 
 
-def _function(where: str) -> Callable[..., Any]:
+def function_at(where: str) -> Callable[..., Any]:
+    """The function a ``"module:function"`` string names (imported now)."""
     module, _, function = where.partition(":")
     return getattr(importlib.import_module(module), function)
+
+
+def _check_diffusers(spec: Mapping[str, Any]) -> str | None:
+    """Options a preset cannot take, refused before it loads (folders and hub ids are checked when loaded)."""
+    model, options = spec.get("model"), spec.get("options") or {}
+    if options.get("ip_adapter") and model in DIFFUSERS_PRESETS and model not in IP_ADAPTER_PRESETS:
+        return (f"--option ip_adapter: {model} takes no IP-Adapter; it is for SD 1.x and SDXL models (--model "
+                f"{' or '.join(sorted(IP_ADAPTER_PRESETS))}, or a folder or hub id of one)")
+    guidance = spec.get("guidance_scale")
+    if options.get("negative_prompt") and model in GUIDANCE_FREE_PRESETS and (guidance is None or guidance <= 1):
+        return (f"--option negative_prompt does nothing without guidance, and {model} runs without it; set "
+                "--guidance-scale above 1 as well, or drop the option")
+    return None
+
+
+NO_INPUT_FIDELITY = frozenset({"gpt-image-1-mini"})  # the API refuses input_fidelity for these models
 
 
 def _check_openai(spec: Mapping[str, Any]) -> str | None:
@@ -150,6 +176,8 @@ def _check_openai(spec: Mapping[str, Any]) -> str | None:
     if spec.get("model") in DIFFUSERS_PRESETS:
         return f"--model {spec['model']} is a diffusers model; with --backend openai name an image model such as " \
                f"{OPENAI_DEFAULT_MODEL}"
+    if (spec.get("options") or {}).get("input_fidelity") and spec.get("model") in NO_INPUT_FIDELITY:
+        return f"--option input_fidelity: {spec['model']} does not take it; use --model {OPENAI_DEFAULT_MODEL}"
     return None
 
 
@@ -171,7 +199,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
         models="a preset, a hub id or a save_pretrained folder (the pipeline class read from model_index.json)",
         presets=DIFFUSERS_PRESETS,
         options=DiffusersOptions,
-        fields=frozenset({"prior", "steps", "prior_steps"}),
+        fields=frozenset({"prior", "steps", "prior_steps", "guidance_scale"}),
+        check=_check_diffusers,
         model_scorers={"tiny": "tiny", "shapes-demo": "shapes-demo"},
     ),
     Backend(

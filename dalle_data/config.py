@@ -36,6 +36,9 @@ EXECUTION_FIELDS = frozenset({"out", "batch_size", "device", "dtype", "compile",
 # default, so a run saved before they existed keeps its hash and resumes.
 LATER_FIELDS: dict[str, Any] = {"backend": "diffusers", "quality": None, "llm": None, "llm_prompts": 50,
                                 "options": {}}
+# Fields whose default changed: the old default is what an unset value hashes as, so a run saved with it keeps
+# its hash. (guidance_scale was 4.0, the value of every model then; unset now means the model's own.)
+HASHED_AS: dict[str, Any] = {"guidance_scale": 4.0}
 
 
 class RunSpec(BaseModel):
@@ -71,7 +74,7 @@ class RunSpec(BaseModel):
     height: int | None = Field(default=None, ge=16, le=4096)
     steps: int | None = Field(default=None, gt=0, le=1000)
     prior_steps: int | None = Field(default=None, ge=2, le=1000)  # the unCLIP prior scheduler needs two
-    guidance_scale: float = Field(default=4.0, ge=0.0, le=50.0)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)  # None: the model's own
     from_dir: str | None = None
     prompt_weight: float = Field(default=0.0, ge=0.0, le=1.0)
     fuse_weight: float = Field(default=0.5, gt=0.0, lt=1.0)
@@ -100,7 +103,8 @@ class RunSpec(BaseModel):
         """Without --model, a backend's own default model; the options checked against the backend's model."""
         if not isinstance(data, dict):
             return data
-        chosen = BACKENDS.get(data.get("backend") or "diffusers")
+        name = data.get("backend") or "diffusers"
+        chosen = BACKENDS.get(name) if isinstance(name, str) else None
         if chosen is None:
             return data  # the backend's validator names the backends there are
         if not data.get("model"):
@@ -246,7 +250,7 @@ class RunSpec(BaseModel):
 
 def content_of(data: dict[str, Any]) -> dict[str, Any]:
     """The fields of a dumped spec that decide what a run produces (what the spec hash covers)."""
-    return {k: v for k, v in data.items()
+    return {k: HASHED_AS[k] if v is None and k in HASHED_AS else v for k, v in data.items()
             if k in RunSpec.model_fields and k not in EXECUTION_FIELDS
             and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
@@ -297,7 +301,7 @@ def apportion(total: int, shares: dict[str, float]) -> dict[str, int]:
 
 
 # Spec fields set only in a spec file (no flag), and flags named otherwise than their field.
-SPEC_FILE_ONLY = frozenset({"negative_label", "split", "guidance_scale"})
+SPEC_FILE_ONLY = frozenset({"negative_label", "split"})
 FLAG_NAMES = {"from_dir": "--from", "formats": "--format", "modes": "--mode", "width": "--size", "height": "--size",
               "filter": "--filter"}
 

@@ -280,9 +280,10 @@ def _check_offline(spec: RunSpec, scorer_name: str, generator: bool, scorer: boo
 
     pieces = []
     if generator and spec.backend == "diffusers":
-        from dalle_data.generators.registry import hub_pieces
+        from dalle_data.generators.registry import hub_pieces, ip_adapter_pieces
 
         pieces += hub_pieces(spec.model, spec.prior, "inpaint" in spec.modes)
+        pieces += ip_adapter_pieces(spec.model, spec.options.get("ip_adapter"))
     if scorer:
         from dalle_data.scoring.registry import hub_pieces as scorer_pieces
 

@@ -101,13 +101,13 @@ def _text_prompts(
         return [i for i in items if i.mode in wanted], {"prompts": _file_digest(path)}
     if not wanted:
         return [], {}
-    pack = _pack(spec)
+    pack = template_pack(spec)
     n = max(budget for _, budget in spec.slot_targets(counts).values())
     names = [c for c in spec.classes if classes is None or c in classes]
     return expand_prompts(pack, names, wanted, n, spec.seed), {"templates": pack.digest}
 
 
-def _pack(spec: RunSpec) -> Any:
+def template_pack(spec: RunSpec) -> Any:
     """``--templates``, else the pack the model preset is meant for (shapes-demo: templates/shapes.yaml)."""
     from dalle_data.generators.registry import default_templates
 
@@ -126,7 +126,7 @@ def _llm_prompts(
     blob = "\n".join(f"{i.cls}\t{i.prompt}" for i in items).encode("utf-8")
     inputs = {"llm": hashlib.sha256(blob).hexdigest()[:16]}
     if template_modes:
-        pack = _pack(spec)
+        pack = template_pack(spec)
         n = max(budget for _, budget in spec.slot_targets(counts).values())
         items += expand_prompts(pack, list(spec.classes), template_modes, n, spec.seed)
         inputs["templates"] = pack.digest

@@ -216,7 +216,7 @@ def describe(est: Estimate) -> str:
     if est.per_image is None:
         return f"cost: unknown ({est.note})"
     text = f"cost: ${est.expected:,.2f} if every image is kept, at most ${est.most:,.2f} (${est.per_image:g}/image, {est.source})"
-    text += f"; prices checked {est.checked}"
+    text += f"; prices checked {est.checked}" if est.checked else ""
     if est.tokens:
         t, r = est.tokens["tokens"], est.tokens["usd_per_million"]
         text += (f"; token basis ${est.tokens['per_image']:g}/image ({t['image_output']} image output tokens at "
@@ -230,7 +230,7 @@ def describe(est: Estimate) -> str:
 
 
 def local_cost(spec: Any, images: int, most: int, flat: float | None = None) -> dict[str, Any]:
-    """None per image: a local model (--price-per-image prices the machine time if you know it)."""
+    """Nothing per image: a local model (--price-per-image prices the machine time if you know it)."""
     if flat is not None and not _is_price(flat):
         raise SpecError(f"--price-per-image must be a number ≥ 0, got {flat}")
     per = float(flat or 0.0)

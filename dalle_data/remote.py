@@ -67,6 +67,15 @@ def cache_dir(url: str, kind: str) -> Path:
     return home() / kind / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
 
 
+def local_run(out: str, *, pull_all: bool = False) -> tuple[Path, Mirror | None]:
+    """Where the run ``out`` (a folder, or a URL on shared storage) is read and written on this machine: a
+    folder as is; a URL's local mirror, pulled first (its state, or every file with ``pull_all``)."""
+    if not is_url(out):
+        return Path(local_path(out)), None
+    mirror = Mirror(out)
+    return (mirror.pull_all() if pull_all else mirror.pull()), mirror
+
+
 class Mirror:
     """A remote run directory and its local mirror (see the module docstring)."""
 

@@ -42,9 +42,9 @@ def describe_backends(name: str | None = None) -> list[dict[str, Any]]:
 
 def _first_line(where: str) -> str:
     """The first line of the docstring of the function ``module:function``."""
-    from dalle_data.backends import _function
+    from dalle_data.backends import function_at
 
-    return (_function(where).__doc__ or where).strip().splitlines()[0]
+    return (function_at(where).__doc__ or where).strip().splitlines()[0]
 
 
 def _type_name(annotation: Any) -> str:

@@ -26,7 +26,7 @@ EPILOG = epilog(
         "dalle-data generate --classes dalmatian --per-class 100 --llm gpt-5-mini      # an LLM writes the scenes",
         "dalle-data generate --classes dalmatian --per-class 100 --backend openai --dry-run   # plan and cost, no calls",
         "dalle-data generate --classes dalmatian --per-class 100 --backend openai --model gpt-image-1.5 --max-concurrency 8",
-        'dalle-data generate --classes dalmatian --per-class 100 --model sdxl-turbo --option "negative_prompt=blurry, text"',
+        'dalle-data generate --classes dalmatian --per-class 100 --model sdxl --option "negative_prompt=blurry, text"',
         "dalle-data generate --mode variation,fuse --from my_photos/ --per-source 4 --model sdxl --option ip_adapter=default",
     ],
     "Exit status: 0 complete; 3 short (a quota unmet; --allow-short makes it 0); 2 bad input; 75 another process "
@@ -127,12 +127,13 @@ def generate(
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the prior and decoder (fixed batch shapes: compiled once; worth it for long GPU runs)."),
     steps: Optional[int] = typer.Option(None, "--steps", metavar="N", help="Decoder denoising steps. [default: the model's]"),
     prior_steps: Optional[int] = typer.Option(None, "--prior-steps", metavar="N", help="Prior denoising steps. [default: the model's]"),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", metavar="G", help="Classifier-free guidance of the denoiser (turbo models: 0; a negative prompt needs more than 1). [default: the model's]"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", metavar="N", help="Work units per resumable shard (the most work a crash can lose). [default: 64]"),
     size: Optional[int] = typer.Option(None, "--size", metavar="PX", help="Image width and height in pixels. [default: the model's]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout (for CI)."),
     backend: Optional[str] = typer.Option(None, "--backend", metavar="BACKEND", help="diffusers (local models) or openai (the hosted images API); `dalle-data backends` lists what each can do. [default: diffusers]"),
-    option: Optional[list[str]] = typer.Option(None, "--option", metavar="KEY=VALUE", help="A backend option; repeat for more (`dalle-data backends` lists them): negative_prompt=..., ip_adapter=default|DIR|HUB_ID, ip_adapter_scale=0.6 (diffusers); moderation=low, input_fidelity=high (openai). Part of the spec: other options make another run."),
+    option: Optional[list[str]] = typer.Option(None, "--option", metavar="KEY=VALUE", help="A backend option, e.g. negative_prompt=blurry; repeat for more. `dalle-data backends` lists each backend's options. Part of the spec: other options make another run."),
     quality: Optional[str] = typer.Option(None, "--quality", metavar="Q", help="--backend openai: low, medium, high or auto. [default: medium]"),
     base_url: Optional[str] = typer.Option(None, "--base-url", metavar="URL", help="--backend openai: images API base URL. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"),
     max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", metavar="N", help="Hosted API: most requests in flight at once (a batch holds at least N). [default: 4]"),
@@ -156,7 +157,7 @@ def generate(
         "seed": seed, "min_clip": min_clip, "filter": filter_, "max_attempts": max_attempts,
         "keep_rejected": keep_rejected, "templates": templates, "prompts": prompts,
         "batch_size": batch_size, "device": device, "dtype": dtype, "compile": compile_, "steps": steps,
-        "prior_steps": prior_steps,
+        "prior_steps": prior_steps, "guidance_scale": guidance_scale,
         "width": size, "height": size, "shard_size": shard_size, "from_dir": from_dir, "per_source": per_source,
         "prompt_weight": prompt_weight, "fuse_weight": fuse_weight, "mask": mask, "mask_dir": mask_dir,
         "backend": backend, "quality": quality, "base_url": base_url, "max_concurrency": max_concurrency,
@@ -165,19 +166,13 @@ def generate(
         "llm_prompts": llm_prompts, "executor": executor, "ray_address": ray_address, "ray_actors": ray_actors,
         "ray_gpus": ray_gpus,
     }
-    from dalle_data.remote import Mirror, is_url, local_path
+    from dalle_data.remote import is_url, local_run
 
-    mirror = None
     target = resume if resume is not None else out
-    if target is not None and is_url(target):  # a run on shared storage, made in a local mirror
-        if overwrite:
-            raise SpecError(f"--overwrite does not delete objects on shared storage: remove {target} yourself "
-                            "(e.g. aws s3 rm --recursive) or use another --out")
-        mirror = Mirror(target)
-        mirror.pull()
-        local: Path | None = mirror.local
-    else:
-        local = Path(local_path(target)) if target is not None else None
+    if target is not None and is_url(target) and overwrite:
+        raise SpecError(f"--overwrite does not delete objects on shared storage: remove {target} yourself "
+                        "(e.g. aws s3 rm --recursive) or use another --out")
+    local, mirror = local_run(target) if target is not None else (None, None)  # a URL: made in a local mirror
     if out is not None:
         flags["out"] = local
     if resume is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
@@ -33,20 +32,19 @@ def merge(
     from dalle_data.merge import merge as join
     from dalle_data.summary import EXIT_SHORT
 
-    from dalle_data.remote import Mirror, is_url, local_path
+    from dalle_data.remote import local_run
 
-    if is_url(out):
-        mirror = Mirror(out)
-        mirror.pull()
-        summary = {**join(mirror.local), "out": out}
+    folder, mirror = local_run(out)
+    summary = join(folder)
+    if mirror is not None:
+        summary = {**summary, "out": out}
         from dalle_data.rundir import open_run
 
-        mirror.push_run(open_run(mirror.local, recover=False).layout)
+        mirror.push_run(open_run(folder, recover=False).layout)
     else:
-        summary = join(Path(local_path(out)))
         from dalle_data.report import refresh_report
 
-        refresh_report(Path(local_path(out)))
+        refresh_report(folder)
     if json_output:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import typer
 
@@ -33,14 +32,11 @@ def verify(
     from dalle_data.verify import verify as check
 
     from dalle_data.errors import SpecError
-    from dalle_data.remote import Mirror, is_url, local_path
+    from dalle_data.remote import is_url, local_run
 
-    if is_url(out):
-        if repair:
-            raise SpecError(f"--repair works on a local run: copy {out} here, repair it, and upload it again")
-        folder = Mirror(out).pull_all()
-    else:
-        folder = Path(local_path(out))
+    if is_url(out) and repair:
+        raise SpecError(f"--repair works on a local run: copy {out} here, repair it, and upload it again")
+    folder, _ = local_run(out, pull_all=True)
     report = mend(folder, regenerate_shards) if repair else check(folder)
     report.out = out  # type: ignore[assignment]  # name the run as the user did
     if json_output:

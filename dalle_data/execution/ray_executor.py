@@ -55,7 +55,7 @@ class Worker:
 
         device = resolve_device(spec.device)
         generator = BACKENDS[spec.backend].load(spec, device)
-        scorer = load_scorer(resolve_scorer_name(spec.scorer, spec.model), device=device)
+        scorer = load_scorer(resolve_scorer_name(spec.scorer, spec.model, spec.backend), device=device)
         scorer.set_labels(zero_shot_labels)
         self.spec = spec
         self.stages = make_stages(spec, generator, scorer)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -48,6 +48,20 @@ def cpu_generators(seeds: Sequence[int]) -> list:  # noqa: ANN001 - torch.Genera
     import torch
 
     return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+
+def split_conditions(conditions: Sequence[Any], weights: Sequence[float]) -> tuple[list[Any], list[float], str]:
+    """A variation's or fusion's conditions as (its RGB images, their weights, its text prompt or "").
+
+    ``conditions`` are one or two images and optionally the class prompt (``--prompt-weight``), ``weights`` one
+    per condition; a prompt's weight is the images' business only where the model mixes text into the
+    embedding (Kandinsky's ``interpolate``), so it is dropped here.
+    """
+    pictures = [(c, w) for c, w in zip(conditions, weights) if not isinstance(c, str)]
+    if not pictures:
+        raise ValueError("a variation or fusion needs at least one source image")
+    text = next((c for c in conditions if isinstance(c, str)), "")
+    return [c.convert("RGB") for c, _ in pictures], [float(w) for _, w in pictures], text
 
 
 @runtime_checkable

@@ -205,8 +205,9 @@ class KandinskyGenerator:
             ).images
         return self._images(images)
 
-    def set_negative_prompt(self, text: str | None) -> None:
-        """What every image should not show: the prior embeds it too and the decoder steers away from it."""
+    def set_negative_prompt(self, text: str | None, settings: GenerationSettings | None = None) -> None:
+        """What every image should not show: the prior embeds it too and the decoder steers away from it (in
+        every mode: a variation's or fusion's negative image embedding is the negative prompt's)."""
         self.negative_prompt = text
 
     def _prior(self, prompt: Sequence[str], seeds: Sequence[int], generators: list[Any],
@@ -249,7 +250,7 @@ class KandinskyGenerator:
             for conds, ws, seed in zip(conditions, weights, seeds):
                 out = self.prior.interpolate(
                     list(conds), list(ws), num_inference_steps=settings.prior_num_inference_steps,
-                    generator=cpu_generators([seed])[0],
+                    generator=cpu_generators([seed])[0], negative_prompt=self.negative_prompt or "",
                     guidance_scale=settings.prior_guidance_scale, device=self.device,
                 )
                 embeds.append(out.image_embeds)

@@ -60,7 +60,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from dalle_data.generators.base import Defect, GenerationSettings, Refusal
+from dalle_data.generators.base import Defect, GenerationSettings, Refusal, split_conditions
 from dalle_data.masks import feathered_composite
 from dalle_data.llm.client import (
     Aborted,
@@ -227,12 +227,9 @@ class OpenAIImageGenerator:
     def _reference_job(
         self, conds: Sequence[Any], ws: Sequence[float], size: str,
     ) -> Callable[[threading.Event], Output]:
-        pictures = [(c, w) for c, w in zip(conds, ws) if not isinstance(c, str)]
-        texts = [c for c in conds if isinstance(c, str)]
-        if not pictures:
-            raise ValueError("a variation or fuse needs at least one reference image")
-        prompt = reference_prompt([w for _, w in pictures], texts[0] if texts else None)
-        return self._edit_job([_png(c.convert("RGB")) for c, _ in pictures], prompt, size)
+        pictures, image_weights, text = split_conditions(conds, ws)
+        prompt = reference_prompt(image_weights, text or None)
+        return self._edit_job([_png(picture) for picture in pictures], prompt, size)
 
     def _edit_job(
         self, images: Sequence[bytes], prompt: str, size: str, *, mask: bytes | None = None,

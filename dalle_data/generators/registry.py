@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dalle_data.backends import DIFFUSERS_PRESETS
 from dalle_data.errors import ModelLoadError, SpecError
@@ -76,6 +76,29 @@ def hub_pieces(model: str, prior: str | None, inpaint: bool) -> list[tuple[str, 
     decoder = DECODER_ID if model == "kandinsky-2-2" else model
     repos = [("prior", prior or PRIOR_ID), ("decoder", decoder)] + ([("inpainting decoder", INPAINT_ID)] if inpaint else [])
     return [(what, repo, repo, ("model_index.json",)) for what, repo in repos if not Path(repo).is_dir()]
+
+
+def ip_adapter_pieces(model: str, adapter: str | None) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """The hub files ``--option ip_adapter`` loads (none for a local folder, or when the model's family is not
+    known before it loads)."""
+    if adapter is None or Path(adapter).expanduser().exists():
+        return []
+    from dalle_data.generators.ip_adapter import IP_ADAPTER_FAMILIES, ip_adapter_source
+    from dalle_data.generators.text2image import pipeline_class_of
+
+    folder = Path(model).expanduser()
+    if model in ("sdxl", "sdxl-turbo"):
+        family: str | None = "sdxl"
+    elif folder.is_dir():
+        family = IP_ADAPTER_FAMILIES.get(pipeline_class_of(folder) or "")
+    else:
+        family = IP_ADAPTER_FAMILIES.get(_hub_pipeline_class(model, local=True) or "")
+    if family is None:
+        return []
+    source = ip_adapter_source(None if adapter == "default" else adapter, family)
+    inner = f"{source.subfolder}/" if source.subfolder else ""
+    return [("IP-Adapter", source.label, source.repo, (f"{inner}{source.weight_name}",
+                                                       f"{inner}image_encoder/config.json"))]
 
 
 def load_generator(model: str, *, prior: str | None = None, device: str = "cpu", seed: int = 0,
@@ -159,30 +182,33 @@ def _hub_pipeline_class(repo: str, local: bool = False) -> str | None:
 
 
 def load_for_spec(spec: RunSpec, device: str) -> Generator:
-    """The diffusers backend's loader (``dalle_data.backends``): weights in ``--dtype``, ``--compile``d."""
+    """The diffusers backend's loader (``dalle_data.backends``): weights in ``--dtype``, ``--option``s applied,
+    ``--compile``d."""
     generator = load_generator(spec.model, prior=spec.prior, device=device, dtype=spec.dtype)
-    apply_options(generator, spec.options)
+    apply_options(generator, spec)
     if spec.compile:
         generator.compile()  # type: ignore[attr-defined]
     return generator
 
 
-def apply_options(generator: Generator, options: dict[str, Any]) -> None:
+def apply_options(generator: Generator, spec: RunSpec) -> None:
     """The diffusers backend's ``--option``s (``backends.DiffusersOptions``) on a loaded generator; an option the
     model cannot take is one line."""
-    negative = options.get("negative_prompt")
-    if negative is not None:
+    from dalle_data.backends import BACKENDS
+
+    options = BACKENDS[spec.backend].option_values(spec.options)
+    if options.negative_prompt is not None:
         if not hasattr(generator, "set_negative_prompt"):
             raise ModelLoadError(f"--option negative_prompt: {generator.model} ({generator.backend}) takes no "
                                  "negative prompt; use a text-to-image model (Kandinsky 2.2, SD, SDXL, ...)")
-        generator.set_negative_prompt(negative)  # type: ignore[attr-defined]
-    adapter = options.get("ip_adapter")
-    if adapter is not None:
+        settings = resolve_settings(spec, generator.defaults)
+        generator.set_negative_prompt(options.negative_prompt, settings)  # type: ignore[attr-defined]
+    if options.ip_adapter is not None:
         if not hasattr(generator, "use_ip_adapter"):
             raise ModelLoadError(f"--option ip_adapter: {generator.model} ({generator.backend}) takes no IP-Adapter; "
-                                 "it is for SD and SDXL-family models (Kandinsky 2.2 makes variations itself)")
-        generator.use_ip_adapter(None if adapter == "default" else adapter,  # type: ignore[attr-defined]
-                                 scale=float(options.get("ip_adapter_scale", 1.0)))
+                                 "it is for SD 1.x and SDXL models (Kandinsky 2.2 makes variations itself)")
+        generator.use_ip_adapter(None if options.ip_adapter == "default" else options.ip_adapter,  # type: ignore[attr-defined]
+                                 scale=options.ip_adapter_scale)
 
 
 def load_api_for_spec(spec: RunSpec, device: str) -> Generator:
@@ -196,10 +222,12 @@ def load_api_generator(spec: RunSpec) -> Generator:
     from dalle_data.llm.client import Endpoint, RetryPolicy
 
     endpoint = Endpoint(base_url=spec.base_url, timeout=spec.timeout, retry=RetryPolicy.from_env(spec.max_retries))
+    from dalle_data.backends import BACKENDS
+
+    options = BACKENDS[spec.backend].option_values(spec.options)
     return OpenAIImageGenerator(spec.model, endpoint=endpoint, quality=spec.quality or DEFAULT_QUALITY,
                                 max_concurrency=spec.max_concurrency, batch=spec.openai_batch,
-                                moderation=spec.options.get("moderation", "auto"),
-                                input_fidelity=spec.options.get("input_fidelity"))
+                                moderation=options.moderation, input_fidelity=options.input_fidelity)
 
 
 def resolve_settings(spec: RunSpec, defaults: GenerationSettings) -> GenerationSettings:

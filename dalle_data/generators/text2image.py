@@ -38,9 +38,22 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.errors import ModelLoadError
-from dalle_data.generators.base import GenerationSettings, cpu_generators
+from dalle_data.generators.base import GenerationSettings, cpu_generators, split_conditions
+from dalle_data.generators.ip_adapter import (
+    FAMILY_NAMES,
+    IP_ADAPTER_OPTION,
+    IP_ADAPTERS,
+    IPAdapterSource,
+    adapter_state,
+    blank_image,
+    ip_adapter_family,
+    ip_adapter_source,
+    project,
+    reason,
+    restore_adapter_state,
+)
 from dalle_data.generators.kandinsky import MODEL_CARD, _ready, _to_image, repaint
-from dalle_data.hub import load_with_hub_fallback, looks_like_hub_id, quiet_libraries
+from dalle_data.hub import load_with_hub_fallback, quiet_libraries
 
 log = logging.getLogger(__name__)
 
@@ -73,88 +86,6 @@ PRESETS: dict[str, Preset] = {
 }
 FALLBACK = _settings(512, 30, 5.0)
 KANDINSKY_CLASSES = ("KandinskyV22Pipeline", "KandinskyV22PriorPipeline", "KandinskyV22CombinedPipeline")
-
-
-@dataclasses.dataclass(frozen=True)
-class IPAdapterSource:
-    """An IP-Adapter's weights: ``subfolder/weight_name`` of a hub repo or a local folder (``local``); its CLIP
-    image encoder is ``subfolder/image_encoder``, as in h94/IP-Adapter."""
-
-    repo: str
-    subfolder: str
-    weight_name: str
-    local: bool = False
-
-    @property
-    def label(self) -> str:
-        return "/".join(part for part in (self.repo, self.subfolder, self.weight_name) if part)
-
-
-# The original authors' plain IP-Adapters (one CLIP image embedding → 4 image tokens), per pipeline family.
-IP_ADAPTERS: dict[str, IPAdapterSource] = {
-    "sdxl": IPAdapterSource("h94/IP-Adapter", "sdxl_models", "ip-adapter_sdxl.safetensors"),
-    "sd": IPAdapterSource("h94/IP-Adapter", "models", "ip-adapter_sd15.safetensors"),
-}
-IP_ADAPTER_FAMILIES = {"StableDiffusionXLPipeline": "sdxl", "StableDiffusionPipeline": "sd"}
-FAMILY_NAMES = {"sdxl": "SDXL", "sd": "SD 1.x"}
-IP_ADAPTER_OPTION = ("--option ip_adapter=PATH|HUB_ID (or ip_adapter=default for h94/IP-Adapter) and "
-                     "--option ip_adapter_scale=0.6")
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-def ip_adapter_family(pipe: Any) -> str | None:
-    """``"sdxl"`` or ``"sd"`` when ``pipe`` takes an IP-Adapter (diffusers' ``load_ip_adapter``), else None."""
-    if not hasattr(pipe, "load_ip_adapter") or getattr(pipe, "unet", None) is None:
-        return None
-    return IP_ADAPTER_FAMILIES.get(type(pipe).__name__)
-
-
-def ip_adapter_source(source: str | Path | None, family: str) -> IPAdapterSource:
-    """Where to load an IP-Adapter from: None or ``"default"`` is the family's h94/IP-Adapter; a weight file; a
-    folder (the one weight file under it, or the family's file names); a hub id (the family's file names);
-    ``owner/repo/subfolder/file.safetensors``."""
-    default = IP_ADAPTERS[family]
-    if source is None or str(source) == "default":
-        return default
-    path = Path(source).expanduser()
-    if path.is_file():
-        return IPAdapterSource(str(path.parent), "", path.name, local=True)
-    if path.is_dir():
-        return _weights_in(path, default)
-    text = str(source)
-    if looks_like_hub_id(text):
-        return IPAdapterSource(text, default.subfolder, default.weight_name)
-    parts = text.split("/")
-    repo, subfolder, weight = "/".join(parts[:2]), "/".join(parts[2:-1]), parts[-1]
-    if len(parts) > 2 and looks_like_hub_id(repo) and weight.endswith(WEIGHT_SUFFIXES):
-        return IPAdapterSource(repo, subfolder, weight)
-    raise ModelLoadError(f"IP-Adapter {text!r} is not a folder, a weight file or a hub id: pass the folder of an "
-                         f"IP-Adapter (laid out as h94/IP-Adapter) or a hub id such as {default.repo}")
-
-
-def _weights_in(folder: Path, default: IPAdapterSource) -> IPAdapterSource:
-    """The weight file of the IP-Adapter in ``folder`` (image encoders' own weights aside)."""
-    if (folder / default.subfolder / default.weight_name).is_file():
-        return IPAdapterSource(str(folder), default.subfolder, default.weight_name, local=True)
-    by_stem: dict[Path, Path] = {}
-    for file in sorted(folder.rglob("*")):
-        inner = file.relative_to(folder)
-        if file.suffix not in WEIGHT_SUFFIXES or not file.is_file() or "image_encoder" in inner.parts:
-            continue
-        if inner.with_suffix("") not in by_stem or file.suffix == ".safetensors":
-            by_stem[inner.with_suffix("")] = inner  # the same weights as .bin and .safetensors: one
-    found = sorted(by_stem.values())
-    if not found:
-        raise ModelLoadError(f"no IP-Adapter weights (*.safetensors, *.bin) in {folder}: pass a folder laid out as "
-                             f"h94/IP-Adapter ({default.subfolder}/{default.weight_name} next to "
-                             f"{default.subfolder}/image_encoder/), e.g. `hf download {default.repo} --include "
-                             f"'{default.subfolder}/*' --local-dir DIR`")
-    if len(found) > 1:
-        names = ", ".join(str(f) for f in found[:5]) + (", ..." if len(found) > 5 else "")
-        raise ModelLoadError(f"several IP-Adapter weight files in {folder} ({names}): pass the one to use "
-                             "(ip_adapter=PATH/TO/FILE)")
-    subfolder = found[0].parent.as_posix()
-    return IPAdapterSource(str(folder), "" if subfolder == "." else subfolder, found[0].name, local=True)
 
 
 def pipeline_class_of(folder: Path) -> str | None:
@@ -229,17 +160,25 @@ class Text2ImageGenerator:
         if self.ip_adapter is None:
             save_pipeline(self, path)
             return
-        loaded = _adapter_state(self.pipe)
-        _restore_adapter_state(self.pipe, self._ip_base)
+        loaded = adapter_state(self.pipe)
+        restore_adapter_state(self.pipe, self._ip_base)
         try:
             save_pipeline(self, path)
         finally:
-            _restore_adapter_state(self.pipe, loaded)
+            restore_adapter_state(self.pipe, loaded)
 
-    def set_negative_prompt(self, text: str | None) -> None:
-        """What every image should not show (classifier-free guidance steers away from it; needs guidance > 1)."""
-        if text is not None and "negative_prompt" not in _parameters(self.pipe):
-            raise ModelLoadError(f"model {self.model!r} ({type(self.pipe).__name__}) takes no negative prompt")
+    def set_negative_prompt(self, text: str | None, settings: GenerationSettings | None = None) -> None:
+        """What every image should not show: classifier-free guidance steers away from it, so it needs guidance
+        above 1 (``settings``, the run's; refused otherwise, as it would change nothing)."""
+        params = _parameters(self.pipe)
+        name = f"model {self.model!r} ({type(self.pipe).__name__})"
+        if text is not None and ("negative_prompt" not in params or "true_cfg_scale" in params):
+            raise ModelLoadError(f"{name} takes no negative prompt here (FLUX-family models need true CFG); "
+                                 "drop --option negative_prompt")
+        guidance = (settings or self.defaults).guidance_scale
+        if text is not None and guidance <= 1:
+            raise ModelLoadError(f"--option negative_prompt does nothing at guidance {guidance:g}, and {name} runs "
+                                 "there; set --guidance-scale above 1 as well, or drop the option")
         self.negative_prompt = text
 
     def _negatives(self, n: int) -> dict[str, Any]:
@@ -260,20 +199,20 @@ class Text2ImageGenerator:
                                  "(--model kandinsky-2-2)")
         where = ip_adapter_source(source, family)
         self._unload_ip_adapter()
-        before = _adapter_state(self.pipe)
+        before = adapter_state(self.pipe)
         try:
             self._load_ip_adapter(where, before)
-            self._ip_blank = self._embed([_blank_image()], [1.0])
-            _project(self.pipe, self._ip_blank[0])  # a dry run: the image encoder must fit the adapter
+            self._ip_blank = self._embed([blank_image()], [1.0])
+            project(self.pipe, self._ip_blank[0])  # a dry run: the image encoder must fit the adapter
         except Exception as err:
-            _restore_adapter_state(self.pipe, before)
+            restore_adapter_state(self.pipe, before)
             self._ip_blank = None
             if isinstance(err, ModelLoadError):
                 raise
             default = IP_ADAPTERS[family]
             raise ModelLoadError(
                 f"IP-Adapter {where.label} does not fit model {self.model!r} ({type(self.pipe).__name__}): "
-                f"{_reason(err)}; pass one made for {FAMILY_NAMES[family]} models, laid out as {default.repo} "
+                f"{reason(err)}; pass one made for {FAMILY_NAMES[family]} models, laid out as {default.repo} "
                 f"({default.subfolder}/{default.weight_name} next to {default.subfolder}/image_encoder/)") from err
         self.pipe.set_ip_adapter_scale(scale)
         _ready(self.pipe, self.device)
@@ -286,7 +225,7 @@ class Text2ImageGenerator:
                 self.pipe.load_ip_adapter(where.repo, subfolder=where.subfolder, weight_name=where.weight_name,
                                           local_files_only=local)
             except Exception:
-                _restore_adapter_state(self.pipe, before)  # nothing half-loaded stays for the next try
+                restore_adapter_state(self.pipe, before)  # nothing half-loaded stays for the next try
                 raise
 
         if where.local:
@@ -296,7 +235,7 @@ class Text2ImageGenerator:
 
     def _unload_ip_adapter(self) -> None:
         if self.ip_adapter is not None:
-            _restore_adapter_state(self.pipe, self._ip_base)
+            restore_adapter_state(self.pipe, self._ip_base)
             self.ip_adapter, self._ip_base, self._ip_blank = None, {}, None
             self._inpaint, self._no_inpaint = None, False
 
@@ -395,11 +334,11 @@ class Text2ImageGenerator:
             return []
         prompts, positives, negatives = [], [], []
         for conds, ws in zip(conditions, weights):
-            pictures = [(c, w) for c, w in zip(conds, ws) if not isinstance(c, str)]
-            pos, neg = self._embed([c.convert("RGB") for c, _ in pictures], [w for _, w in pictures])
+            pictures, image_weights, text = split_conditions(conds, ws)
+            pos, neg = self._embed(pictures, image_weights)
             positives.append(pos)
             negatives.append(neg)
-            prompts.append(next((c for c in conds if isinstance(c, str)), ""))
+            prompts.append(text)
         embeds = (torch.stack(positives), torch.stack(negatives))
         with torch.inference_mode(), self._image_prompts(self.pipe, embeds, len(seeds)) as extra:
             images = self.pipe(prompt=prompts, generator=cpu_generators(seeds), width=settings.width,
@@ -448,48 +387,6 @@ def save_pipeline(generator: Any, path: str | Path) -> None:
     generator.pipe.save_pretrained(str(path))
     card = {"backend": generator.backend, "defaults": dataclasses.asdict(generator.defaults)}
     (path / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
-
-
-def _adapter_state(pipe: Any) -> dict[str, Any]:
-    """What loading an IP-Adapter changes in a pipeline (diffusers' ``unload_ip_adapter`` would drop an image
-    encoder the model came with, and a failed load leaves a half-changed UNet)."""
-    unet = _unet(pipe)
-    return {"processors": dict(unet.attn_processors), "encoder_hid_proj": unet.encoder_hid_proj,
-            "encoder_hid_dim_type": unet.config.encoder_hid_dim_type,
-            "image_encoder": getattr(pipe, "image_encoder", None),
-            "feature_extractor": getattr(pipe, "feature_extractor", None)}
-
-
-def _restore_adapter_state(pipe: Any, state: dict[str, Any]) -> None:
-    unet = _unet(pipe)
-    unet.set_attn_processor(dict(state["processors"]))  # it empties the dict it is given
-    unet.encoder_hid_proj = state["encoder_hid_proj"]
-    unet.config.encoder_hid_dim_type = state["encoder_hid_dim_type"]  # as diffusers' loader sets it
-    pipe.register_modules(image_encoder=state["image_encoder"], feature_extractor=state["feature_extractor"])
-
-
-def _unet(pipe: Any) -> Any:
-    return getattr(pipe.unet, "_orig_mod", pipe.unet)  # under torch.compile: the module itself
-
-
-def _project(pipe: Any, embeds: Any) -> None:
-    import torch
-
-    with torch.inference_mode():
-        pipe.unet.encoder_hid_proj([embeds[None, None]])
-
-
-def _blank_image() -> Any:
-    from PIL import Image
-
-    return Image.new("RGB", (64, 64))
-
-
-def _reason(err: BaseException) -> str:
-    """The telling line of a library error (a ``size mismatch`` of a state dict rather than its header)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-    line = next((line for line in lines if "mismatch" in line or "shape" in line), lines[0])
-    return line.split(". ")[0].rstrip(".")
 
 
 def _parameters(pipe: Any) -> set[str]:

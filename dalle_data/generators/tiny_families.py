@@ -139,7 +139,7 @@ def save_tiny_ip_adapter(pipe: Any, path: str | Path, seed: int = 0) -> Path:
     ``models/ip-adapter_sd15.safetensors`` + ``models/image_encoder/`` for SD. Deterministic from ``seed``."""
     from safetensors.torch import save_file
 
-    from dalle_data.generators.text2image import IP_ADAPTERS, ip_adapter_family
+    from dalle_data.generators.ip_adapter import IP_ADAPTERS, ip_adapter_family
 
     family = ip_adapter_family(pipe)
     if family is None:

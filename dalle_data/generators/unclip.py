@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.errors import ModelLoadError
-from dalle_data.generators.base import GenerationSettings, cpu_generators
+from dalle_data.generators.base import GenerationSettings, cpu_generators, split_conditions
 from dalle_data.generators.kandinsky import _ready, _to_image
 from dalle_data.generators.text2image import FALLBACK, _card_defaults, _guess_defaults, save_pipeline
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
@@ -85,12 +85,11 @@ class StableUnCLIPGenerator:
             return []
         embeds, prompts = [], []
         for conds, ws in zip(conditions, weights):
-            pictures = [(c, w) for c, w in zip(conds, ws) if not isinstance(c, str)]
-            texts = [c for c in conds if isinstance(c, str)]
-            emb = self.embed([c.convert("RGB") for c, _ in pictures])
-            w = torch.tensor([w for _, w in pictures], dtype=emb.dtype, device=emb.device)
+            pictures, image_weights, text = split_conditions(conds, ws)
+            emb = self.embed(pictures)
+            w = torch.tensor(image_weights, dtype=emb.dtype, device=emb.device)
             embeds.append((emb * w[:, None]).sum(dim=0) / w.sum())
-            prompts.append(texts[0] if texts else "")
+            prompts.append(text)
         with torch.inference_mode():
             images = self.pipe(
                 image_embeds=torch.stack(embeds), prompt=prompts, width=settings.width, height=settings.height,

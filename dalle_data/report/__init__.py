@@ -108,10 +108,10 @@ def build_report(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, compu
         review_run = review_run_of(run)
         emb, computed, missing = load_embeddings(review_run, run.spec, compute=compute, scorer=scorer, fetch=fetch)
         probe = read_json_object(run.layout.probe_json)
-        from dalle_data.planning import _pack
+        from dalle_data.planning import template_pack
 
         try:
-            pack = _pack(run.spec) if not run.spec.llm and not run.spec.prompts else None
+            pack = template_pack(run.spec) if not run.spec.llm and not run.spec.prompts else None
         except Exception as err:  # noqa: BLE001 - a pack that moved away only costs the coverage table
             log.info("template pack not readable for the coverage table: %s", err)
             pack = None

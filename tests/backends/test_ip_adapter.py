@@ -16,7 +16,8 @@ from PIL import Image
 
 from dalle_data.errors import ModelLoadError
 from dalle_data.generators.base import Defect, GenerationSettings
-from dalle_data.generators.text2image import IP_ADAPTERS, Text2ImageGenerator, ip_adapter_source
+from dalle_data.generators.ip_adapter import IP_ADAPTERS, ip_adapter_source
+from dalle_data.generators.text2image import Text2ImageGenerator
 
 FAMILIES = ["sd", "sdxl"]
 SETTINGS = GenerationSettings(width=64, height=64, num_inference_steps=2, prior_num_inference_steps=0,

@@ -51,7 +51,7 @@ def test_options_are_part_of_the_spec_hash_and_defaults_are_not() -> None:
     negative = spec(options={"negative_prompt": "blurry"})
     assert negative.spec_hash() != base
     assert negative.spec_hash() != spec(options={"negative_prompt": "text"}).spec_hash()
-    assert spec(options={"ip_adapter": "default", "ip_adapter_scale": "0.5"}).options == {
+    assert spec(model="sdxl", options={"ip_adapter": "default", "ip_adapter_scale": "0.5"}).options == {
         "ip_adapter": "default", "ip_adapter_scale": 0.5}
 
 
@@ -142,3 +142,86 @@ def test_backends_lists_every_registered_backend(cli) -> None:
     assert "--option input_fidelity=...  (low | high | none, default None)" in text
     unknown = cli("backends", "--backend", "nope")
     assert unknown.exit_code == 2 and "unknown backend 'nope'" in unknown.stderr
+
+
+def test_guidance_unset_means_the_models_own_and_hashes_as_the_old_default() -> None:
+    from dalle_data.generators.registry import resolve_settings
+    from dalle_data.generators.text2image import PRESETS
+
+    assert spec().guidance_scale is None
+    assert spec().spec_hash() == spec(guidance_scale=4.0).spec_hash()  # runs saved with 4.0 keep their hash
+    assert spec(guidance_scale=7.0).spec_hash() != spec().spec_hash()
+    turbo = PRESETS["sdxl-turbo"].defaults
+    assert resolve_settings(spec(model="sdxl-turbo"), turbo).guidance_scale == 0.0
+    assert resolve_settings(spec(model="sdxl-turbo", guidance_scale=2.0), turbo).guidance_scale == 2.0
+
+
+def test_the_spec_checks_know_the_presets_traits() -> None:
+    from dalle_data.backends import GUIDANCE_FREE_PRESETS, IP_ADAPTER_PRESETS
+    from dalle_data.generators.ip_adapter import IP_ADAPTER_FAMILIES
+    from dalle_data.generators.text2image import PRESETS
+
+    assert GUIDANCE_FREE_PRESETS == {name for name, p in PRESETS.items() if p.defaults.guidance_scale <= 1}
+    assert IP_ADAPTER_PRESETS == {name for name in PRESETS if name.startswith("sdxl")}
+    assert "StableDiffusionXLPipeline" in IP_ADAPTER_FAMILIES
+    with pytest.raises(SpecError, match="--option ip_adapter: flux-schnell takes no IP-Adapter"):
+        spec(model="flux-schnell", options={"ip_adapter": "default"})
+    with pytest.raises(SpecError, match="--option negative_prompt does nothing without guidance, and sdxl-turbo"):
+        spec(model="sdxl-turbo", options={"negative_prompt": "blurry"})
+    assert spec(model="sdxl-turbo", guidance_scale=2.0, options={"negative_prompt": "blurry"}).options
+    with pytest.raises(SpecError, match="--option input_fidelity: gpt-image-1-mini does not take it"):
+        spec(backend="openai", model="gpt-image-1-mini", options={"input_fidelity": "high"})
+
+
+def test_option_spelling_and_values_from_a_spec_file(tmp_path: Path) -> None:
+    from dalle_data.config import load_config
+
+    assert spec(options={"negative-prompt": "x"}).options == {"negative_prompt": "x"}
+    with pytest.raises(SpecError, match="ip_adapter_scale: Input should be a finite number"):
+        spec(options={"ip_adapter": "default", "ip_adapter_scale": "nan"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes: [cat]\nper_class: 1\nbackend: [openai]\n")
+    with pytest.raises(SpecError, match="backend"):
+        build_spec(load_config(bad), source=f"config {bad}")
+
+
+def test_a_negative_prompt_at_guidance_one_is_refused_when_the_model_loads(cli, tmp_path: Path) -> None:
+    from dalle_data.generators.tiny_families import save_tiny
+
+    folder = save_tiny("sd", tmp_path / "sd")
+    result = cli("generate", "--model", folder, "--scorer", "tiny", "--classes", "cat", "--per-class", "1",
+                 "--guidance-scale", "1", "--option", "negative_prompt=blurry", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "does nothing at guidance 1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_kandinsky_variations_steer_away_from_the_negative_prompt() -> None:
+    import numpy as np
+    from PIL import Image
+
+    from dalle_data.generators.registry import load_generator
+
+    generator = load_generator("tiny")
+    source = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    settings = generator.defaults
+
+    def fuse() -> bytes:
+        return generator.variation([[source, source]], [[0.5, 0.5]], [3], settings)[0].tobytes()
+
+    plain = fuse()
+    generator.set_negative_prompt("blurry")
+    assert fuse() != plain and fuse() == fuse()
+
+
+def test_offline_the_ip_adapter_is_named_with_the_missing_pieces(cli, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from dalle_data.generators.tiny_families import save_tiny
+    from tests.image_modes.helpers import make_tree
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    folder = save_tiny("sdxl", tmp_path / "sdxl")
+    make_tree(tmp_path / "photos", {"cat": 1})
+    result = cli("generate", "--model", folder, "--scorer", "tiny", "--mode", "variation", "--from",
+                 tmp_path / "photos", "--per-source", "1", "--option", "ip_adapter=default", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "not in the local cache" in result.stderr
+    assert "IP-Adapter 'h94/IP-Adapter/sdxl_models/ip-adapter_sdxl.safetensors'" in result.stderr

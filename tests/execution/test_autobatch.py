@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from dalle_data.execution import autobatch
 from tests.execution.test_pipeline import setup, stages_for
 from tests.unit.test_runner import SeedColorGenerator
+
+
+class Clock:
+    """The probe's clock, moved only by the generator's modelled cost: the figures do not depend on how busy
+    the machine is (a sleep-based cost did, and failed on a loaded machine)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CLOCK = Clock()
+
+
+@pytest.fixture(autouse=True)
+def modelled_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autobatch.time, "perf_counter", CLOCK)
 
 
 class Timed(SeedColorGenerator):
@@ -22,7 +40,7 @@ class Timed(SeedColorGenerator):
     def __call__(self, prompt, seeds, settings):
         if len(prompt) > self.oom_above:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        time.sleep(self.overhead + self.per_image * len(prompt))
+        CLOCK.now += self.overhead + self.per_image * len(prompt)
         return super().__call__(prompt, seeds, settings)
 
 

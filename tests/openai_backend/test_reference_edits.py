@@ -108,7 +108,7 @@ def test_with_the_batch_api_on_variations_still_go_to_the_edits_endpoint(api_env
 def test_inputs_of_different_lengths_are_refused(api_env: FakeOpenAI) -> None:
     with pytest.raises(ValueError, match="one seed per item"):
         generator(api_env).variation([[picture(1)]], [[1.0]], [0, 1], OPENAI_DEFAULTS)
-    with pytest.raises(ValueError, match="at least one reference image"):
+    with pytest.raises(ValueError, match="at least one source image"):
         generator(api_env).variation([[CAT]], [[1.0]], [0], OPENAI_DEFAULTS)
     assert api_env.count() == 0
 

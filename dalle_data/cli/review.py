@@ -114,6 +114,14 @@ def _serve(session: ReviewSession, port: int, browser: bool) -> None:
         import webbrowser
 
         webbrowser.open(server.url)
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and SIGTERM stop the server with the message below, also where SIGINT was ignored when this process
+    # started (a shell's background job, nohup, some CI runners): Python then installs no handler of its own.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -121,6 +129,8 @@ def _serve(session: ReviewSession, port: int, browser: bool) -> None:
         typer.echo(f"Stopped; {progress['reviewed']} of {progress['total']} reviewed, decisions kept in "
                    f"{session.log.path}. Apply them: dalle-data review {out} --apply", err=True)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         server.server_close()
 
 

@@ -91,10 +91,24 @@ def cached(repo: str, filenames: tuple[str, ...]) -> bool:
     return False
 
 
+# Where common open_clip ARCH/TAG names download from (open_clip's pretrained table, checked by a test): known
+# without importing open_clip, which imports torch and takes seconds, so an offline run fails at once.
+OPEN_CLIP_REPOS = {
+    "ViT-L-14/openai": "timm/vit_large_patch14_clip_224.openai",
+    "ViT-B-32/openai": "timm/vit_base_patch32_clip_224.openai",
+    "ViT-B-16/openai": "timm/vit_base_patch16_clip_224.openai",
+    "ViT-B-32/laion2b_s34b_b79k": "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+    "ViT-L-14/laion2b_s32b_b82k": "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+    "ViT-H-14/laion2b_s32b_b79k": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+}
+
+
 def open_clip_repo(name: str) -> str | None:
     """The hub repo an open_clip ``ARCH/TAG`` (or ``hf-hub:org/repo``) downloads from, if it has one."""
     if name.startswith("hf-hub:"):
         return name[len("hf-hub:"):]
+    if name in OPEN_CLIP_REPOS:
+        return OPEN_CLIP_REPOS[name]
     arch, _, tag = name.partition("/")
     try:
         import open_clip

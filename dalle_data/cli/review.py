@@ -101,28 +101,30 @@ def _print_apply(report: ApplyReport, out: Path) -> None:
 
 
 def _serve(session: ReviewSession, port: int, browser: bool) -> None:
-    from dalle_data.review.server import ReviewServer
-
-    server = ReviewServer(session, port=port)
-    progress, out = session.progress(), session.run.out
-    typer.echo(f"Reviewing {progress['total']} images of {out} ({session.opts.describe()}); "
-               f"{progress['reviewed']} already reviewed.")
-    typer.echo(f"Open {server.url}")
-    typer.echo(f"Every decision is saved at once in {session.log.path}. "
-               f"Stop with Ctrl-C, then: dalle-data review {out} --apply", err=True)
-    if browser:
-        import webbrowser
-
-        webbrowser.open(server.url)
     import signal
+
+    from dalle_data.review.server import ReviewServer
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    server = ReviewServer(session, port=port)
+    out = session.run.out
     # Ctrl-C and SIGTERM stop the server with the message below, also where SIGINT was ignored when this process
     # started (a shell's background job, nohup, some CI runners): Python then installs no handler of its own.
+    # Installed before the URL is printed, so a signal sent as soon as it is read is caught.
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        progress = session.progress()
+        typer.echo(f"Reviewing {progress['total']} images of {out} ({session.opts.describe()}); "
+                   f"{progress['reviewed']} already reviewed.")
+        typer.echo(f"Open {server.url}")
+        typer.echo(f"Every decision is saved at once in {session.log.path}. "
+                   f"Stop with Ctrl-C, then: dalle-data review {out} --apply", err=True)
+        if browser:
+            import webbrowser
+
+            webbrowser.open(server.url)
         server.serve_forever()
     except KeyboardInterrupt:
         progress = session.progress()

@@ -135,3 +135,27 @@ def test_hub_scorer_without_network_fails_fast_and_clearly(tmp_path: Path) -> No
     assert "hf download timm/vit_base_patch32_clip_224.openai" in lines[0]
     assert time.perf_counter() - start < 60
     assert not (tmp_path / "o").exists()
+
+
+def test_the_common_open_clip_names_map_to_the_repos_open_clip_downloads_from() -> None:
+    import open_clip
+
+    from dalle_data.hub import OPEN_CLIP_REPOS
+
+    for name, repo in OPEN_CLIP_REPOS.items():
+        arch, _, tag = name.partition("/")
+        assert open_clip.get_pretrained_cfg(arch, tag)["hf_hub"].strip("/") == repo, name
+
+
+def test_an_offline_run_of_the_default_models_fails_before_importing_torch(tmp_path: Path) -> None:
+    """Naming the missing pieces needs no model library: the one-line error comes at once."""
+    import os
+
+    code = ("import sys\nfrom dalle_data.cli import main\nsys.argv = ['dalle-data', 'generate', '--classes', 'cat', "
+            "'--per-class', '1', '--out', 'o']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=120)
+    assert "not in the local cache" in result.stderr and "scorer 'ViT-L-14/openai'" in result.stderr
+    assert result.stdout.strip() == "False", "torch was imported before the offline check"

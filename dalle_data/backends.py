@@ -152,12 +152,32 @@ def function_at(where: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), function)
 
 
+IP_ADAPTER_PIPELINES = frozenset({"StableDiffusionXLPipeline", "StableDiffusionPipeline"})
+
+
+def _folder_pipeline(model: Any) -> str | None:
+    """The pipeline class a model folder's ``model_index.json`` names (None: not a folder, or none named)."""
+    import json
+    from pathlib import Path
+
+    try:
+        index = Path(str(model)).expanduser() / "model_index.json"
+        return str(json.loads(index.read_text(encoding="utf-8"))["_class_name"]) if index.is_file() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _check_diffusers(spec: Mapping[str, Any]) -> str | None:
-    """Options a preset cannot take, refused before it loads (folders and hub ids are checked when loaded)."""
+    """Options a preset or a model folder cannot take, refused before it loads (hub ids are checked when
+    loaded)."""
     model, options = spec.get("model"), spec.get("options") or {}
-    if options.get("ip_adapter") and model in DIFFUSERS_PRESETS and model not in IP_ADAPTER_PRESETS:
-        return (f"--option ip_adapter: {model} takes no IP-Adapter; it is for SD 1.x and SDXL models (--model "
-                f"{' or '.join(sorted(IP_ADAPTER_PRESETS))}, or a folder or hub id of one)")
+    if options.get("ip_adapter"):
+        pipeline = _folder_pipeline(model)
+        if (model in DIFFUSERS_PRESETS and model not in IP_ADAPTER_PRESETS) or (
+                pipeline is not None and pipeline not in IP_ADAPTER_PIPELINES):
+            what = f"{model} ({pipeline})" if pipeline else str(model)
+            return (f"--option ip_adapter: {what} takes no IP-Adapter; it is for SD 1.x and SDXL models "
+                    f"(--model {' or '.join(sorted(IP_ADAPTER_PRESETS))}, or a folder or hub id of one)")
     guidance = spec.get("guidance_scale")
     if options.get("negative_prompt") and model in GUIDANCE_FREE_PRESETS and (guidance is None or guidance <= 1):
         return (f"--option negative_prompt does nothing without guidance, and {model} runs without it; set "

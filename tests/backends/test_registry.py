@@ -225,3 +225,19 @@ def test_offline_the_ip_adapter_is_named_with_the_missing_pieces(cli, tmp_path: 
                  tmp_path / "photos", "--per-source", "1", "--option", "ip_adapter=default", "--out", tmp_path / "o")
     assert result.exit_code == 2 and "not in the local cache" in result.stderr
     assert "IP-Adapter 'h94/IP-Adapter/sdxl_models/ip-adapter_sdxl.safetensors'" in result.stderr
+
+
+def test_an_ip_adapter_for_a_model_folder_of_another_family_is_refused_before_it_loads(tmp_path: Path) -> None:
+    from dalle_data.backends import IP_ADAPTER_PIPELINES
+    from dalle_data.generators.ip_adapter import IP_ADAPTER_FAMILIES
+
+    assert IP_ADAPTER_PIPELINES == set(IP_ADAPTER_FAMILIES)
+    unclip = tmp_path / "unclip"
+    unclip.mkdir()
+    (unclip / "model_index.json").write_text('{"_class_name": "StableUnCLIPImg2ImgPipeline"}')
+    with pytest.raises(SpecError, match=r"ip_adapter: .*unclip \(StableUnCLIPImg2ImgPipeline\) takes no IP-Adapter"):
+        spec(model=str(unclip), options={"ip_adapter": "default"})
+    sdxl = tmp_path / "sdxl"
+    sdxl.mkdir()
+    (sdxl / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    assert spec(model=str(sdxl), options={"ip_adapter": "default"}).options == {"ip_adapter": "default"}

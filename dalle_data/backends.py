@@ -155,7 +155,7 @@ def function_at(where: str) -> Callable[..., Any]:
 IP_ADAPTER_PIPELINES = frozenset({"StableDiffusionXLPipeline", "StableDiffusionPipeline"})
 
 
-def _folder_pipeline(model: Any) -> str | None:
+def folder_pipeline(model: Any) -> str | None:
     """The pipeline class a model folder's ``model_index.json`` names (None: not a folder, or none named)."""
     import json
     from pathlib import Path
@@ -172,7 +172,7 @@ def _check_diffusers(spec: Mapping[str, Any]) -> str | None:
     loaded)."""
     model, options = spec.get("model"), spec.get("options") or {}
     if options.get("ip_adapter"):
-        pipeline = _folder_pipeline(model)
+        pipeline = folder_pipeline(model)
         if (model in DIFFUSERS_PRESETS and model not in IP_ADAPTER_PRESETS) or (
                 pipeline is not None and pipeline not in IP_ADAPTER_PIPELINES):
             what = f"{model} ({pipeline})" if pipeline else str(model)

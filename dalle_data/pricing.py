@@ -157,6 +157,11 @@ def load_prices() -> tuple[dict[str, dict[str, dict[str, float]]], str]:
     return table, f"{PRICES_ENV}={path} over the built-in table"
 
 
+def _check_flat(flat: float) -> None:
+    if not _is_price(flat):
+        raise SpecError(f"--price-per-image must be a number ≥ 0, got {flat}")
+
+
 def _is_price(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
@@ -195,8 +200,7 @@ def estimate(model: str, quality: str, size: str, images: int, most: int, flat: 
     note_extra = ("image calls only: edits, variations and fuses also bill their input images; "
                   "LLM tokens are not included")
     if flat is not None:
-        if not _is_price(flat):
-            raise SpecError(f"--price-per-image must be a number ≥ 0, got {flat}")
+        _check_flat(flat)
         per, source, note = float(flat), "--price-per-image", ""
     else:
         per, source, note = price_per_image(model, quality, size)
@@ -231,8 +235,8 @@ def describe(est: Estimate) -> str:
 
 def local_cost(spec: Any, images: int, most: int, flat: float | None = None) -> dict[str, Any]:
     """Nothing per image: a local model (--price-per-image prices the machine time if you know it)."""
-    if flat is not None and not _is_price(flat):
-        raise SpecError(f"--price-per-image must be a number ≥ 0, got {flat}")
+    if flat is not None:
+        _check_flat(flat)
     per = float(flat or 0.0)
     source, note = ("--price-per-image", "your price of one image's machine time") if flat is not None else (
         "local model", "local generation: no per-image API charge")

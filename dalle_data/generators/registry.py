@@ -87,7 +87,9 @@ def ip_adapter_pieces(model: str, adapter: str | None) -> list[tuple[str, str, s
     from dalle_data.generators.text2image import pipeline_class_of
 
     folder = Path(model).expanduser()
-    if model in ("sdxl", "sdxl-turbo"):
+    from dalle_data.backends import IP_ADAPTER_PRESETS
+
+    if model in IP_ADAPTER_PRESETS:
         family: str | None = "sdxl"
     elif folder.is_dir():
         family = IP_ADAPTER_FAMILIES.get(pipeline_class_of(folder) or "")

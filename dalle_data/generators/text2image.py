@@ -90,10 +90,9 @@ KANDINSKY_CLASSES = ("KandinskyV22Pipeline", "KandinskyV22PriorPipeline", "Kandi
 
 def pipeline_class_of(folder: Path) -> str | None:
     """The ``_class_name`` of a diffusers folder's ``model_index.json`` (None when it has none)."""
-    try:
-        return str(json.loads((folder / "model_index.json").read_text(encoding="utf-8"))["_class_name"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    from dalle_data.backends import folder_pipeline
+
+    return folder_pipeline(folder)
 
 
 class Text2ImageGenerator:
@@ -302,18 +301,23 @@ class Text2ImageGenerator:
 
     # -- generation -----------------------------------------------------------
     def __call__(self, prompt: Sequence[str], seeds: Sequence[int], settings: GenerationSettings) -> list[Any]:
-        import torch
-
         if len(prompt) != len(seeds):
             raise ValueError("one seed per prompt is needed")
         if not prompt:
             return []
-        generators = cpu_generators(seeds)
-        with torch.inference_mode(), self._image_prompts(self.pipe, None, len(prompt)) as extra:
-            images = self.pipe(prompt=list(prompt), generator=generators, width=settings.width,
+        return self._generate(list(prompt), seeds, settings, None)
+
+    def _generate(self, prompts: list[str], seeds: Sequence[int], settings: GenerationSettings,
+                  image_prompts: tuple[Any, Any] | None) -> list[Any]:
+        """One pipeline call: text prompts, one seeded CPU generator per image, and image prompts (an IP-Adapter's
+        positive and negative embeddings per image; None: none)."""
+        import torch
+
+        with torch.inference_mode(), self._image_prompts(self.pipe, image_prompts, len(prompts)) as extra:
+            images = self.pipe(prompt=prompts, generator=cpu_generators(seeds), width=settings.width,
                                height=settings.height, num_inference_steps=settings.num_inference_steps,
                                guidance_scale=settings.guidance_scale, output_type="np", **extra,
-                               **self._negatives(len(prompt))).images
+                               **self._negatives(len(prompts))).images
         return [_to_image(array) for array in images]
 
     def variation(self, conditions: Sequence[Sequence[Any]], weights: Sequence[Sequence[float]], seeds: Sequence[int],
@@ -339,13 +343,7 @@ class Text2ImageGenerator:
             positives.append(pos)
             negatives.append(neg)
             prompts.append(text)
-        embeds = (torch.stack(positives), torch.stack(negatives))
-        with torch.inference_mode(), self._image_prompts(self.pipe, embeds, len(seeds)) as extra:
-            images = self.pipe(prompt=prompts, generator=cpu_generators(seeds), width=settings.width,
-                               height=settings.height, num_inference_steps=settings.num_inference_steps,
-                               guidance_scale=settings.guidance_scale, output_type="np", **extra,
-                               **self._negatives(len(prompts))).images
-        return [_to_image(array) for array in images]
+        return self._generate(prompts, seeds, settings, (torch.stack(positives), torch.stack(negatives)))
 
     def inpaint_pipeline(self, check: bool = False) -> Any:
         """The family's inpaint pipeline on the same weights, or None when diffusers has none for it."""

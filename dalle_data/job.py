@@ -72,6 +72,11 @@ def run_generate(
                 mirror.push_run(rundir.layout)
             summary["already_finished"] = True
             return summary
+        if state in ("complete", "short") and part is not None and not _part_intact(rundir, part):
+            log.warning("part %s of %s ended, but shard markers it made are missing; redoing those shards",
+                        part, spec.out)
+            rundir.unfinish()
+            state = "incomplete"
         if state in ("complete", "short"):
             if part is not None:
                 return {**(rundir.saved_summary() or {}), "already_finished": True}
@@ -80,12 +85,12 @@ def run_generate(
                         "already_complete": bool((rundir.saved_summary() or {}).get("complete"))}
             return finished_summary(rundir, the_plan)
         generator, scorer = _load_models(spec, the_plan, generator, scorer)
-        if overwrite and not rundir.is_blank():  # only once the new run can start; only what runs wrote
-            rundir.clear()
         started = True
         legacy = state == "incomplete" and not rundir.layout.labels.is_file()
+        # only once the new run can start: --overwrite deletes (only what runs wrote) as the run claims OUT
         rundir.prepare(dump_spec(spec, the_plan.spec_hash, __version__, the_plan.inputs), the_plan.spec_hash,
-                       spec.content_dict(), the_plan.inputs, the_plan.label_map.to_text(the_plan.spec_hash))
+                       spec.content_dict(), the_plan.inputs, the_plan.label_map.to_text(the_plan.spec_hash),
+                       overwrite=overwrite)
         if mirror is not None:  # the run's identity goes first: a rerun elsewhere finds it even after a kill
             layout = rundir.layout
             mirror.push([layout.run, layout.spec, layout.labels])
@@ -105,6 +110,14 @@ def run_generate(
         return summary
     finally:
         rundir.close(failed_before_start=not started)
+
+
+def _part_intact(rundir: RunDir, part: Part) -> bool:
+    """Whether a finished part's markers still hold every record its summary counts (none was deleted)."""
+    from dalle_data.shards import ShardStore
+
+    made = sum(len(ids) for shard, ids in ShardStore(rundir.layout).recorded().items() if Part.of_shard(shard) == part)
+    return made >= int((rundir.saved_summary() or {}).get("generated", 0))
 
 
 def write_report(out: Any, mirror: Any = None) -> bool:
@@ -293,16 +306,25 @@ def _check_offline(spec: RunSpec, scorer_name: str, generator: bool, scorer: boo
 
 
 def regenerate(spec: RunSpec, shards: set[str], *, generator: Any = None, scorer: Any = None) -> dict[str, bytes]:
-    """Redo ``shards`` of a run in memory, as the first time (``verify --repair``): image bytes by id."""
+    """Redo ``shards`` of a run in memory, as the first time (``verify --repair``): image bytes by id.
+
+    A sharded run's shards are redone with their own part's plan (``p0001of0002-…``: part 1/2)."""
     from dalle_data.execution.run import regenerate as redo
 
-    the_plan = plan(spec)
+    by_part: dict[Part | None, set[str]] = {}
+    for shard in shards:
+        by_part.setdefault(Part.of_shard(shard), set()).add(shard)
     saved = RunDir(spec.out, spec.split).saved_hash()
-    if saved is not None and the_plan.spec_hash != saved:
-        raise OutputDirError(f"{spec.out} was made from other inputs than are here now (its template pack, prompts "
-                             "file, LLM prompts or source images changed): its lost images cannot be made again")
-    generator, scorer = _load_models(spec, the_plan, generator, scorer)
-    return redo(spec, the_plan, generator, scorer, shards)
+    images: dict[str, bytes] = {}
+    for part, some in sorted(by_part.items(), key=lambda item: str(item[0])):
+        the_plan = plan(spec, part=part)
+        if saved is not None and the_plan.spec_hash != saved:
+            raise OutputDirError(f"{spec.out} was made from other inputs than are here now (its template pack, "
+                                 "prompts file, LLM prompts or source images changed): its lost images cannot be "
+                                 "made again")
+        generator, scorer = _load_models(spec, the_plan, generator, scorer)
+        images.update(redo(spec, the_plan, generator, scorer, some))
+    return images
 
 
 def dry_run(spec: RunSpec, *, price_per_image: float | None = None, llm_cache: bool = True) -> dict[str, Any]:

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.errors import DalleDataError, OutputDirError
+from dalle_data.execution.parts import Part
 from dalle_data.records import Record
+from dalle_data.review.run import with_applied
 from dalle_data.rundir import RunDir, open_run
 from dalle_data.rundir.directory import read_json_object
 from dalle_data.rundir.lock import RunLock, RunLocked
@@ -51,7 +53,6 @@ def merge(out: Path | str, *, locked: bool = False) -> dict[str, Any]:
 
 
 def _merge(out: Path, run: Any, parts: dict[str, Path], n: int) -> dict[str, Any]:
-    from dalle_data.execution.parts import Part
     from dalle_data.execution.run import default_writers_for
     from dalle_data.rundir.directory import atomic_write_text
     from dalle_data.summary import rebuild
@@ -81,12 +82,15 @@ def _merge(out: Path, run: Any, parts: dict[str, Path], n: int) -> dict[str, Any
         commands = " ; ".join(f"dalle-data generate --resume {out} --shard {p}" for p in unfinished)
         raise PartsUnfinished(f"{len(unfinished)} of {n} part(s) of {out} are unfinished "
                               f"({', '.join(str(p) for p in unfinished)}): {commands}")
-    records = _records(run, n)
+    generated = _checked_parts(run, n, summaries)
+    records = with_applied(run, generated)
     writers = default_writers_for(run.spec, run.labels, run.out)
     for writer in writers:
         writer.close(records)
     summary = rebuild(run, records)
     summary.update(_timings(summaries), parts=n)
+    if records != generated:
+        summary["review_applied"] = True
     atomic_write_text(run.layout.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     if summary["complete"]:
         atomic_write_text(run.layout.success, "")
@@ -96,14 +100,14 @@ def _merge(out: Path, run: Any, parts: dict[str, Path], n: int) -> dict[str, Any
     return summary
 
 
-def _records(run: Any, n: int) -> list[Record]:
-    """Every record of every part, checked: no record made twice."""
+def part_records(run: Any, n: int) -> list[Record]:
+    """Every record of every part of ``n``, checked: no record made twice (shard names parsed, for any n)."""
     store = ShardStore(run.layout, run.labels)
-    suffix = f"of{n:04d}-"
     records: list[Record] = []
     seen: dict[str, str] = {}
     for shard in store.shards():
-        if not (shard.startswith("p") and suffix in shard[:12]):
+        part = Part.of_shard(shard)
+        if part is None or part.count != n:
             continue
         for record in store.read(shard):
             if record.id in seen:
@@ -112,6 +116,38 @@ def _records(run: Any, n: int) -> list[Record]:
             seen[record.id] = shard
             records.append(record)
     return records
+
+
+def _checked_parts(run: Any, n: int, summaries: list[dict[str, Any]]) -> list[Record]:
+    """The parts' records, after checking that each part's markers hold every record its summary counts
+    (a deleted marker would otherwise drop its images from the indexes while its files stay served)."""
+    records = part_records(run, n)
+    made: dict[str, int] = {}
+    for record in records:
+        part = Part.of_shard(record.shard)
+        assert part is not None
+        made[str(part)] = made.get(str(part), 0) + 1
+    for summary in summaries:
+        part = str(summary.get("part"))
+        if made.get(part, 0) < int(summary.get("generated", 0)):
+            lost = sorted(_lost_markers(run, part))
+            what = f"shard marker(s) {', '.join(lost[:3])} are missing" if lost else "shard markers are missing"
+            raise OutputDirError(
+                f"part {part} of {run.out} counts {summary.get('generated')} record(s) but its markers hold "
+                f"{made.get(part, 0)} ({what}); run `dalle-data verify {run.out} --repair`, or redo the part with "
+                f"`dalle-data generate --resume {run.out} --shard {part}`")
+    return records
+
+
+def _lost_markers(run: Any, part: str) -> set[str]:
+    """Shards of ``part`` that the manifest lists but no marker holds any more."""
+    from dalle_data.rundir import read_records
+
+    try:
+        listed = {r.shard for r in read_records(run.layout.manifest, run.labels)}
+    except OutputDirError:
+        return set()
+    return {s for s in listed if str(Part.of_shard(s)) == part and not run.layout.marker(s).is_file()}
 
 
 def _timings(summaries: list[dict[str, Any]]) -> dict[str, Any]:

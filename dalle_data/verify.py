@@ -45,7 +45,7 @@ class Finding:
     """One thing wrong, in words, and what repair does about it."""
 
     what: str
-    fix: str  # "rewrite" | "regenerate" | "index" | "remove" | "apply"
+    fix: str  # "rewrite" | "regenerate" | "index" | "remove" | "apply" | "marker"
 
     def as_json(self) -> dict[str, str]:
         return {"problem": self.what, "repair": self.fix}
@@ -196,6 +196,7 @@ class Checker:
         self.bad_pngs: set[str] = set()
         self.strays: list[Path] = []
         self.lost: set[str] = set()
+        self.lost_markers: dict[str, list[Record]] = {}  # shard -> its records now (manifest), marker deleted
 
     def check(self) -> Report:
         self._records()
@@ -230,11 +231,28 @@ class Checker:
             self.report.add(f"{self.layout.manifest} does not hold up ({err})", "index")
             current = []
         by_id = {r.id: r for r in current}
+        self._lost_markers(store, current, generated)
         if set(by_id) != set(generated) and generated:
             self.report.add(f"{self.layout.manifest} lists {len(by_id)} record(s), the shard markers "
                             f"{len(generated)}", "index")
             current = [by_id.get(i, r) for i, r in generated.items()]
         self.records = current or list(generated.values())
+
+    def _lost_markers(self, store: Any, current: list[Record], generated: dict[str, Record]) -> None:
+        """Shards the manifest lists whose marker is gone: their records are taken from the manifest (repair
+        writes the marker again), so their files are still checked and counted as the run's."""
+        listed: dict[str, list[Record]] = {}
+        for record in current:
+            if record.id not in generated:
+                listed.setdefault(record.shard, []).append(record)
+        for shard, records in sorted(listed.items()):
+            if shard in self.shards or store.layout.marker(shard).is_file():
+                continue
+            self.report.add(f"shard marker {self.layout.marker(shard)} is missing (its {len(records)} record(s) "
+                            "are in the manifest)", "marker")
+            self.lost_markers[shard] = records
+            self.shards.add(shard)
+            generated.update((r.id, r) for r in records)
 
     # Parquet
     def _parquet(self) -> None:
@@ -392,6 +410,9 @@ def repair_locked(out: Path, regenerate: Regenerate | None = None) -> Report:
     for leftover in [*out.rglob(".tmp-*.part"), *out.rglob(".apply-*.staged")]:
         leftover.unlink(missing_ok=True)
         repaired["temporary files removed"] = repaired.get("temporary files removed", 0) + 1
+    if checker.lost_markers:
+        _restore_markers(run, checker.lost_markers)
+        repaired["shard markers restored"] = len(checker.lost_markers)
     images = {**checker.png_bytes, **checker.parquet_bytes}
     images.update(_stray_bytes(checker))
     lost = {r.shard for r in checker.records if destination(r, checker.ctx) is not None and r.id not in images}
@@ -418,6 +439,20 @@ def repair_locked(out: Path, regenerate: Regenerate | None = None) -> Report:
     after = Checker(open_run(out, recover=False)).check()
     after.repaired = repaired
     return after
+
+
+def _restore_markers(run: Run, lost: dict[str, list[Record]]) -> None:
+    """Write deleted shard markers again from the manifest, each record in its original state (as generated:
+    an apply's changes are the manifest's, never the marker's)."""
+    from dalle_data.rundir import read_records
+    from dalle_data.shards import ShardStore
+
+    originals = {r.id: r for r in read_records(run.out / "review" / "originals.jsonl", run.labels, run.spec_hash)}
+    store = ShardStore(run.layout, run.labels)
+    for shard, records in lost.items():
+        made = [originals[r.id] if r.id in originals and originals[r.id].created_at == r.created_at else r
+                for r in records]
+        store.commit(shard, [r.replace(image=None) for r in made])
 
 
 def _stray_bytes(checker: Checker) -> dict[str, bytes]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 from dalle_data.errors import SpecError
 from dalle_data.execution.plan import SlotPlan
+from dalle_data.rundir.layout import part_prefix, shard_part
 
 _PART = re.compile(r"^\s*(\d+)\s*(?:/|-of-)\s*(\d+)\s*$")
 
@@ -55,6 +56,12 @@ class Part:
             raise SpecError(f"--shard {text}: at most 100000 parts")
         return cls(index, count)
 
+    @classmethod
+    def of_shard(cls, shard: str) -> Part | None:
+        """The part that made shard ``shard`` (``p0003of0010-r001-s0000`` -> 3/10); None for an unsharded shard."""
+        found = shard_part(shard)
+        return cls(*found) if found is not None else None
+
     @property
     def name(self) -> str:
         """The part's folder under ``OUT/parts/``: ``3-of-10``."""
@@ -63,7 +70,7 @@ class Part:
     @property
     def prefix(self) -> str:
         """The prefix of the part's shard names: ``p0003of0010-``."""
-        return f"p{self.index:04d}of{self.count:04d}-"
+        return part_prefix(self.index, self.count)
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

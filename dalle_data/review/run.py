@@ -116,6 +116,26 @@ def review_run_of(run: Run) -> ReviewRun:
     )
 
 
+def with_applied(run: Run, records: Sequence[Record]) -> list[Record]:
+    """``records`` as generated (their shard markers), each in the state ``review --apply`` or ``dedup`` last
+    gave it: rebuilding a run's indexes (``merge``) starts from both, so no rebuild undoes a decision.
+
+    A record an apply changed has its original in ``originals.jsonl``; its state now is its manifest line
+    (written by the apply, crash-safe). Originals of another generation of the same id are ignored.
+    """
+    originals = {r.id: r for r in read_records(run.out / REVIEW_DIR / ORIGINALS_FILE, run.labels, run.spec_hash)}
+    if not originals or not run.layout.manifest.is_file():
+        return list(records)
+    now = {r.id: r for r in run.records()}
+    out = []
+    for record in records:
+        original, current = originals.get(record.id), now.get(record.id)
+        applied = original is not None and current is not None and \
+            original.created_at == record.created_at == current.created_at
+        out.append(current if applied and current is not None else record)
+    return out
+
+
 def count_labels(records: Sequence[Record]) -> dict[str, int]:
     """Kept images per label, in first-seen order."""
     counts: dict[str, int] = {}

@@ -40,13 +40,14 @@ from typing import Any, Literal
 import yaml
 
 from dalle_data.errors import OutputDirError
-from dalle_data.rundir.layout import LOCK_FILE, Layout
-from dalle_data.rundir.lock import RunLock
+from dalle_data.rundir.layout import LOCK_FILE, Layout, shard_part
+from dalle_data.rundir.lock import RunLock, RunLocked, describe_holder
 
 log = logging.getLogger(__name__)
 
 State = Literal["new", "complete", "short", "incomplete"]
 RUN_FORMAT = 1
+CLAIM_WAIT = 10.0  # seconds a part waits for OUT's lock to claim the run (other parts hold it for milliseconds)
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
@@ -145,6 +146,8 @@ class RunDir:
             else:
                 self._created = True
         if self.part is not None:
+            with self._run_lock():  # an unsharded run (or a merge, an apply) holds OUT: not a part's to join now
+                pass
             try:
                 self.home.mkdir(parents=True, exist_ok=True)
             except OSError as err:
@@ -164,9 +167,52 @@ class RunDir:
             if counts - {str(self.part.count)}:
                 raise OutputDirError(f"{self.path} is split into {sorted(counts)[0]} parts already; run its parts "
                                      f"with --shard i/{sorted(counts)[0]}, or use another --out")
-            if self.layout.summary.is_file() and not counts:
-                raise OutputDirError(f"{self.path} holds an unsharded run; a part (--shard) cannot join it: "
-                                     "use another --out")
+            if not counts and (self.layout.summary.is_file() or self._unsharded_shards()):
+                finished = self.layout.summary.is_file()
+                raise OutputDirError(f"{self.path} holds an unsharded run{'' if finished else ' (unfinished)'}; a "
+                                     "part (--shard) cannot join it: use another --out"
+                                     + ("" if finished else f", or finish it with `dalle-data generate --resume "
+                                                            f"{self.path}`"))
+
+    def _unsharded_shards(self) -> bool:
+        """Whether an unsharded run began shards here (markers or intents without a part's prefix)."""
+        from dalle_data.shards import ShardStore
+
+        return any(shard_part(shard) is None for shard in ShardStore(self.layout).recorded())
+
+    @contextlib.contextmanager
+    def _run_lock(self) -> Any:
+        """OUT's own lock: an unsharded run holds it throughout; a part takes it only while it claims the run."""
+        if self.part is None:
+            yield
+            return
+        lock = RunLock(self.path, f"dalle-data generate --shard {self.part} (claiming the run)")
+        lock.acquire(wait=CLAIM_WAIT)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _hold_parts(self) -> list[RunLock]:
+        """The lock of every other part here, held (``--overwrite`` must not delete a running part's files);
+        ``RunLocked`` naming the part's process when one runs."""
+        held: list[RunLock] = []
+        try:
+            for name, home in self.parts().items():
+                if home == self.home:
+                    continue
+                lock = RunLock(home, "dalle-data generate --overwrite (clearing the run)")
+                try:
+                    held.append(lock.acquire())
+                except RunLocked:
+                    raise RunLocked(f"part {name.replace('-of-', '/')} of {self.path} is running "
+                                    f"({describe_holder(lock.path)}); wait for it to finish, or stop it, "
+                                    "before --overwrite") from None
+        except BaseException:
+            for lock in held:
+                lock.release()
+            raise
+        return held
 
     def close(self, *, failed_before_start: bool = False) -> None:
         """Release the lock; a directory this process created (or its lock file) and never used goes again."""
@@ -191,7 +237,11 @@ class RunDir:
                 "choose an empty or new directory" + (" (--overwrite deletes only what dalle-data wrote)" if overwrite else "")
             )
         if overwrite:
+            for lock in self._hold_parts():  # fail before any model loads; clear() holds them while it deletes
+                lock.release()
             return "new"
+        if self.part is not None:
+            self._check_parts()
         if saved != spec_hash:
             edited = self._spec_file_edited()
             raise OutputDirError(
@@ -231,8 +281,22 @@ class RunDir:
 
     # --- writing -----------------------------------------------------------------
     def prepare(self, spec_text: str, spec_hash: str, content: dict[str, Any], inputs: dict[str, str],
-                labels_text: str) -> None:
-        """Sweep what a killed run left half-written, then write run.json, spec.yaml and labels.json."""
+                labels_text: str, *, overwrite: bool = False) -> None:
+        """Claim OUT for this run: with ``overwrite``, clear what runs wrote; sweep what a killed run left
+        half-written; then write run.json, spec.yaml and labels.json.
+
+        A part does this under OUT's lock, and checks again first: parts of two specs started together both
+        found OUT new, and only the first to claim it may make its run there.
+        """
+        with self._run_lock():
+            if overwrite and not self.is_blank():
+                self.clear()
+            elif self.part is not None:
+                self.check(content, spec_hash)
+            self._write_identity(spec_text, spec_hash, content, inputs, labels_text)
+
+    def _write_identity(self, spec_text: str, spec_hash: str, content: dict[str, Any], inputs: dict[str, str],
+                        labels_text: str) -> None:
         from dalle_data.writers.base import remove_temporaries
 
         try:
@@ -290,8 +354,17 @@ class RunDir:
         """Delete what runs wrote in OUT (see the module docstring); returns the number of files removed.
 
         The earlier run's own split and formats decide the fixed files; images and shard files are
-        found by the ids and shards its intents and markers recorded, under any split.
+        found by the ids and shards its intents and markers recorded, under any split. Every other part's
+        lock is held meanwhile (a running part: ``RunLocked``).
         """
+        held = self._hold_parts()
+        try:
+            return self._clear()
+        finally:
+            for lock in held:
+                lock.release()
+
+    def _clear(self) -> int:
         from dalle_data.shards import ShardStore
 
         saved = self.saved_content()
@@ -325,7 +398,8 @@ class RunDir:
             removed += _unlink(path)
         for home in self.parts().values():  # a sharded run's parts: their summaries, logs and locks
             for name in (old.summary.name, old.success.name, old.runlog.name, LOCK_FILE):
-                removed += _unlink(home / name)
+                if not (name == LOCK_FILE and home == self.home):  # (this part's own lock is held: it stays)
+                    removed += _unlink(home / name)
             with contextlib.suppress(OSError):
                 home.rmdir()
         with contextlib.suppress(OSError):

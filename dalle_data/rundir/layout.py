@@ -56,6 +56,7 @@ REPORT_DIR = "report"
 TEMP_PATTERN = ".tmp-*.part"
 
 _SHARD = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_PART_PREFIX = re.compile(r"^p(\d{4,})of(\d{4,})-")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -197,6 +198,21 @@ class Layout:
         if resolved != root and root not in resolved.parents:
             raise OutputDirError(f"{path} lies outside the run directory {self.out}; refusing to touch it")
         return Path(path)
+
+
+def part_prefix(index: int, count: int) -> str:
+    """The prefix of the shard names of part ``index`` of ``count`` (``--shard i/n``): ``p0003of0010-``."""
+    return f"p{index:04d}of{count:04d}-"
+
+
+def shard_part(shard: str) -> tuple[int, int] | None:
+    """``(index, count)`` of the part whose shard this is (``p0003of0010-r001-s0000``), None for an unsharded one.
+
+    Parsed, never sliced: the numbers are as wide as they need to be (``p0000of10000-``)."""
+    match = _PART_PREFIX.match(shard)
+    if match is None or part_prefix(int(match.group(1)), int(match.group(2))) != match.group(0):
+        return None
+    return int(match.group(1)), int(match.group(2))
 
 
 def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:

@@ -43,7 +43,8 @@ class RunLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> RunLock:
+    def acquire(self, wait: float = 0.0) -> RunLock:
+        """Take the lock; if another process holds it, retry for up to ``wait`` seconds, then ``RunLocked``."""
         import fcntl
 
         if self._fd is not None:
@@ -52,15 +53,21 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
             raise DalleDataError(f"cannot lock {self.out}: {err.strerror or err}; check its permissions") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunLocked(f"{self.out} is in use by {describe_holder(self.path)}; wait for it to finish "
-                            "or use another --out") from None
-        except OSError as err:
-            os.close(fd)
-            raise DalleDataError(f"cannot lock {self.out}: {err.strerror or err}") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                os.close(fd)
+                raise RunLocked(f"{self.out} is in use by {describe_holder(self.path)}; wait for it to finish "
+                                "or use another --out") from None
+            except OSError as err:
+                os.close(fd)
+                raise DalleDataError(f"cannot lock {self.out}: {err.strerror or err}") from None
         info = {"pid": os.getpid(), "command": self.what[:500], "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)

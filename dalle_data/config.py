@@ -248,9 +248,14 @@ class RunSpec(BaseModel):
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def hashed_value(key: str, value: Any) -> Any:
+    """What a dumped spec field's value enters the hash (and run.json) as: unset fields of ``HASHED_AS`` as their stand-in."""
+    return HASHED_AS[key] if value is None and key in HASHED_AS else value
+
+
 def content_of(data: dict[str, Any]) -> dict[str, Any]:
     """The fields of a dumped spec that decide what a run produces (what the spec hash covers)."""
-    return {k: HASHED_AS[k] if v is None and k in HASHED_AS else v for k, v in data.items()
+    return {k: hashed_value(k, v) for k, v in data.items()
             if k in RunSpec.model_fields and k not in EXECUTION_FIELDS
             and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 

@@ -13,10 +13,10 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from dalle_data.backends import BACKENDS, check_fields, check_modes
 from dalle_data.errors import SpecError
@@ -319,6 +319,24 @@ def _one_line(err: ValidationError, as_flags: bool) -> str:
     msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
+
+
+# The spec field whose range each sampling default of a model folder (its dalle_data_model.json) must keep.
+SETTING_FIELDS = {"width": "width", "height": "height", "num_inference_steps": "steps",
+                  "prior_num_inference_steps": "prior_steps", "guidance_scale": "guidance_scale",
+                  "prior_guidance_scale": "guidance_scale"}
+
+
+def setting_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` is not a default the flag of sampling setting ``key`` would accept (None: it would)."""
+    field = SETTING_FIELDS[key]
+    info = RunSpec.model_fields[field]
+    flag = FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+    try:
+        TypeAdapter(Annotated[info.annotation, info]).validate_python(value, strict=True)
+    except ValidationError as err:
+        return f"{err.errors()[0]['msg']}, as for {flag}"
+    return f"a value is needed, as for {flag}" if value is None else None
 
 
 def build_spec(values: dict[str, Any], source: str = "options") -> RunSpec:

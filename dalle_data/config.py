@@ -22,6 +22,7 @@ from dalle_data.backends import BACKENDS, check_fields, check_modes
 from dalle_data.errors import SpecError
 from dalle_data.modes import IMAGE_MODES, NAMES as MODES, TEXT_MODES
 from dalle_data.naming import clean_class_names
+from dalle_data.urls import check_storage_url
 
 __all__ = ["IMAGE_MODES", "MODES", "TEXT_MODES", "RunSpec", "build_spec", "load_config", "dump_spec"]
 FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
@@ -142,6 +143,14 @@ class RunSpec(BaseModel):
         try:
             return None if value is None else check_base_url(value, "the URL")
         except APIError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("from_dir")
+    @classmethod
+    def _from_dir(cls, value: str | None) -> str | None:
+        try:
+            return None if value is None else check_storage_url(value, "the URL")
+        except SpecError as err:
             raise ValueError(str(err)) from None
 
     @field_validator("classes", mode="before")

@@ -13,15 +13,16 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from dalle_data.backends import BACKENDS, check_fields, check_modes
 from dalle_data.errors import SpecError
 from dalle_data.modes import IMAGE_MODES, NAMES as MODES, TEXT_MODES
 from dalle_data.naming import clean_class_names
+from dalle_data.urls import check_storage_url
 
 __all__ = ["IMAGE_MODES", "MODES", "TEXT_MODES", "RunSpec", "build_spec", "load_config", "dump_spec"]
 FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
@@ -144,6 +145,14 @@ class RunSpec(BaseModel):
         except APIError as err:
             raise ValueError(str(err)) from None
 
+    @field_validator("from_dir")
+    @classmethod
+    def _from_dir(cls, value: str | None) -> str | None:
+        try:
+            return None if value is None else check_storage_url(value, "the URL")
+        except SpecError as err:
+            raise ValueError(str(err)) from None
+
     @field_validator("classes", mode="before")
     @classmethod
     def _classes(cls, value: Any) -> tuple[str, ...]:
@@ -248,9 +257,14 @@ class RunSpec(BaseModel):
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def hashed_value(key: str, value: Any) -> Any:
+    """What a dumped spec field's value enters the hash (and run.json) as: unset fields of ``HASHED_AS`` as their stand-in."""
+    return HASHED_AS[key] if value is None and key in HASHED_AS else value
+
+
 def content_of(data: dict[str, Any]) -> dict[str, Any]:
     """The fields of a dumped spec that decide what a run produces (what the spec hash covers)."""
-    return {k: HASHED_AS[k] if v is None and k in HASHED_AS else v for k, v in data.items()
+    return {k: hashed_value(k, v) for k, v in data.items()
             if k in RunSpec.model_fields and k not in EXECUTION_FIELDS
             and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
@@ -314,6 +328,24 @@ def _one_line(err: ValidationError, as_flags: bool) -> str:
     msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
+
+
+# The spec field whose range each sampling default of a model folder (its dalle_data_model.json) must keep.
+SETTING_FIELDS = {"width": "width", "height": "height", "num_inference_steps": "steps",
+                  "prior_num_inference_steps": "prior_steps", "guidance_scale": "guidance_scale",
+                  "prior_guidance_scale": "guidance_scale"}
+
+
+def setting_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` is not a default the flag of sampling setting ``key`` would accept (None: it would)."""
+    field = SETTING_FIELDS[key]
+    info = RunSpec.model_fields[field]
+    flag = FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+    try:
+        TypeAdapter(Annotated[info.annotation, info]).validate_python(value, strict=True)
+    except ValidationError as err:
+        return f"{err.errors()[0]['msg']}, as for {flag}"
+    return f"a value is needed, as for {flag}" if value is None else None
 
 
 def build_spec(values: dict[str, Any], source: str = "options") -> RunSpec:

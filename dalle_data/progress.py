@@ -41,20 +41,23 @@ class NullProgress:
 HEARTBEAT_ENV = "DALLE_DATA_HEARTBEAT"
 
 
+def heartbeat_seconds() -> float:
+    """How often a long wait says that it is still waiting: ``DALLE_DATA_HEARTBEAT`` seconds (default 30)."""
+    import os
+
+    try:
+        return float(os.environ.get(HEARTBEAT_ENV, "") or 30.0)
+    except ValueError:
+        return 30.0
+
+
 class LineProgress(NullProgress):
     """One line per round on stderr, and a heartbeat line at least every ``DALLE_DATA_HEARTBEAT``
     seconds (default 30) while a round runs: for CI logs, ``--json`` runs and other non-terminals."""
 
     def __init__(self, heartbeat: float | None = None) -> None:
-        import os
-
         self._t0 = self._last = time.perf_counter()
-        if heartbeat is None:
-            try:
-                heartbeat = float(os.environ.get(HEARTBEAT_ENV, "") or 30.0)
-            except ValueError:
-                heartbeat = 30.0
-        self.heartbeat = heartbeat
+        self.heartbeat = heartbeat_seconds() if heartbeat is None else heartbeat
         self._counts: dict[str, tuple[int, int]] = {}
         self._targets: dict[str, int] = {}
 

@@ -16,27 +16,39 @@ missing; parts on many machines (``--shard i/n``) write side by side under
 distinct names. Object stores have no locks: run each part once at a time
 (Slurm arrays and Kubernetes indexed jobs do). ``--from`` accepts URLs too:
 the source tree is copied to a local cache once.
+
+Every storage call is bounded by ``DALLE_DATA_STORAGE_TIMEOUT`` seconds (``bounded``) and says
+what it waits for once it lasts longer than a heartbeat; a URL with ``user:password@`` is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dalle_data import faults
 from dalle_data.errors import DalleDataError, OutputDirError
+from dalle_data.progress import heartbeat_seconds
 from dalle_data.records import Record
 from dalle_data.rundir.layout import WHERES, Layout
+from dalle_data.urls import check_storage_url
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 STATE_FILES = ("run.json", "spec.yaml", "labels.json", "summary.json", "_SUCCESS", "manifest.jsonl", "runlog.jsonl")
+TIMEOUT_ENV = "DALLE_DATA_STORAGE_TIMEOUT"
+DEFAULT_TIMEOUT = 300.0
 
 
 def is_url(text: object) -> bool:
@@ -48,13 +60,65 @@ def local_path(text: str) -> str:
     return text[len("file://"):] if text.startswith("file://") else text
 
 
-def _fs(url: str) -> tuple[Any, str]:
+def storage_timeout() -> float:
+    """Seconds one storage call may take: ``DALLE_DATA_STORAGE_TIMEOUT`` (default 300)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise DalleDataError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds above 0")
+    return seconds
+
+
+def bounded(url: str, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)``, one call to the storage at ``url`` (``what`` it does, for people): given up after
+    the storage timeout; while it lasts longer than a heartbeat, a line on stderr says what it waits for.
+    A call given up is left to finish (or not) on its own daemon thread; it does not hold the exit."""
+    limit, beat = storage_timeout(), max(heartbeat_seconds(), 0.1)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - raised on the calling thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="dalle-data-storage", daemon=True)
+    t0 = time.monotonic()
+    thread.start()
+    while True:
+        thread.join(min(beat, max(limit - (time.monotonic() - t0), 0.0)))
+        if not thread.is_alive():
+            break
+        waited = time.monotonic() - t0
+        if waited >= limit:
+            raise OutputDirError(f"no answer from {url} in {limit:g} s: {what}; check that the storage is up and "
+                                 f"reachable, or give it longer with {TIMEOUT_ENV}=SECONDS")
+        print(f"waiting for storage: {what} ({round(waited, 1):g} s; giving up after {limit:g} s)", file=sys.stderr,
+              flush=True)
+    err = box.get("error")
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):  # refused, reset, denied, unknown host
+        raise OutputDirError(f"cannot {what}: {_first_line(err)}; check that the storage is up and reachable "
+                             "(and its credentials)") from None
+    if err is not None:
+        raise err
+    return box["value"]
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _fs(url: str, what: str = "--out") -> tuple[Any, str]:
+    check_storage_url(url, what)
     try:
         import fsspec
     except ImportError:  # pragma: no cover - fsspec comes with datasets
         raise DalleDataError("shared storage needs fsspec: pip install 'dalle-data[s3]'") from None
     try:
-        return fsspec.core.url_to_fs(url)
+        return bounded(url, f"reach {url}", fsspec.core.url_to_fs, url)  # ftp://, sftp:// connect here
     except (ImportError, ValueError) as err:
         scheme = url.split("://", 1)[0]
         raise DalleDataError(f"cannot open {url}: {str(err).splitlines()[0]} (for {scheme}:// install its fsspec "
@@ -87,6 +151,10 @@ class Mirror:
     def _remote(self, rel: str) -> str:
         return f"{self.root}/{rel}"
 
+    def _call(self, verb: str, rel: str, call: Callable[..., T], *args: Any) -> T:
+        """One storage call, bounded in time (``bounded``), named for people by ``verb`` and the object's URL."""
+        return bounded(self.url, f"{verb} {self.url}/{rel}".rstrip("/"), call, *args)
+
     # --- pull --------------------------------------------------------------------------------
     def pull(self) -> Path:
         """Replace the mirror's run state with the remote's (files that decide what a run has done)."""
@@ -98,9 +166,11 @@ class Mirror:
             elif target.exists():
                 target.unlink()
         try:
-            exists = self.fs.exists(self.root)
+            exists = self._call("reach", "", self.fs.exists, self.root)
+        except DalleDataError:
+            raise
         except Exception as err:  # noqa: BLE001 - credentials, network: one line
-            raise OutputDirError(f"cannot reach {self.url}: {str(err).splitlines()[0]}") from None
+            raise OutputDirError(f"cannot reach {self.url}: {_first_line(err)}") from None
         if not exists:
             return self.local
         for name in STATE_FILES:
@@ -121,7 +191,7 @@ class Mirror:
     def _list(self, prefix: str) -> list[str]:
         base = self._remote(prefix).rstrip("/")
         try:
-            found = self.fs.find(base)
+            found = self._call("list", prefix, self.fs.find, base)
         except FileNotFoundError:
             return []
         return [p[len(self.root) + 1:] for p in found if not p.endswith("/")]
@@ -130,7 +200,7 @@ class Mirror:
         target = self.local / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.fs.get_file(self._remote(rel), str(target))
+            self._call("download", rel, self.fs.get_file, self._remote(rel), str(target))
         except FileNotFoundError:
             pass
 
@@ -146,7 +216,7 @@ class Mirror:
         for path in paths:
             if path.is_file():
                 rel = path.relative_to(self.local).as_posix()
-                self.fs.put_file(str(path), self._remote(rel))
+                self._call("upload", rel, self.fs.put_file, str(path), self._remote(rel))
 
     def push_shard(self, layout: Layout, shard: str, records: Sequence[Record]) -> None:
         """A finished shard: its Parquet files and PNGs, then its marker (last)."""
@@ -185,12 +255,14 @@ class MirrorStore:
 
 def pull_sources(url: str) -> Path:
     """A remote ``--from`` tree, copied once to a local cache (kept up to date by size)."""
-    fs, root = _fs(url.rstrip("/"))
+    fs, root = _fs(url.rstrip("/"), "--from")
     local = cache_dir(url, "sources")
     try:
-        found = fs.find(root, detail=True)
+        found = bounded(url, f"read --from {url}", fs.find, root, detail=True)
+    except DalleDataError:
+        raise
     except Exception as err:  # noqa: BLE001
-        raise DalleDataError(f"cannot read --from {url}: {str(err).splitlines()[0]}") from None
+        raise DalleDataError(f"cannot read --from {url}: {_first_line(err)}") from None
     if not found:
         raise DalleDataError(f"--from {url}: nothing there")
     for path, info in found.items():
@@ -199,5 +271,5 @@ def pull_sources(url: str) -> Path:
         if target.is_file() and target.stat().st_size == info.get("size"):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(path, str(target))
+        bounded(url, f"download {url}/{rel}", fs.get_file, path, str(target))
     return local

@@ -166,9 +166,11 @@ def generate(
         "llm_prompts": llm_prompts, "executor": executor, "ray_address": ray_address, "ray_actors": ray_actors,
         "ray_gpus": ray_gpus,
     }
-    from dalle_data.remote import is_url, local_run
+    from dalle_data.remote import check_storage_url, is_url, local_run
 
     target = resume if resume is not None else out
+    if target is not None:
+        check_storage_url(target, "--resume" if resume is not None else "--out")
     if target is not None and is_url(target) and overwrite:
         raise SpecError(f"--overwrite does not delete objects on shared storage: remove {target} yourself "
                         "(e.g. aws s3 rm --recursive) or use another --out")

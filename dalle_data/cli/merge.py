@@ -32,8 +32,9 @@ def merge(
     from dalle_data.merge import merge as join
     from dalle_data.summary import EXIT_SHORT
 
-    from dalle_data.remote import local_run
+    from dalle_data.remote import check_storage_url, local_run
 
+    check_storage_url(out, "OUT")
     folder, mirror = local_run(out)
     summary = join(folder)
     if mirror is not None:

@@ -32,8 +32,9 @@ def verify(
     from dalle_data.verify import verify as check
 
     from dalle_data.errors import SpecError
-    from dalle_data.remote import is_url, local_run
+    from dalle_data.remote import check_storage_url, is_url, local_run
 
+    check_storage_url(out, "OUT")
     if is_url(out) and repair:
         raise SpecError(f"--repair works on a local run: copy {out} here, repair it, and upload it again")
     folder, _ = local_run(out, pull_all=True)

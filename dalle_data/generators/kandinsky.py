@@ -21,6 +21,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dalle_data.config import setting_problem
 from dalle_data.errors import ModelLoadError
 from dalle_data.generators.base import Defect, GenerationSettings, cpu_generators
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
@@ -43,6 +44,24 @@ KANDINSKY_DEFAULTS = GenerationSettings(
     width=512, height=512, num_inference_steps=50, prior_num_inference_steps=25,
     guidance_scale=4.0, prior_guidance_scale=4.0,
 )
+
+
+def read_model_card(folder: Path, *, prior: bool) -> GenerationSettings | None:
+    """The sampling defaults in ``folder``'s ``dalle_data_model.json`` (None without one), each in the range
+    of its flag; the prior's only for a model that has a prior."""
+    card = folder / MODEL_CARD
+    if not card.is_file():
+        return None
+    try:
+        values = json.loads(card.read_text(encoding="utf-8"))["defaults"]
+        settings = GenerationSettings(**values)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"{card} is not valid: {err}") from None
+    for key, value in values.items():
+        problem = None if key.startswith("prior_") and not prior else setting_problem(key, value)
+        if problem:
+            raise ModelLoadError(f"{card}: defaults.{key} is {value!r}: {problem}; fix the file")
+    return settings
 
 
 NEGATIVE_SALT = 0x5EED_0F_4E6  # the negative prompt's prior noise: another stream than the image's own
@@ -157,13 +176,7 @@ class KandinskyGenerator:
                 f"{path} is not a dalle-data model directory: it needs prior/ and decoder/ "
                 "folders (as written by save_pretrained)"
             )
-        defaults = KANDINSKY_DEFAULTS
-        card = path / MODEL_CARD
-        if card.is_file():
-            try:
-                defaults = GenerationSettings(**json.loads(card.read_text())["defaults"])
-            except (ValueError, KeyError, TypeError) as err:
-                raise ModelLoadError(f"{card} is not valid: {err}") from None
+        defaults = read_model_card(path, prior=True) or KANDINSKY_DEFAULTS
         inpaint = path / "inpaint" if (path / "inpaint").is_dir() else None
         return cls.from_pretrained(
             path / "prior", path / "decoder", model=str(path), device=device, dtype=dtype, defaults=defaults,

@@ -52,7 +52,7 @@ from dalle_data.generators.ip_adapter import (
     reason,
     restore_adapter_state,
 )
-from dalle_data.generators.kandinsky import MODEL_CARD, _ready, _to_image, repaint
+from dalle_data.generators.kandinsky import MODEL_CARD, _ready, _to_image, read_model_card, repaint
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class Text2ImageGenerator:
                 pipe = load(True, str(folder))
             except Exception as err:  # noqa: BLE001 - a broken folder is a user error
                 raise ModelLoadError(f"cannot load {folder}: {str(err).strip().splitlines()[0]}") from err
-            defaults = defaults or _card_defaults(folder) or _guess_defaults(pipe)
+            defaults = defaults or read_model_card(folder, prior=False) or _guess_defaults(pipe)
         else:
             pipe = load_with_hub_fallback(load, what="model", name=str(name))
             defaults = defaults or _guess_defaults(pipe)
@@ -391,16 +391,6 @@ def _parameters(pipe: Any) -> set[str]:
     import inspect
 
     return set(inspect.signature(pipe.__call__).parameters)
-
-
-def _card_defaults(folder: Path) -> GenerationSettings | None:
-    card = folder / MODEL_CARD
-    if not card.is_file():
-        return None
-    try:
-        return GenerationSettings(**json.loads(card.read_text())["defaults"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ModelLoadError(f"{card} is not valid: {err}") from None
 
 
 def _guess_defaults(pipe: Any) -> GenerationSettings:

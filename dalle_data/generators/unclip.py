@@ -19,8 +19,8 @@ from typing import Any
 
 from dalle_data.errors import ModelLoadError
 from dalle_data.generators.base import GenerationSettings, cpu_generators, split_conditions
-from dalle_data.generators.kandinsky import _ready, _to_image
-from dalle_data.generators.text2image import FALLBACK, _card_defaults, _guess_defaults, save_pipeline
+from dalle_data.generators.kandinsky import _ready, _to_image, read_model_card
+from dalle_data.generators.text2image import FALLBACK, _guess_defaults, save_pipeline
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
 
 PIPELINE = "StableUnCLIPImg2ImgPipeline"
@@ -53,7 +53,7 @@ class StableUnCLIPGenerator:
                 pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(str(folder), **kwargs)
             except Exception as err:  # noqa: BLE001 - a broken folder is a user error
                 raise ModelLoadError(f"cannot load {folder}: {str(err).strip().splitlines()[0]}") from err
-            defaults = _card_defaults(folder) or _guess_defaults(pipe)
+            defaults = read_model_card(folder, prior=False) or _guess_defaults(pipe)
         else:
             pipe = load_with_hub_fallback(
                 lambda local: StableUnCLIPImg2ImgPipeline.from_pretrained(str(name), local_files_only=local, **kwargs),

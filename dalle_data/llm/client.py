@@ -46,6 +46,7 @@ from dalle_data.llm.cancel import (
     reset_cancel,
     wait,
 )
+from dalle_data.urls import has_credentials
 
 if TYPE_CHECKING:
     import openai
@@ -143,9 +144,9 @@ class Endpoint:
 
 def check_base_url(url: str, what: str = "base URL") -> str:
     """``url`` without a trailing slash; rejects other schemes and user:password@ parts."""
-    parts = urlsplit(url.strip())
-    if parts.username or parts.password or "@" in parts.netloc:
+    if has_credentials(url):
         raise APIError(f"{what}: put no credentials in the URL; export {API_KEY_ENV} instead")
+    parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise APIError(f"{what} is not an http(s) URL (such as http://localhost:8000/v1)")
     return url.strip().rstrip("/")

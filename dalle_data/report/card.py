@@ -11,7 +11,10 @@ dataset through it.
 
 from __future__ import annotations
 
+import html
 import json
+import re
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -31,6 +34,29 @@ MODEL_LICENSES: dict[str, str] = {
     "tiny": "apache-2.0",
 }
 SCORER_LICENSES: dict[str, str] = {"ViT-L-14/openai": "mit", "tiny": "apache-2.0", "shapes-demo": "apache-2.0"}
+
+
+# What CommonMark and GFM tables read as markup in running text: backslash-escaped, it renders as itself
+# (< > & become entities, as in the HTML report).
+_MARKUP = re.compile(r"([\\`*_\[\]!|#~])")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control and line-separator characters written as Python escapes (``\\n``)."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+
+
+def md_text(value: object) -> str:
+    """``value`` as plain text of the card's body, a table cell included: none of its markup renders."""
+    return html.escape(_MARKUP.sub(r"\\\1", one_line(str(value))), quote=False)
+
+
+def md_code(value: object) -> str:
+    """``value`` as a code span in a table cell of the card (its fence longer than any run of backticks in it)."""
+    text = one_line(str(value)).replace("|", "\\|")
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def size_category(n: int) -> str:
@@ -82,11 +108,11 @@ def card(run: Run, figures: dict[str, Any], fingerprint: str, versions: dict[str
               f'# torchvision.datasets.ImageFolder("path/to/this/folder/imagefolder/{spec.split}")', "```", ""]
     lines += ["## How it was made", ""]
     modes = ", ".join(f"{mode} {share:.0%}" for mode, share in spec.modes.items())
-    prompts = (f"LLM `{spec.llm}`" if spec.llm else f"prompt list `{spec.prompts}`" if spec.prompts
-               else f"template pack `{spec.templates or 'built-in for the model'}`")
+    prompts = (f"LLM {md_code(spec.llm)}" if spec.llm else f"prompt list {md_code(spec.prompts)}" if spec.prompts
+               else f"template pack {md_code(spec.templates or 'built-in for the model')}")
     rows = [
-        ("generator", f"`{spec.model}` ({spec.backend}); licence {MODEL_LICENSES.get(spec.model, 'unknown')}"),
-        ("scorer", f"`{figures['embeddings'].get('scorer') or spec.scorer}` (CLIP); licence "
+        ("generator", f"{md_code(spec.model)} ({spec.backend}); licence {MODEL_LICENSES.get(spec.model, 'unknown')}"),
+        ("scorer", f"{md_code(figures['embeddings'].get('scorer') or spec.scorer)} (CLIP); licence "
                    f"{SCORER_LICENSES.get(spec.scorer, 'see the model card')}"),
         ("revisions", "as resolved from the local cache or folder at run time (pin a hub revision by "
                       "downloading it to a folder and passing the folder)"),
@@ -106,9 +132,10 @@ def card(run: Run, figures: dict[str, Any], fingerprint: str, versions: dict[str
     div = {d["label"]: d for d in figures["diversity"]}
     for label, row in figures["classes"].items():
         d = div.get(label)
-        lines.append(f"| {label} | {row['role']} | {row['target']} | {row['kept']} | {row['generated']} | "
+        name = md_text(label)
+        lines.append(f"| {name} | {row['role']} | {row['target']} | {row['kept']} | {row['generated']} | "
                      f"{row['acceptance']:.0%} | {d['vendi']:.1f} | {d['mean_distance']:.3f} | {d['prompts']} |"
-                     if d else f"| {label} | {row['role']} | {row['target']} | {row['kept']} | {row['generated']} | "
+                     if d else f"| {name} | {row['role']} | {row['target']} | {row['kept']} | {row['generated']} | "
                      f"{row['acceptance']:.0%} | – | – | – |")
     dup = figures["duplicates"]
     lines += ["", f"Near-duplicates (cosine ≥ {dup['threshold']} between the scorer's image embeddings, or the "
@@ -128,7 +155,7 @@ def card(run: Run, figures: dict[str, Any], fingerprint: str, versions: dict[str
               "`dalle-data probe` against real images before relying on the data.",
               "- The images inherit the generator's licence terms and its training data's biases.", ""]
     if figures["warnings"]:
-        lines += ["## Warnings", ""] + [f"- {w}" for w in figures["warnings"]] + [""]
+        lines += ["## Warnings", ""] + [f"- {md_text(w)}" for w in figures["warnings"]] + [""]
     lines += ["The full report with histograms and image grids: `report/index.html`.", ""]
     return "\n".join(lines)
 

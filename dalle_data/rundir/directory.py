@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import yaml
 
+from dalle_data.config import hashed_value
 from dalle_data.errors import OutputDirError
 from dalle_data.rundir.layout import LOCK_FILE, Layout, shard_part
 from dalle_data.rundir.lock import RunLock, RunLocked, describe_holder
@@ -247,7 +248,8 @@ class RunDir:
             raise OutputDirError(
                 f"--out {self.path} holds a different run ({describe_difference(self.saved_content(), content)})"
                 + (f"; {self.layout.spec} was edited after the run started: restore it" if edited else "")
-                + f"; use another --out, or rerun with the run's spec: --resume {self.path}"
+                + f"; use another --out, rerun with the run's spec (--resume {self.path}), "
+                "or replace the run (--overwrite)"
             )
         summary = self.saved_summary()
         if summary is not None and summary.get("spec_hash") == spec_hash:
@@ -266,7 +268,7 @@ class RunDir:
         if identity is None or not isinstance(data, dict):
             return False
         saved = identity.get("spec") or {}
-        return any(k in data and data[k] != v for k, v in saved.items())
+        return any(k in data and hashed_value(k, data[k]) != v for k, v in saved.items())
 
     @property
     def summary_path(self) -> Path:

@@ -72,7 +72,8 @@ def test_output_dir_with_a_different_run_is_refused_and_left_alone(tmp_path: Pat
     data = lambda: {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".dalle-data.lock"}  # noqa: E731
     before = data()
     result = cli(*args, "--per-class", "2")
-    assert_one_line_error(result, "different run", "per_class: 1 there, 2 now", "--resume")
+    assert_one_line_error(result, "different run", "per_class: 1 there, 2 now", "--resume", "--overwrite")
+    assert "edited" not in result.stderr  # spec.yaml is as the run wrote it (guidance_scale unset: null there)
     assert data() == before  # (the lock file says who last held the directory: not data)
 
 

@@ -57,6 +57,28 @@ def test_model_dir_without_prior_and_decoder_is_rejected(tmp_path: Path, cli) ->
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("width", 0, "16"), ("height", 5000, "4096"), ("width", "big", "integer"), ("num_inference_steps", -3, "0"),
+    ("num_inference_steps", 2.5, "integer"), ("prior_num_inference_steps", 1, "2"), ("guidance_scale", 99, "50"),
+    ("prior_guidance_scale", -1, "0"), ("width", None, "needed"),
+])
+def test_a_model_folders_defaults_out_of_the_flags_range_are_refused(saved_models: tuple[Path, Path], tmp_path: Path,
+                                                                     cli, field: str, value, needle: str) -> None:
+    import shutil
+
+    gen = shutil.copytree(saved_models[0], tmp_path / "gen")
+    card = json.loads((gen / "dalle_data_model.json").read_text())
+    card["defaults"][field] = value
+    (gen / "dalle_data_model.json").write_text(json.dumps(card))
+    result = cli("generate", "--classes", "cat", "--per-class", "1", "--model", gen, "--scorer", "tiny",
+                 "--filter", "none", "--batch-size", "2", "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.stdout
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "internal error" not in line, line
+    assert str(gen / "dalle_data_model.json") in line and f"defaults.{field}" in line and needle in line, line
+    assert not (tmp_path / "o").exists()
+
+
 def test_tiny_generator_is_batch_and_call_deterministic(tiny_generator) -> None:
     import numpy as np
 

@@ -34,6 +34,7 @@ from dalle_data.execution.commit import commit
 from dalle_data.execution.ledger import Ledger
 from dalle_data.execution.plan import CheckTask, Task, check_tasks, plan_wave
 from dalle_data.execution.stages import BatchSize, Draft, Stages, check, encode, generate, score
+from dalle_data.generators.base import KeptState, kept_state
 from dalle_data.progress import NullProgress, Progress
 from dalle_data.records import Record
 
@@ -196,6 +197,7 @@ class _Pipeline:
         self.pool = ThreadPoolExecutor(max_workers=executor.workers, thread_name_prefix="dalle-data-write")
         self.slots = threading.BoundedSemaphore(executor.workers * 2)  # shards waiting to be written
         self.futures: list[Future[None]] = []
+        self.kept: dict[str, KeptState] = {}  # the generator's state for a generated shard, released after its marker
         self.error: BaseException | None = None
         self.fed = 0
         self.finalized = 0
@@ -245,13 +247,16 @@ class _Pipeline:
             outputs, prepared = generate(ex.stages, chunk, ex.batch)
             ex.stats.add("generate", time.perf_counter() - t)
             start += len(chunk)
+            last = start >= len(units)
+            if last:
+                self.kept[task.shard] = kept_state(ex.stages.generator)
             if ex.overlap_scoring:
-                self._put(("batch", task, (chunk, outputs, prepared), start >= len(units)))
+                self._put(("batch", task, (chunk, outputs, prepared), last))
             else:
                 t = time.perf_counter()
                 drafts = score(ex.stages, task, chunk, outputs, prepared)
                 ex.stats.add("score", time.perf_counter() - t)
-                self._put(("scored", task, drafts, start >= len(units)))
+                self._put(("scored", task, drafts, last))
 
     def wait(self) -> None:
         """Until every task handed over so far is finalized (its shard may still be being written)."""
@@ -327,6 +332,7 @@ class _Pipeline:
     def _write(self, task: Task, drafts: list[Draft]) -> None:
         try:
             self.ex.commit_shard(task, drafts)
+            self.kept.pop(task.shard, KeptState()).release()  # only once the marker is written
         except BaseException as err:
             self.error = self.error or err
             self.ex.stop.set()

@@ -33,6 +33,7 @@ from dalle_data.errors import DalleDataError
 from dalle_data.execution.ledger import Ledger
 from dalle_data.execution.local import ExecStats, Interrupted, _Pipeline, run_waves
 from dalle_data.execution.plan import check_tasks
+from dalle_data.generators.base import kept_state
 from dalle_data.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class Worker:
         return auto_batch_size(self.stages, limit)
 
     def run(self, task_blob: bytes, batch_size: int) -> bytes:
-        """Drafts of a task, pictures encoded (bytes travel, not pictures), and the seconds each stage took."""
+        """Drafts of a task, pictures encoded (bytes travel, not pictures), the seconds each stage took, and the
+        generator's state kept for the task (``KeptState``: released by the driver after the shard's marker)."""
         from dalle_data.execution.stages import BatchSize, encode, generate, score
 
         task = pickle.loads(task_blob)
@@ -92,7 +94,7 @@ class Worker:
         for draft in drafts:
             draft.record, draft.picture = encode(draft.record, draft.picture), None
         times["encode"] += time.perf_counter() - t
-        return pickle.dumps((drafts, times))
+        return pickle.dumps((drafts, times, kept_state(self.stages.generator)))
 
     def check(self, task_blob: bytes) -> bytes:
         from dalle_data.execution.stages import check
@@ -199,9 +201,10 @@ class RayExecutor:
             if done[task.shard] is not None:
                 pipeline.replay(task, done[task.shard])
                 continue
-            drafts, times = pickle.loads(next(results))
+            drafts, times, kept = pickle.loads(next(results))
             for stage, seconds in times.items():
                 self.stats.add(stage, seconds)
+            pipeline.kept[task.shard] = kept  # released after the marker (the actor's files: same machine only)
             pipeline._begin()
             pipeline._put(("scored", task, drafts, True))
 

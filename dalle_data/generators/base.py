@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -40,6 +41,25 @@ class Refusal:
     """The backend refused to make the image (a hosted API's moderation); recorded as ``status=refused``."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeptState:
+    """Files a backend keeps for work whose outputs it has handed out (the Batch API's finished jobs), until
+    the shard holding those outputs is committed: a run stopped before its marker finds the work again instead
+    of paying for it twice. ``release`` deletes them (the executors call it after the marker)."""
+
+    paths: tuple[str, ...] = ()
+
+    def release(self) -> None:
+        for path in self.paths:
+            Path(path).unlink(missing_ok=True)
+
+
+def kept_state(generator: object) -> KeptState:
+    """What ``generator`` keeps for the outputs it handed out since the last call (nothing for most backends)."""
+    take = getattr(generator, "take_kept_state", None)
+    return take() if callable(take) else KeptState()
 
 
 def cpu_generators(seeds: Sequence[int]) -> list:  # noqa: ANN001 - torch.Generator, imported lazily

@@ -30,9 +30,11 @@ With ``batch=True`` (``--openai-batch``) text-to-image requests go through
 the Batch API instead (half price, results within a day): each generator call
 becomes one batch job (a JSONL file of ``/v1/images/generations`` requests
 uploaded, the batch created, polled every ``DALLE_DATA_BATCH_POLL`` seconds
-(default 30), its output file downloaded and matched by ``custom_id``). The
+(default 30) for at most ``DALLE_DATA_BATCH_WAIT`` (default 25 h), its output
+file streamed and matched by ``custom_id``; see ``openai_batch``). The
 batch id is remembered under ``$DALLE_DATA_HOME/openai-batches/`` by a key of
-the requests (model, quality, size, prompts, seeds), so a run killed while it
+the requests (model, quality, size, prompts, seeds) until the shard holding
+its images is committed (``take_kept_state``), so a run killed while it
 waits finds the same batch again when it is rerun (the shard markers decide
 what is rerun, as always) and pays for nothing twice. Lines that fail come back
 as ``Refusal`` (moderation) or ``Defect``. Edits (inpaint, variation, fuse) are
@@ -48,19 +50,16 @@ backend does.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
-import json
 import logging
-import os
 import struct
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from dalle_data.generators.base import Defect, GenerationSettings, Refusal, split_conditions
+from dalle_data.generators.base import Defect, GenerationSettings, KeptState, Refusal, split_conditions
+from dalle_data.generators.openai_batch import BatchJobs
 from dalle_data.masks import feathered_composite
 from dalle_data.llm.client import (
     Aborted,
@@ -116,6 +115,7 @@ class OpenAIImageGenerator:
         if client is None or scrubber is None:
             client, scrubber = make_client(self.endpoint)  # fails here, before any work, without a key
         self._client, self._scrub = client, scrubber
+        self._jobs = BatchJobs(client, self._api, scrubber, _decode)
 
     def __repr__(self) -> str:
         return f"OpenAIImageGenerator(model={self.model!r}, url={self.endpoint.url!r}, quality={self.quality!r})"
@@ -131,53 +131,17 @@ class OpenAIImageGenerator:
         jobs = [self._generate_job(p, size) for p in prompt]
         return self._run_all(jobs)
 
-    # -- the Batch API ----------------------------------------------------------------
+    # -- the Batch API (dalle_data.generators.openai_batch) -------------------------------
     def _batch(self, prompts: list[str], seeds: list[int], size: str) -> list[Output]:
-        """One batch job for these prompts (resumed when a killed run submitted it already)."""
-        from dalle_data.llm.cache import home
-
+        """One batch job for these prompts (resumed when an earlier run submitted it already)."""
         bodies = [{"model": self.model, "prompt": p, "n": 1, "size": size, "quality": self.quality,
                    "output_format": "png", **self._generate_extra} for p in prompts]
-        key = hashlib.sha256(json.dumps([self.endpoint.url, bodies, seeds], sort_keys=True).encode()).hexdigest()[:32]
-        state = home() / "openai-batches" / f"{key}.json"
-        batch = None
-        if state.is_file():
-            try:
-                batch = self._api(lambda: self._client.batches.retrieve(json.loads(state.read_text())["batch_id"]))
-                log.info("resuming batch %s (%s)", batch.id, batch.status)
-            except (ValueError, KeyError, OSError):
-                batch = None
-            if batch is not None and batch.status in ("failed", "expired", "cancelled", "cancelling"):
-                log.warning("batch %s %s; submitting its requests again", batch.id, batch.status)
-                batch = None
-        if batch is None:
-            lines = "".join(json.dumps({"custom_id": str(i), "method": "POST", "url": "/v1/images/generations",
-                                        "body": body}) + "\n" for i, body in enumerate(bodies))
-            upload = self._api(lambda: self._client.files.create(
-                file=("requests.jsonl", lines.encode("utf-8"), "application/jsonl"), purpose="batch"))
-            batch = self._api(lambda: self._client.batches.create(
-                input_file_id=upload.id, endpoint="/v1/images/generations", completion_window="24h"))
-            state.parent.mkdir(parents=True, exist_ok=True)
-            state.write_text(json.dumps({"batch_id": batch.id, "model": self.model, "images": len(bodies)}))
-            log.info("submitted batch %s (%d images)", batch.id, len(bodies))
-        poll = float(os.environ.get("DALLE_DATA_BATCH_POLL", "30"))
-        while batch.status not in ("completed", "failed", "expired", "cancelled"):
-            time.sleep(poll)
-            batch = self._api(lambda: self._client.batches.retrieve(batch.id))
-        if batch.status != "completed":
-            state.unlink(missing_ok=True)
-            raise _batch_error(batch)
-        answers: dict[str, Any] = {}
-        for file_id in (batch.output_file_id, getattr(batch, "error_file_id", None)):
-            if file_id:
-                text = self._api(lambda: self._client.files.content(file_id)).text
-                for line in text.splitlines():
-                    if line.strip():
-                        row = json.loads(line)
-                        answers[str(row.get("custom_id"))] = row
-        out = [_batch_output(answers.get(str(i))) for i in range(len(bodies))]
-        state.unlink(missing_ok=True)
-        return out
+        return self._jobs.run(self.endpoint.url, bodies, seeds)
+
+    def take_kept_state(self) -> KeptState:
+        """The finished batch jobs whose images were handed out since the last call (released after their shard's
+        marker is written; a rerun before that downloads them again instead of paying twice)."""
+        return self._jobs.take_kept_state()
 
     def _api(self, request: Callable[[], Any]) -> Any:
         return call_with_retries(request, what=f"batch API ({self.model})", endpoint=self.endpoint,
@@ -288,33 +252,6 @@ class OpenAIImageGenerator:
         if first is not None:
             raise first
         return [f.result() for f in futures]
-
-
-def _batch_error(batch: Any) -> Exception:
-    from dalle_data.errors import DalleDataError
-
-    errors = getattr(getattr(batch, "errors", None), "data", None) or []
-    why = f": {errors[0].message}" if errors and getattr(errors[0], "message", None) else ""
-    return DalleDataError(f"OpenAI batch {batch.id} ended {batch.status}{why}; rerun to submit its requests again")
-
-
-def _batch_output(row: dict[str, Any] | None) -> Output:
-    """One line of a batch's output (or error) file as an image, a ``Refusal`` or a ``Defect``."""
-    from types import SimpleNamespace
-
-    if row is None:
-        return Defect("the batch returned no answer for this request")
-    response = row.get("response") or {}
-    body = response.get("body") or {}
-    error = row.get("error") or body.get("error")
-    if response.get("status_code", 200) != 200 or error:
-        error = error or {}
-        code, message = str(error.get("code") or ""), str(error.get("message") or "request failed")
-        if "moderation" in code or "safety" in code or "content_policy" in code:
-            return Refusal(message)
-        return Defect(f"the batch request failed: {message}")
-    data = [SimpleNamespace(b64_json=d.get("b64_json")) for d in body.get("data") or []]
-    return _decode(SimpleNamespace(data=data))
 
 
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")

@@ -26,6 +26,7 @@ import email.utils
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCEL", "APIAuthError", "APIError", "APIQuotaError", "APIRequestRejected", "Aborted", "ContentRefused",
     "Endpoint", "RequestsCancelled", "RetryPolicy", "Scrubber", "call_with_retries", "cancel_requests",
-    "check_base_url", "make_client", "reset_cancel", "scrubber",
+    "check_base_url", "env_seconds", "make_client", "reset_cancel", "scrubber",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,17 +115,24 @@ class RetryPolicy:
 
     @classmethod
     def from_env(cls, max_retries: int = 5) -> RetryPolicy:
-        raw = os.environ.get(RETRY_DELAY_ENV, "").strip()
-        try:
-            base = float(raw) if raw else 1.0
-        except ValueError:
-            raise DalleDataError(f"{RETRY_DELAY_ENV}={raw!r} is not a number of seconds") from None
-        return cls(max_retries=max_retries, base_delay=max(base, 0.0))
+        return cls(max_retries=max_retries, base_delay=env_seconds(RETRY_DELAY_ENV, 1.0))
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Exponential delay for retry ``attempt`` (0-based) with jitter in [d/2, d]."""
         ceiling = min(self.max_delay, self.base_delay * 2**attempt)
         return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def env_seconds(name: str, default: float) -> float:
+    """Seconds from the environment variable ``name`` (unset or empty: ``default``; negative: 0)."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        seconds = float(raw) if raw else default
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise DalleDataError(f"{name}={raw!r} is not a number of seconds")
+    return max(seconds, 0.0)
 
 
 @dataclass(frozen=True)

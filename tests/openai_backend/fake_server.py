@@ -5,9 +5,12 @@ endpoints dalle-data uses: ``POST /v1/chat/completions``,
 ``/v1/images/generations`` and ``/v1/images/edits`` (multipart: one ``image``
 or several ``image[]`` reference images, an optional ``mask``), and the Batch
 API: ``POST /v1/files`` (multipart), ``POST /v1/batches``, ``GET
-/v1/batches/{id}`` (a batch completes after ``batch_polls`` retrievals; its
+/v1/batches/{id}`` (a batch completes after ``batch_polls`` retrievals, one in
+``held`` not at all (it expires after ``MAX_HELD_POLLS``, so no test hangs), and
+every batch fails with ``batch_failure``'s errors when that is set; its
 lines are answered like ``/v1/images/generations`` requests, scripts
-included) and ``GET /v1/files/{id}/content``. Each
+included, and ``batch_output`` may rewrite the output file from those answers)
+and ``GET /v1/files/{id}/content``. Each
 endpoint answers from a queue of scripted ``Reply``s, then from a default
 (distinct scene phrases; a small noise PNG). Every request is recorded
 (path, headers, JSON or form fields; every multipart part in order, repeated
@@ -30,7 +33,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -48,6 +51,7 @@ FILES = "/v1/files"
 BATCHES = "/v1/batches"
 KEY = "sk-test-" + "S3cr3tK3y" * 4  # what tests export as OPENAI_API_KEY and then look for everywhere
 MAX_DELAY = 5.0
+MAX_HELD_POLLS = 2000  # a held batch expires after this many retrievals (a client that never gives up fails)
 MAX_TRICKLE = 10.0  # seconds a trickling answer goes on at most (a client that never gives up fails, not hangs)
 
 ACTIONS = ["lying down", "running", "sleeping", "jumping", "sitting", "drinking water", "playing", "walking",
@@ -135,6 +139,9 @@ class FakeOpenAI:
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.batch_polls = 2  # retrievals before a batch is completed
+        self.held: set[str] = set()  # batch ids that stay in_progress (up to MAX_HELD_POLLS retrievals)
+        self.batch_failure: list[dict[str, Any]] | None = None  # set: batches end failed with these errors
+        self.batch_output: Callable[[list[dict[str, Any]]], bytes] | None = None  # the output file from its rows
         self.echo = False  # True: an image answer is drawn from the request (prompt, images), not from its order
         self.in_flight = self.max_in_flight = 0
         self._counter = 0
@@ -213,7 +220,12 @@ class FakeOpenAI:
             if batch is None:
                 return error(404, f"no batch {seen.path}", "not_found")
             batch["polls"] += 1
-            if batch["status"] != "in_progress" or batch["polls"] < self.batch_polls:
+            if batch["status"] == "in_progress" and batch["id"] in self.held and batch["polls"] >= MAX_HELD_POLLS:
+                batch.update(status="expired")
+            if batch["status"] != "in_progress" or batch["polls"] < self.batch_polls or batch["id"] in self.held:
+                return Reply(body=_public(batch))
+            if self.batch_failure is not None:
+                batch.update(status="failed", errors={"object": "list", "data": self.batch_failure})
                 return Reply(body=_public(batch))
             lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
         out = []
@@ -223,7 +235,8 @@ class FakeOpenAI:
                         "response": {"status_code": reply.status, "request_id": "r", "body": reply.body}, "error": None})
         with self._lock:
             file_id = f"file-{len(self.files) + 1}"
-            self.files[file_id] = "".join(json.dumps(o) + "\n" for o in out).encode()
+            self.files[file_id] = (self.batch_output(out) if self.batch_output is not None
+                                   else "".join(json.dumps(o) + "\n" for o in out).encode())
             batch.update(status="completed", output_file_id=file_id)
             return Reply(body=_public(batch))
 

@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dalle_data.generators.base import Refusal
 from dalle_data.generators.openai_images import OPENAI_DEFAULTS, OpenAIImageGenerator
-from dalle_data.llm.client import Endpoint, RetryPolicy
+from dalle_data.llm.client import APIError, Endpoint, RetryPolicy
+from tests.cli.test_bad_input import assert_one_line_error
 from tests.openai_backend.fake_server import BATCHES, FILES, GENERATE, FakeOpenAI, error
 from tests.openai_backend.test_images_api import API, manifest
 
@@ -25,13 +28,16 @@ def batch_generator(api: FakeOpenAI) -> OpenAIImageGenerator:
 def test_a_batch_round_trip_maps_answers_by_custom_id(api_env: FakeOpenAI, monkeypatch) -> None:
     monkeypatch.setenv("DALLE_DATA_BATCH_POLL", "0.01")
     api_env.queue(GENERATE, error(400, "Your request was rejected by the safety system.", "moderation_blocked"))
-    out = batch_generator(api_env)(["a cat", "a dog", "a car"], [1, 2, 3], OPENAI_DEFAULTS)
+    generate = batch_generator(api_env)
+    out = generate(["a cat", "a dog", "a car"], [1, 2, 3], OPENAI_DEFAULTS)
     assert isinstance(out[0], Refusal) and "safety" in out[0].reason
     assert [im.size for im in out[1:]] == [(32, 32), (32, 32)]
     assert api_env.count(FILES) == 1 and api_env.count(BATCHES) == 1
     lines = [json.loads(x) for x in api_env.files["file-1"].decode().splitlines()]
     assert [line["body"]["prompt"] for line in lines] == ["a cat", "a dog", "a car"]
     assert {line["url"] for line in lines} == {"/v1/images/generations"}
+    assert len(states()) == 1, "kept until the shard holding the images is committed"
+    generate.take_kept_state().release()  # what the executor does after the shard's marker
     assert not list((Path(os.environ["DALLE_DATA_HOME"]) / "openai-batches").glob("*.json"))  # done: forgotten
 
 
@@ -42,7 +48,7 @@ def test_generate_with_the_batch_api_makes_the_dataset(api_env: FakeOpenAI, cli,
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["kept"] == 6
     assert api_env.count(BATCHES) == 2 and api_env.count(GENERATE) == 0  # one batch per shard, no direct call
-    assert len(manifest(out)) == 6
+    assert len(manifest(out)) == 6 and states() == []
     refused = cli("generate", "--classes", "cat", "--per-class", "1", "--openai-batch", "--model", "tiny",
                   "--out", tmp_path / "local")
     assert refused.exit_code == 2 and "--openai-batch applies to --backend openai" in refused.stderr
@@ -78,3 +84,47 @@ def test_dry_run_prices_the_batch_api_at_half(api_env: FakeOpenAI, cli) -> None:
     batched = json.loads(cli("generate", *API, "--per-class", "10", "--dry-run", "--json", "--openai-batch").stdout)["cost"]
     assert batched["per_image"] == plain["per_image"] / 2 and "Batch API" in batched["note"]
     assert batched["token_basis"]["per_image"] == plain["token_basis"]["per_image"] / 2
+
+
+def states() -> list[Path]:
+    return sorted((Path(os.environ["DALLE_DATA_HOME"]) / "openai-batches").glob("*.json"))
+
+
+def test_a_batch_that_never_finishes_stops_at_the_wait_limit_and_is_found_again(
+    api_env: FakeOpenAI, monkeypatch
+) -> None:
+    monkeypatch.setenv("DALLE_DATA_BATCH_POLL", "0.01")
+    monkeypatch.setenv("DALLE_DATA_BATCH_WAIT", "0.2")
+    api_env.held = {"batch-1"}
+    generate = batch_generator(api_env)
+    with pytest.raises(APIError, match=r"batch-1 is still in_progress after 0.2 s.*rerun.*DALLE_DATA_BATCH_WAIT"):
+        generate(["a cat", "a dog"], [1, 2], OPENAI_DEFAULTS)
+    assert len(states()) == 1, "the batch is remembered for the rerun"
+    api_env.held.clear()
+    out = generate(["a cat", "a dog"], [1, 2], OPENAI_DEFAULTS)
+    assert [im.size for im in out] == [(32, 32), (32, 32)] and api_env.count(BATCHES) == 1
+
+
+def test_a_wait_limit_that_is_not_a_number_is_one_line(api_env: FakeOpenAI, cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DALLE_DATA_BATCH_WAIT", "a day")
+    result = cli("generate", *API, "--per-class", "1", "--openai-batch", "--out", tmp_path / "out")
+    assert_one_line_error(result, "DALLE_DATA_BATCH_WAIT='a day' is not a number of seconds")
+
+
+def test_a_shard_of_several_jobs_stopped_midway_pays_each_job_once(
+    api_env: FakeOpenAI, cli, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("DALLE_DATA_BATCH_POLL", "0.01")
+    monkeypatch.setenv("DALLE_DATA_BATCH_WAIT", "0.3")
+    api_env.held = {"batch-2"}  # the shard's first job finishes, its second does not while the run waits
+    args = ["generate", "--backend", "openai", "--scorer", "tiny", "--filter", "none", "--classes", "cat",
+            "--per-class", "4", "--openai-batch", "--shard-size", "4", "--batch-size", "2", "--out", tmp_path / "out"]
+    stopped = cli(*args)
+    assert_one_line_error(stopped, "batch-2 is still in_progress")
+    assert api_env.count(BATCHES) == 2 and len(states()) == 2, "the finished job is kept until its shard is written"
+    api_env.held.clear()
+    done = cli(*args, "--json")
+    assert done.exit_code == 0, done.stderr
+    assert api_env.count(BATCHES) == 2, "the finished job is downloaded again, not submitted again"
+    assert len([r for r in manifest(tmp_path / "out") if r["status"] == "kept"]) == 4
+    assert states() == [], "both jobs are forgotten once the shard's marker is written"

@@ -90,3 +90,57 @@ def test_help_shows_the_api_options_and_where_the_key_comes_from(cli) -> None:
                  "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         assert flag in text, flag
     assert "--llm" in cli("prompts", "--help").stdout
+
+
+ECHO = f"Bearer {KEY}"  # what a server that echoes the Authorization header sends back
+
+
+def echoing(rows: list[dict]) -> bytes:
+    """The batch's output file with the header echoed in every text field of every failed line."""
+    failed = {"status_code": 401, "request_id": ECHO, "body": {"error": {"message": f"Incorrect API key: {ECHO}",
+                                                                          "code": f"invalid_api_key {ECHO}"}}}
+    refused = {"status_code": 400, "request_id": ECHO, "body": {"error": {"message": f"Rejected: {ECHO}",
+                                                                           "code": "moderation_blocked"}}}
+    line_error = {"code": ECHO, "message": f"Line failed: {ECHO}"}
+    for i, row in enumerate(rows):
+        row.update(id=ECHO, **[{"response": failed}, {"response": refused}, {"response": None, "error": line_error}][i % 3])
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def assert_no_key(api: FakeOpenAI, tmp_path: Path, *texts: str) -> None:
+    assert api.batches, "the Batch API was used"
+    assert not any(KEY in t for t in texts)
+    assert files_containing(tmp_path / "out", KEY) == [] and files_containing(tmp_path / "home", KEY) == []
+
+
+BATCH = ["generate", "--backend", "openai", "--scorer", "tiny", "--filter", "none", "--classes", "cat,dog",
+         "--per-class", "2", "--openai-batch", "--keep-rejected", "--allow-short", "--max-attempts", "2", "--quiet"]
+
+
+def test_the_batch_api_path_scrubs_the_key_from_failed_lines(
+    api_env: FakeOpenAI, cli, tmp_path: Path, caplog, monkeypatch
+) -> None:
+    monkeypatch.setenv("DALLE_DATA_BATCH_POLL", "0.01")
+    api_env.batch_output = echoing
+    with caplog.at_level(logging.DEBUG):
+        result = cli(*BATCH, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert_no_key(api_env, tmp_path, result.stdout, result.stderr, caplog.text)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    failed = [r["error"] for r in rows if r["status"] in ("failed", "refused")]
+    assert len(failed) == len(rows) >= 4 and all("Bearer ***" in e for e in failed), failed
+    assert {r["status"] for r in rows} == {"failed", "refused"}
+
+
+def test_the_batch_api_path_scrubs_the_key_from_a_failed_batch(
+    api_env: FakeOpenAI, cli, tmp_path: Path, caplog, monkeypatch
+) -> None:
+    from tests.cli.test_bad_input import assert_one_line_error
+
+    monkeypatch.setenv("DALLE_DATA_BATCH_POLL", "0.01")
+    api_env.batch_failure = [{"code": f"invalid_api_key {ECHO}", "message": f"Incorrect API key provided: {ECHO}",
+                              "param": ECHO, "line": None}]
+    with caplog.at_level(logging.DEBUG):
+        result = cli(*BATCH, "--out", tmp_path / "out")
+    assert_one_line_error(result, "ended failed: Incorrect API key provided: Bearer ***")
+    assert_no_key(api_env, tmp_path, result.stdout, result.stderr, caplog.text)

@@ -188,9 +188,26 @@ def _check_diffusers(spec: Mapping[str, Any]) -> str | None:
 NO_INPUT_FIDELITY = frozenset({"gpt-image-1-mini"})  # the API refuses input_fidelity for these models
 
 
-def _check_openai(spec: Mapping[str, Any]) -> str | None:
-    from dalle_data.pricing import retired
+OPENAI_QUALITIES = ("low", "medium", "high", "auto")
+OPENAI_DEFAULT_QUALITY = "medium"
 
+# Models OpenAI retired: when, and what replaces them (refused with that line).
+RETIRED_MODELS: dict[str, tuple[str, str]] = {
+    "dall-e-2": ("May 2026", "gpt-image-1.5"),
+    "dall-e-3": ("May 2026", "gpt-image-1.5"),
+    "gpt-image-1": ("October 2026", "gpt-image-1.5"),
+}
+
+
+def retired(model: str) -> str | None:
+    """One line saying that ``model`` is retired and what replaces it, or None."""
+    if model in RETIRED_MODELS:
+        when, instead = RETIRED_MODELS[model]
+        return f"{model} was retired by OpenAI in {when}; use --model {instead} (the current GPT image model)"
+    return None
+
+
+def _check_openai(spec: Mapping[str, Any]) -> str | None:
     if retired(str(spec.get("model"))):
         return retired(str(spec.get("model")))
     if spec.get("model") in DIFFUSERS_PRESETS:

@@ -32,7 +32,7 @@ def dedup(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, undo: bool =
     """Set aside all but one image of each near-duplicate group (or, with ``undo``, bring them back)."""
     from dalle_data.errors import SpecError
     from dalle_data.report import load_embeddings, refresh_report
-    from dalle_data.review.apply import DEDUP_FILE, apply_decisions, plan_changes
+    from dalle_data.review.apply import DEDUP_FILE, apply_decisions, plan_changes, recover
     from dalle_data.review.decisions import DecisionLog
     from dalle_data.review.run import DECISIONS_FILE, load_run
 
@@ -41,6 +41,7 @@ def dedup(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, undo: bool =
                         "count as near-duplicates")
     out = Path(out)
     with RunLock(out, "dalle-data dedup"):
+        recover(out)  # a cut-off review --apply first (commands do this, the reader does not)
         run = load_run(out)
         path = run.review_dir / DEDUP_FILE
         groups: list[Any] = []
@@ -65,7 +66,7 @@ def dedup(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, undo: bool =
                                                    indent=2, ensure_ascii=False) + "\n")
             changes = apply_decisions(run, log, locked=True).changes
             refresh_report(out, locked=True)
-    after = load_run(out, recover=False) if not dry_run else run
+    after = load_run(out) if not dry_run else run
     kept = {}
     for record in after.records:
         if record.status == "kept":

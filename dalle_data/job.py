@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalle_data import __version__
@@ -57,6 +58,7 @@ def run_generate(
     no file is left half-written, and rerunning resumes. ``llm_cache=False``
     (``--no-cache``) asks the LLM afresh instead of reusing its cached answers.
     """
+    finish_source_apply(spec.from_dir)
     the_plan = plan(spec, llm_cache=llm_cache, part=part)
     rundir = RunDir(spec.out, spec.split, part)
     rundir.open()  # the run lock: a second process fails here at once
@@ -110,6 +112,18 @@ def run_generate(
         return summary
     finally:
         rundir.close(failed_before_start=not started)
+
+
+def finish_source_apply(from_dir: str | None) -> None:
+    """``--from`` an earlier run whose ``review --apply`` was cut off: that apply is finished (or undone)
+    first, as every command that opens a run does (reading a run, as planning does, changes nothing)."""
+    from dalle_data.remote import is_url, local_path
+    from dalle_data.review.apply import recover
+
+    if from_dir and not is_url(from_dir):
+        root = Path(local_path(from_dir)).expanduser()
+        if (root / "spec.yaml").is_file():
+            recover(root)
 
 
 def _part_intact(rundir: RunDir, part: Part) -> bool:
@@ -325,6 +339,12 @@ def regenerate(spec: RunSpec, shards: set[str], *, generator: Any = None, scorer
         generator, scorer = _load_models(spec, the_plan, generator, scorer)
         images.update(redo(spec, the_plan, generator, scorer, some))
     return images
+
+
+def regenerate_shards(run: Any, shards: set[str]) -> dict[str, bytes]:
+    """Redo ``shards`` of an opened run in memory (the same plan, seeds and batches); their image bytes by id
+    (what ``verify --repair`` is given: verify checks and mends, generating is this layer's)."""
+    return regenerate(run.spec, shards)
 
 
 def dry_run(spec: RunSpec, *, price_per_image: float | None = None, llm_cache: bool = True) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 from dalle_data.errors import DalleDataError, OutputDirError
 from dalle_data.execution.parts import Part
 from dalle_data.records import Record
+from dalle_data.review.apply import recover
 from dalle_data.review.run import with_applied
 from dalle_data.rundir import RunDir, open_run
 from dalle_data.rundir.directory import read_json_object
@@ -36,6 +37,7 @@ class PartsUnfinished(DalleDataError):
 def merge(out: Path | str, *, locked: bool = False) -> dict[str, Any]:
     """Join the finished parts in ``out``; returns the merged summary (see the module docstring)."""
     out = Path(out)
+    recover(out)  # a cut-off review --apply is finished first (commands do this, the reader does not)
     run = open_run(out)
     rundir = RunDir(out, run.spec.split)
     parts = rundir.parts()

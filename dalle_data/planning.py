@@ -25,7 +25,8 @@ from dalle_data.modes import MODES, TEXT_MODES, makes_hard_negatives
 from dalle_data.prompts import PromptItem, expand_prompts, load_pack, read_prompts_jsonl
 from dalle_data.rundir import labels_for
 from dalle_data.scoring.vocabulary import negatives_for
-from dalle_data.sources import Source, discover_sources, sources_digest
+from dalle_data.discovery import discover_sources, sources_digest
+from dalle_data.sources import Source
 
 __all__ = ["Plan", "build_slots", "derive_seed", "fuse_pair", "plan"]
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from dalle_data.backends import OPENAI_DEFAULT_QUALITY
 from dalle_data.errors import SpecError
 from dalle_data.modes import MODES
 
@@ -51,12 +52,6 @@ def _row(square: float, wide: float) -> dict[str, float]:
 PRICES_CHECKED = "2026-11-30"  # when the tables below were last checked against the provider's price page
 
 # Models the provider has retired: a run naming one is refused, naming the replacement.
-RETIRED_MODELS: dict[str, tuple[str, str]] = {
-    "dall-e-2": ("May 2026", "gpt-image-1.5"),
-    "dall-e-3": ("May 2026", "gpt-image-1.5"),
-    "gpt-image-1": ("October 2026", "gpt-image-1.5"),
-}
-
 # USD per million tokens: model → text input, image input, image output.
 TOKEN_PRICES_USD: dict[str, dict[str, float]] = {
     "gpt-image-1.5": {"text_input": 5.0, "image_input": 8.0, "image_output": 32.0},
@@ -77,14 +72,6 @@ def input_images(modes: Any) -> int:
     Every image-driven mode is an edit that uploads its sources; text modes send none. The most over the
     modes is an upper bound for a mixed run, as ``--quality auto`` is priced as ``high``."""
     return max((MODES[m].sources for m in modes if m in MODES), default=0)
-
-
-def retired(model: str) -> str | None:
-    """One line saying that ``model`` is retired and what replaces it, or None."""
-    if model in RETIRED_MODELS:
-        when, instead = RETIRED_MODELS[model]
-        return f"{model} was retired by OpenAI in {when}; use --model {instead} (the current GPT image model)"
-    return None
 
 
 def token_price_per_image(model: str, quality: str, size: str, prompt_tokens: int = 40,
@@ -246,9 +233,7 @@ def local_cost(spec: Any, images: int, most: int, flat: float | None = None) -> 
 
 def api_cost(spec: Any, images: int, most: int, flat: float | None = None) -> dict[str, Any]:
     """The images API list price per image, and the token basis, with the date both were checked."""
-    from dalle_data.generators.openai_images import DEFAULT_QUALITY
-
-    quality = spec.quality or DEFAULT_QUALITY
+    quality = spec.quality or OPENAI_DEFAULT_QUALITY
     size = f"{spec.width or 1024}x{spec.height or 1024}"
     cost = estimate(spec.model, quality, size, images, most, flat, modes=spec.modes, batch=spec.openai_batch)
     return {"quality": quality, "size": size, "max_concurrency": spec.max_concurrency, "cost": cost.as_dict()}

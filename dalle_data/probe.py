@@ -66,8 +66,10 @@ def from_output(out: Path) -> LabeledImages:
 
 def rejected_from_output(out: Path) -> LabeledImages:
     """The rejected positive images of a dalle-data output (made with ``--keep-rejected``); may be empty."""
+    from dalle_data.review.apply import recover
     from dalle_data.rundir import open_run
 
+    recover(out)
     if not open_run(out).spec.keep_rejected:
         raise SpecError(f"--ablate filter needs the rejected images: rerun generate with --keep-rejected into {out}")
     return _run_images(out, "rejected")
@@ -78,10 +80,12 @@ def _run_images(out: Path, where: str) -> LabeledImages:
     from its ImageFolder tree when it has one, else from its Parquet parts."""
     import pyarrow.parquet as pq
 
+    from dalle_data.review.apply import recover
     from dalle_data.rundir import open_run
     from dalle_data.verify import writer_context
     from dalle_data.writers.base import destination
 
+    recover(out)  # a cut-off review --apply is finished first (commands do this, the reader does not)
     run = open_run(out)
     layout, ctx = run.layout, writer_context(run)
     records = [r for r in run.records() if destination(r, ctx) == where and r.role == "positive"]

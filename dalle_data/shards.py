@@ -26,7 +26,7 @@ from dalle_data.errors import OutputDirError
 from dalle_data.labels import LabelMap
 from dalle_data.records import Record, reason_code, validate_record
 from dalle_data.rundir.layout import Layout
-from dalle_data.writers.base import atomic_write_bytes, ensure_dir, remove_file, write_jsonl
+from dalle_data.files import atomic_write_bytes, ensure_dir, remove_file, write_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,7 @@
-"""Source images for the image-driven modes (variation, fuse, inpaint).
+"""Source images for the image-driven modes (variation, fuse, inpaint): one picture and how it is opened.
 
-``--from DIR`` may be:
-
-* an ImageFolder tree, ``DIR/<class>/<image>``: the folder name is the class;
-* a dalle-data output (``DIR/spec.yaml``): its kept images, with their labels
-  and ids (read from ``imagefolder/<split>/`` or ``parquet/<split>/``);
-* a flat folder of images plus ``--classes NAME`` (exactly one class).
-
+Which pictures ``--from DIR`` names is ``dalle_data.discovery``'s (it reads
+earlier runs, so it sits above the run directory; this module sits below it).
 Discovery only lists files (cheap, done while planning); images are opened
 when a unit needs them, one at a time, so memory stays bounded. A file that
 cannot be used (not an image, empty, truncated) becomes a ``failed`` record
@@ -17,15 +12,12 @@ white) and 16-bit images are converted to 8-bit RGB; images larger than
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from dalle_data.errors import SpecError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -152,89 +144,3 @@ def _gray_to_8bit(im: Image, peak: int) -> np.ndarray:
     if peak > 255:  # the 16-bit range down to 8 bits: round(v * 255 / 65535), exactly
         levels = (levels * 255 + 32767) // 65535
     return np.clip(levels, 0, 255).astype(np.uint8)
-
-
-def _file_id(path: Path, root: Path) -> str:
-    rel = path.relative_to(root).as_posix()
-    stat = path.stat()
-    return hashlib.sha256(f"{rel}\x1f{stat.st_size}".encode()).hexdigest()[:16]
-
-
-def _images_in(folder: Path) -> list[Path]:
-    """Files with an image suffix (others, such as notes.txt or Thumbs.db, are not sources)."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _class_name(folder: Path) -> str:
-    """A folder's class name, normalized as class names are (NFC, trimmed)."""
-    return unicodedata.normalize("NFC", folder.name).strip()
-
-
-def source_root(from_dir: str | None) -> Path | None:
-    """Where ``--from``'s images lie on this machine (a URL's local copy)."""
-    from dalle_data.remote import cache_dir, is_url, local_path
-
-    if not from_dir:
-        return None
-    return cache_dir(from_dir, "sources") if is_url(from_dir) else Path(local_path(from_dir)).expanduser()
-
-
-def discover_sources(root: str | Path, classes: list[str] | None = None) -> list[Source]:
-    """List the sources under ``root`` (see module docstring; a URL is copied to a local cache once)."""
-    from dalle_data.remote import is_url, local_path, pull_sources
-
-    root = pull_sources(str(root)) if is_url(root) else Path(local_path(str(root))).expanduser()
-    if not root.is_dir():
-        raise SpecError(f"--from {root}: no such directory")
-    if (root / "spec.yaml").is_file():
-        sources = _from_run(root)
-    else:
-        subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if subdirs:
-            sources = [Source(_file_id(f, root), _class_name(d), str(f)) for d in subdirs for f in _images_in(d)]
-        elif not _images_in(root):
-            raise SpecError(f"--from {root}: no source images found (an empty folder)")
-        else:
-            if not classes or len(classes) != 1:
-                raise SpecError(
-                    f"--from {root} is a flat folder: name its one class with --classes NAME "
-                    "(or arrange the images as <class>/<image>)"
-                )
-            sources = [Source(_file_id(f, root), classes[0], str(f)) for f in _images_in(root)]
-    if classes is not None:
-        # Folders may be named after a class or after its safe folder name ("red_circle" for "red circle").
-        from dalle_data.naming import safe_dir_name
-
-        by_folder = {safe_dir_name(c): c for c in classes} | {c: c for c in classes}
-        sources = [Source(s.id, by_folder[s.label], s.path, s.data) for s in sources if s.label in by_folder]
-    if not sources:
-        raise SpecError(f"--from {root}: no source images found" + (f" for {', '.join(classes)}" if classes else ""))
-    return sources
-
-
-def _from_run(root: Path) -> list[Source]:
-    """The kept images of a dalle-data output, labels and ids from its records (read through its run reader)."""
-    from dalle_data.rundir import open_run
-
-    run = open_run(root)
-    layout = run.layout
-    kept = [r for r in run.records() if r.status == "kept"]
-    if "imagefolder" in run.spec.formats and layout.metadata().is_file():
-        return [Source(r.id, r.label, str(layout.png(r.class_dir, r.id))) for r in kept]
-    import pyarrow.parquet as pq
-
-    sources = []
-    by_shard: dict[str, list[Any]] = {}
-    for record in kept:
-        by_shard.setdefault(record.shard, []).append(record)
-    for shard, records in by_shard.items():
-        part = layout.parquet_part(shard)
-        rows = {row["id"]: row["image"]["bytes"] for row in pq.read_table(part, columns=["id", "image"]).to_pylist()}
-        sources += [Source(r.id, r.label, f"{part}#{r.id}", rows.get(r.id)) for r in records]
-    return sources
-
-
-def sources_digest(sources: list[Source]) -> str:
-    blob = "\n".join(f"{s.id}\x1f{s.label}\x1f{s.path}" for s in sources)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]

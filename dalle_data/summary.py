@@ -20,9 +20,14 @@ Exit codes of ``dalle-data generate`` (also in README):
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from dalle_data.rundir.layout import Layout
+
+if TYPE_CHECKING:
+    from dalle_data.config import RunSpec
 
 SUMMARY_SCHEMA = "dalle-data/summary/v2"
 
@@ -183,9 +188,6 @@ def _zero() -> dict[str, Any]:
 def rebuild(run: Any, records: Any) -> dict[str, Any]:
     """A summary in this schema from a run's records, for a run whose ``summary.json`` is older or damaged
     (timings and settings are kept from the old one where it has them)."""
-    from dalle_data.execution.run import outputs_of
-    from dalle_data.rundir import Layout
-
     old = run.summary if isinstance(run.summary, dict) else {}
     records = list(records)
     sources: dict[str, set[str]] = {}
@@ -226,3 +228,20 @@ def rebuild(run: Any, records: Any) -> dict[str, Any]:
         "settings": dict(old.get("settings") or {}),
     }
     return validate_summary(summary)
+
+
+def outputs_of(spec: RunSpec) -> tuple[dict[str, str], dict[str, str]]:
+    """The dataset folders that exist, and for each requested format that does not, why."""
+    layout = Layout(spec.out, spec.split)
+    outputs: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    for fmt in spec.formats:
+        if fmt == "parquet":
+            folder, there = layout.parquet_dir(), any(layout.parquet_dir().glob("part-*.parquet"))
+        else:
+            folder, there = layout.images_dir(), layout.metadata().is_file()
+        if there:
+            outputs[fmt] = str(folder)
+        else:
+            missing[fmt] = f"no image was kept, so no {fmt} dataset was written"
+    return outputs, missing

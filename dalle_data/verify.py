@@ -31,6 +31,7 @@ from typing import Any
 
 from dalle_data.errors import OutputDirError
 from dalle_data.records import Record
+from dalle_data.review.apply import recover
 from dalle_data.rundir import Run, open_run
 from dalle_data.rundir.layout import WHERES
 from dalle_data.writers.base import WriterContext, destination
@@ -100,6 +101,7 @@ def good(record: Record, data: bytes | None) -> bool:
 
 def quick_check(out: Path) -> list[str]:
     """Cheap checks of a finished run: every file there, counts agreeing; the problems found, in words."""
+    recover(out)  # a cut-off review --apply is finished first (commands do this, the reader does not)
     run = open_run(out)
     problems: list[str] = []
     if not run.labels_saved:
@@ -378,6 +380,7 @@ def verify(out: Path) -> Report:
 
 
 def _open_ended(out: Path) -> Run:
+    recover(out)
     run = open_run(out)
     if not run.ended:
         raise OutputDirError(f"{out} is not a finished run (no summary.json for its spec); finish it with "
@@ -392,14 +395,12 @@ def repair(out: Path, regenerate: Regenerate | None = None) -> Report:
     """Mend the run in ``out`` under its lock; returns the report of a fresh check afterwards."""
     from dalle_data.rundir.lock import RunLock
 
-    open_run(Path(out), recover=False)  # a run at all? (nothing is written into a folder that is not one)
+    open_run(Path(out))  # a run at all? (nothing is written into a folder that is not one)
     with RunLock(Path(out), "dalle-data verify --repair"):
         return repair_locked(Path(out), regenerate)
 
 
 def repair_locked(out: Path, regenerate: Regenerate | None = None) -> Report:
-    from dalle_data.review.apply import recover
-
     recover(out, locked=True)
     run = _open_ended(out)
     checker = Checker(run)
@@ -436,7 +437,7 @@ def repair_locked(out: Path, regenerate: Regenerate | None = None) -> Report:
         repaired["shards regenerated"] = len(lost)
     repaired.update(_rewrite(checker, images))
     log.info("repaired %s: %s", out, repaired)
-    after = Checker(open_run(out, recover=False)).check()
+    after = Checker(open_run(out)).check()
     after.repaired = repaired
     return after
 
@@ -504,7 +505,7 @@ def _rewrite(checker: Checker, images: dict[str, bytes]) -> dict[str, int]:
     write_jsonl(layout.manifest, [r.replace(image=None).metadata() for r in records])
     atomic_write_text(layout.labels, run.labels.to_text(run.spec_hash))
     _upgrade_summary(run, checker)
-    run = open_run(run.out, recover=False)
+    run = open_run(run.out)
     if run.summary is not None:
         if run.summary.get("complete"):
             atomic_write_text(layout.success, "")
@@ -532,13 +533,6 @@ def _upgrade_summary(run: Run, checker: Checker) -> None:
     generated = [r for shard in sorted(checker.shards) for r in store.read(shard)]
     summary = rebuild(run, generated or checker.records)
     atomic_write_text(run.layout.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-
-
-def regenerate_shards(run: Run, shards: set[str]) -> dict[str, bytes]:
-    """Redo ``shards`` of the run in memory (the same plan, seeds and batches); their image bytes by id."""
-    from dalle_data.job import regenerate
-
-    return regenerate(run.spec, shards)
 
 
 def describe(report: Report) -> Iterable[str]:

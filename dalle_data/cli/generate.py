@@ -83,8 +83,10 @@ def classes_from_prompts(values: dict[str, Any]) -> None:
 
 def classes_from_sources(values: dict[str, Any]) -> None:
     """With --from and no classes given, the classes are the source folders'."""
-    from dalle_data.sources import discover_sources
+    from dalle_data.discovery import discover_sources
+    from dalle_data.job import finish_source_apply
 
+    finish_source_apply(values["from_dir"])
     values["classes"] = sorted({s.label for s in discover_sources(values["from_dir"])})
 
 

@@ -41,7 +41,7 @@ def merge(
         summary = {**summary, "out": out}
         from dalle_data.rundir import open_run
 
-        mirror.push_run(open_run(folder, recover=False).layout)
+        mirror.push_run(open_run(folder).layout)
     else:
         from dalle_data.report import refresh_report
 

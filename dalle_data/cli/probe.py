@@ -38,9 +38,11 @@ def probe(
     from dalle_data.scoring import load_scorer, resolve_scorer_name
 
     from dalle_data.errors import OutputDirError
+    from dalle_data.review.apply import recover
     from dalle_data.rundir import open_run
 
     try:
+        recover(train)  # a cut-off review --apply is finished first (commands do this, the reader does not)
         run = open_run(train)
     except OutputDirError as err:
         raise SpecError(f"--train {train}: {err}") from None

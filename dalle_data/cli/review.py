@@ -170,7 +170,7 @@ def review(
         from dalle_data.review.decisions import DecisionLog
         from dalle_data.review.run import DECISIONS_FILE, load_run
 
-        run = load_run(out, recover=False)  # apply finishes a cut-off apply itself, and reports it
+        run = load_run(out)  # apply finishes a cut-off apply itself, and reports it
         report = apply_decisions(run, DecisionLog(run.review_dir / DECISIONS_FILE, run.spec_hash), dry_run=dry_run)
         if report.changes and not dry_run:
             from dalle_data.report import refresh_report

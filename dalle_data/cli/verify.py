@@ -27,7 +27,8 @@ def verify(
 ) -> None:
     """Check a finished run against its records (every row, image, hash, index); repair it."""
     from dalle_data.summary import EXIT_DAMAGED
-    from dalle_data.verify import as_json_text, describe, regenerate_shards
+    from dalle_data.job import regenerate_shards
+    from dalle_data.verify import as_json_text, describe
     from dalle_data.verify import repair as mend
     from dalle_data.verify import verify as check
 

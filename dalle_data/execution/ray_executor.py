@@ -47,7 +47,7 @@ class Worker:
 
         from dalle_data.config import RunSpec
         from dalle_data.device import resolve_device
-        from dalle_data.execution.run import make_stages
+        from dalle_data.execution.stages import make_stages
         from dalle_data.scoring import load_scorer, resolve_scorer_name
 
         torch.set_num_threads(max(1, threads))

@@ -14,34 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from dalle_data.execution.ledger import Ledger
 from dalle_data.execution.local import LocalExecutor
-from dalle_data.execution.stages import Stages
+from dalle_data.execution.stages import Stages, image_options_of, make_stages
 from dalle_data.records import Record
 from dalle_data.rundir import Layout
 from dalle_data.shards import ShardStore
-from dalle_data.sources import source_root
+from dalle_data.summary import outputs_of
 
 if TYPE_CHECKING:
     from dalle_data.config import RunSpec
     from dalle_data.planning import Plan
     from dalle_data.progress import Progress
     from dalle_data.writers import Writer
-
-
-def make_stages(spec: RunSpec, generator: Any, scorer: Any) -> Stages:
-    from dalle_data.generators.registry import resolve_settings
-    from dalle_data.image_modes import ImageOptions
-    from dalle_data.scoring.filters import ClipFilter
-
-    return Stages(
-        generator=generator, scorer=scorer,
-        filter=ClipFilter(min_clip=spec.min_clip, zero_shot=spec.filter == "zero-shot"),
-        settings=resolve_settings(spec, generator.defaults),
-        image_options=ImageOptions(
-            prompt_weight=spec.prompt_weight, fuse_weight=spec.fuse_weight, mask=spec.mask,
-            mask_dir=Path(spec.mask_dir).expanduser() if spec.mask_dir else None,
-            source_root=source_root(spec.from_dir),
-        ),
-    )
 
 
 def make_executor(
@@ -62,14 +45,10 @@ def make_ray_executor(spec: RunSpec, the_plan: Plan, models: Any, writers: Seque
     """The driver's stages (names and settings only: the models live in the actors) and the Ray executor."""
     from dalle_data.execution.autobatch import MAX_BATCH
     from dalle_data.execution.ray_executor import RayExecutor
-    from dalle_data.image_modes import ImageOptions
     from dalle_data.scoring.filters import ClipFilter
 
     stages = Stages(generator=models, scorer=None, filter=ClipFilter(), settings=models.settings,  # type: ignore[arg-type]
-                    image_options=ImageOptions(
-                        prompt_weight=spec.prompt_weight, fuse_weight=spec.fuse_weight, mask=spec.mask,
-                        mask_dir=Path(spec.mask_dir).expanduser() if spec.mask_dir else None,
-                        source_root=source_root(spec.from_dir)))
+                    image_options=image_options_of(spec))
     if spec.batch_size == "auto":
         limit = max(1, min(MAX_BATCH, sum(s.target for s in the_plan.slots())))
         batch = models.ray.get(models.actors[0].batch_size.remote(limit))
@@ -142,23 +121,6 @@ class MarkerRecords:
     def __iter__(self) -> Iterator[Record]:
         for shard in self.shards:
             yield from self.store.read(shard)
-
-
-def outputs_of(spec: RunSpec) -> tuple[dict[str, str], dict[str, str]]:
-    """The dataset folders that exist, and for each requested format that does not, why."""
-    layout = Layout(spec.out, spec.split)
-    outputs: dict[str, str] = {}
-    missing: dict[str, str] = {}
-    for fmt in spec.formats:
-        if fmt == "parquet":
-            folder, there = layout.parquet_dir(), any(layout.parquet_dir().glob("part-*.parquet"))
-        else:
-            folder, there = layout.images_dir(), layout.metadata().is_file()
-        if there:
-            outputs[fmt] = str(folder)
-        else:
-            missing[fmt] = f"no image was kept, so no {fmt} dataset was written"
-    return outputs, missing
 
 
 # --- regeneration (verify --repair) ------------------------------------------------------

@@ -40,6 +40,7 @@ from dalle_data.sources import Source, SourceError
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+    from dalle_data.config import RunSpec
     from dalle_data.generators.base import GenerationSettings, Generator
     from dalle_data.prompts import PromptItem
     from dalle_data.scoring.clip import ScoreBatch
@@ -297,3 +298,27 @@ def _unusable(stages: Stages, shard: str, plan: SlotPlan, source: Source, proble
                 record_id("source-check", source.id, plan.cls, plan.mode, problem.code))
     return Record(**_base(stages, shard, plan, unit, None), clip_score=None, class_prob=None, top_class=None,
                   kept=False, status="failed", reject_reason=problem.code, error=str(problem))
+
+
+# --- a worker's stages, built from the run's spec (the local executor and each Ray actor) ---------------
+
+
+def image_options_of(spec: RunSpec) -> ImageOptions:
+    """How the image modes read their sources and masks, from the spec."""
+    from pathlib import Path
+
+    from dalle_data.discovery import source_root
+
+    return ImageOptions(
+        prompt_weight=spec.prompt_weight, fuse_weight=spec.fuse_weight, mask=spec.mask,
+        mask_dir=Path(spec.mask_dir).expanduser() if spec.mask_dir else None, source_root=source_root(spec.from_dir))
+
+
+def make_stages(spec: RunSpec, generator: Any, scorer: Any) -> Stages:
+    from dalle_data.generators.registry import resolve_settings  # the loader ladder: heavy, only when building
+
+    return Stages(
+        generator=generator, scorer=scorer,
+        filter=ClipFilter(min_clip=spec.min_clip, zero_shot=spec.filter == "zero-shot"),
+        settings=resolve_settings(spec, generator.defaults), image_options=image_options_of(spec),
+    )

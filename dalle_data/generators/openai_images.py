@@ -58,6 +58,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from dalle_data.backends import OPENAI_DEFAULT_QUALITY, OPENAI_QUALITIES
 from dalle_data.generators.base import Defect, GenerationSettings, KeptState, Refusal, split_conditions
 from dalle_data.generators.openai_batch import BatchJobs
 from dalle_data.masks import feathered_composite
@@ -78,8 +79,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-image-1.5"
-QUALITIES = ("low", "medium", "high", "auto")
-DEFAULT_QUALITY = "medium"
+QUALITIES, DEFAULT_QUALITY = OPENAI_QUALITIES, OPENAI_DEFAULT_QUALITY
 # Steps mean nothing to the API; they stay 1 so record ids do not change with --steps defaults.
 OPENAI_DEFAULTS = GenerationSettings(width=1024, height=1024, num_inference_steps=1, prior_num_inference_steps=1)
 # An answer with more pixels is a Defect, never decoded (the API's largest is 1536x1024; 8000x8000 RGB is 192 MB).

@@ -80,13 +80,41 @@ def tiny_sdxl(seed: int = 0) -> Any:
                                      tokenizer_2=clip_tokenizer(), force_zeros_for_empty_prompt=True)
 
 
-def _tiny_unclip(seed: int = 0) -> Any:
-    from dalle_data.generators.unclip import tiny_stable_unclip
+def tiny_stable_unclip(seed: int = 0) -> Any:
+    """A tiny ``StableUnCLIPImg2ImgPipeline`` (64×64), random weights, built offline."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import CLIPImageProcessor, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    return tiny_stable_unclip(seed)
+    dim = 32
+    with seeded(seed):
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=dim, projection_dim=dim, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+            intermediate_size=64, patch_size=8)).eval()
+        text_encoder = CLIPTextModel(_text_config(dim, 2)).eval()
+    with seeded(seed + 1):
+        unet = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4,
+                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), block_out_channels=(16, 32),
+                                    attention_head_dim=(2, 4), class_embed_type="projection",
+                                    projection_class_embeddings_input_dim=dim * 2, cross_attention_dim=dim,
+                                    layers_per_block=1, upcast_attention=True, use_linear_projection=True,
+                                    norm_num_groups=8)
+        vae = AutoencoderKL(block_out_channels=[16, 32], in_channels=3, out_channels=3,
+                            down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                            up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4,
+                            norm_num_groups=8, sample_size=64)
+    return StableUnCLIPImg2ImgPipeline(
+        feature_extractor=CLIPImageProcessor(crop_size=32, size=32), image_encoder=image_encoder,
+        image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=dim),
+        image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"), tokenizer=clip_tokenizer(),
+        text_encoder=text_encoder, unet=unet,
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                prediction_type="v_prediction", set_alpha_to_one=False, steps_offset=1),
+        vae=vae)
 
 
-FAMILIES = {"sd": tiny_sd, "sdxl": tiny_sdxl, "stable-unclip": _tiny_unclip}
+FAMILIES = {"sd": tiny_sd, "sdxl": tiny_sdxl, "stable-unclip": tiny_stable_unclip}
 
 
 TINY_IMAGE_DIM = 40  # the tiny image encoder's projection width (real ones: 1024 ViT-H, 1280 ViT-bigG)

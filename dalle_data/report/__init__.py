@@ -98,13 +98,16 @@ def build_report(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, compu
     from dalle_data.report import figures as fig_mod
     from dalle_data.report import html as html_mod
     from dalle_data.review.images import ImageStore
+    from dalle_data.review.apply import recover
     from dalle_data.review.run import review_run_of
     from dalle_data.rundir.lock import RunLock
     from dalle_data.rundir.reader import open_run
 
     out = Path(out)
     with nullcontext() if locked or not write else RunLock(out, "dalle-data report"):
-        run = open_run(out, recover=not locked)
+        if not locked:
+            recover(out)  # a cut-off review --apply is finished first (commands do this, the reader does not)
+        run = open_run(out)
         review_run = review_run_of(run)
         emb, computed, missing = load_embeddings(review_run, run.spec, compute=compute, scorer=scorer, fetch=fetch)
         probe = read_json_object(run.layout.probe_json)

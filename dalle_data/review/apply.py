@@ -198,7 +198,7 @@ def apply_decisions(run: ReviewRun, decisions_log: DecisionLog, dry_run: bool = 
     with contextlib.nullcontext() if locked else RunLock(run.out, "dalle-data review --apply"):
         report, changes = _report(run, decisions_log)  # before a cut-off apply is finished: report it too
         if recover(run.out, locked=True):
-            run = load_run(run.out, recover=False)
+            run = load_run(run.out)
             changes = plan_changes(run, decisions_log.replay())
         if changes:
             _carry_out(run, changes, report)
@@ -252,7 +252,7 @@ def recover(out: Path, *, locked: bool = False) -> bool:
             return False
     journal = Journal(path)
     state = journal.read()
-    run = load_run(out, recover=False)
+    run = load_run(out)
     if state is None or state.get("spec_hash") != run.spec_hash:
         log.warning("ignoring an apply journal of another run: %s", path)
         journal.remove()

@@ -90,9 +90,10 @@ class ReviewRun:
         return self.labels.index(label)
 
 
-def load_run(out: Path | str, recover: bool = True) -> ReviewRun:
-    """Read and check the run in ``out`` (see ``dalle_data.rundir.open_run``); one-line errors."""
-    return review_run_of(open_run(out, recover=recover))
+def load_run(out: Path | str) -> ReviewRun:
+    """Read and check the run in ``out`` (see ``dalle_data.rundir.open_run``); one-line errors. A cut-off
+    ``review --apply`` is the opening command's to finish (``review.apply.recover``), not the reader's."""
+    return review_run_of(open_run(out))
 
 
 def review_run_of(run: Run) -> ReviewRun:

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from dalle_data.review.apply import outcome
+from dalle_data.review.apply import outcome, recover
 from dalle_data.review.decisions import (
     Decision,
     DecisionBody,
@@ -51,6 +51,7 @@ class ReviewSession:
 
     @classmethod
     def open(cls, out: Path | str, opts: SelectionOptions) -> ReviewSession:
+        recover(out)  # a cut-off review --apply is finished first (commands do this, the reader does not)
         return cls(load_run(out), opts)
 
     # --- decisions ---------------------------------------------------------

@@ -61,7 +61,7 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    from dalle_data.writers.base import atomic_write_bytes
+    from dalle_data.files import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -299,7 +299,7 @@ class RunDir:
 
     def _write_identity(self, spec_text: str, spec_hash: str, content: dict[str, Any], inputs: dict[str, str],
                         labels_text: str) -> None:
-        from dalle_data.writers.base import remove_temporaries
+        from dalle_data.files import remove_temporaries
 
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -330,13 +330,13 @@ class RunDir:
                     path.unlink()
 
     def log(self, event: dict[str, Any]) -> None:
-        from dalle_data.writers.base import append_jsonl
+        from dalle_data.files import append_jsonl
 
         append_jsonl(self.home / self.layout.runlog.name, event)
 
     def finish(self, summary: dict[str, Any]) -> None:
         """``summary.json``, then ``_SUCCESS`` only when the dataset is complete."""
-        from dalle_data.writers.base import remove_file
+        from dalle_data.files import remove_file
 
         atomic_write_text(self.summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         if summary.get("complete"):
@@ -346,7 +346,7 @@ class RunDir:
 
     def unfinish(self) -> None:
         """Mark the run unfinished again (before it is repaired)."""
-        from dalle_data.writers.base import remove_file
+        from dalle_data.files import remove_file
 
         remove_file(self.success_path)
         remove_file(self.summary_path)

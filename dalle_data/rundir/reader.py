@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from dalle_data.config import build_spec, load_config
 from dalle_data.errors import OutputDirError, SpecError
 from dalle_data.labels import LabelMap
 from dalle_data.records import Record, reason_code, validate_record
@@ -71,19 +72,13 @@ def labels_for(spec: RunSpec) -> LabelMap:
     return LabelMap.build(spec.classes, negative_label(spec))
 
 
-def open_run(out: Path | str, recover: bool = True) -> Run:
+def open_run(out: Path | str) -> Run:
     """Read and check the run in ``out``; a one-line ``OutputDirError`` when it does not hold up.
 
-    With ``recover``, a ``review --apply`` that was cut off is finished (or
-    undone) first, when no other process holds the run.
+    Reading changes nothing: a ``review --apply`` that was cut off is finished (or undone) by the command
+    that opens the run (``dalle_data.review.apply.recover``), not here.
     """
-    from dalle_data.config import build_spec, load_config
-
     out = Path(out)
-    if recover and (out / "review" / "apply-journal.json").is_file():
-        from dalle_data.review.apply import recover as finish_apply
-
-        finish_apply(out)
     if not out.is_dir():
         raise OutputDirError(f"{out} does not exist or is not a directory; pass the --out folder of a run")
     rundir = RunDir(out)

@@ -106,17 +106,20 @@ class ClipScorer:
         return contextlib.nullcontext()
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """L2-normalized text embeddings, cached per text."""
+        """L2-normalized text embeddings, cached per text.
+
+        Each text is encoded on its own: a batch's last bits depend on what else is in it, and which texts
+        are missing here depends on what was scored before (a resumed run replays other shards first), so a
+        batched encoding would let a resume change a score (issue 21, item 15). One text per call costs
+        little: each prompt is encoded once per run.
+        """
         import torch
 
-        missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
-        if missing:
-            tokens = self.tokenizer(missing).to(self.device)
+        for text in dict.fromkeys(t for t in texts if t not in self._text_cache):
+            tokens = self.tokenizer([text]).to(self.device)
             with torch.inference_mode(), self._autocast():
                 emb = self.model.encode_text(tokens).float()
-            emb = torch.nn.functional.normalize(emb, dim=-1)
-            for text, row in zip(missing, emb):
-                self._text_cache[text] = row
+            self._text_cache[text] = torch.nn.functional.normalize(emb, dim=-1)[0]
         return torch.stack([self._text_cache[t] for t in texts])
 
     def encode_images(self, images: Sequence[Image]) -> torch.Tensor:

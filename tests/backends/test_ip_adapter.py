@@ -215,7 +215,7 @@ class FluxPipeline:
 
 @pytest.mark.parametrize("kind", ["stable-unclip", "flux"])
 def test_a_model_that_takes_no_ip_adapter_is_refused_in_one_line(saved: dict[str, Path], kind: str) -> None:
-    from dalle_data.generators.unclip import tiny_stable_unclip
+    from dalle_data.generators.tiny_families import tiny_stable_unclip
 
     pipe = tiny_stable_unclip() if kind == "stable-unclip" else FluxPipeline()
     generator = Text2ImageGenerator(pipe, model=kind)

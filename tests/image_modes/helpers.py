@@ -83,7 +83,7 @@ def mean_abs_diff(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
 
 def source_ids(root: Path, classes: list[str] | None = None) -> dict[str, list[str]]:
     """Source ids per class, sorted by id (the order planning uses)."""
-    from dalle_data.sources import discover_sources
+    from dalle_data.discovery import discover_sources
 
     out: dict[str, list[str]] = {}
     for s in sorted(discover_sources(root, classes), key=lambda s: s.id):

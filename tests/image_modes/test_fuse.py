@@ -30,7 +30,7 @@ def runs(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dic
 
 
 def test_pairs_are_two_different_images_of_the_records_class(runs, tree: Path) -> None:
-    from dalle_data.sources import discover_sources
+    from dalle_data.discovery import discover_sources
 
     label_of = {s.id: s.label for s in discover_sources(tree)}
     rows = runs[0]

@@ -53,7 +53,7 @@ def test_per_source_gives_exactly_k_kept_images_per_source(plain: Path, tree: Pa
 
 
 def test_records_carry_the_source_label_and_lineage(plain: Path, tree: Path) -> None:
-    from dalle_data.sources import discover_sources
+    from dalle_data.discovery import discover_sources
 
     ids_by_path = {s.path: s.id for s in discover_sources(tree)}
     for row in manifest(plain):

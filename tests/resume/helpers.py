@@ -28,34 +28,49 @@ def popen_cli(out: Path, *extra: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+TIMING_FIELDS = ("created_at",)  # the only fields a resumed run may differ in
+
+
+def timeless(row: dict[str, object]) -> dict[str, object]:
+    """A record's every field but when it was made (``image`` as its bytes)."""
+    out = {k: v for k, v in row.items() if k not in TIMING_FIELDS}
+    if isinstance(out.get("image"), dict):
+        out["image"] = out["image"]["bytes"]  # type: ignore[index]
+    return out
+
+
 def snapshot(out: Path) -> dict[str, object]:
-    """Everything that makes up the dataset, independent of timing."""
+    """Everything that makes up the dataset, every field of every record, independent of timing."""
     parquet = {}
     for part in sorted((out / "parquet" / "train").glob("*.parquet")):
         for row in pq.read_table(part).to_pylist():
             assert row["id"] not in parquet, f"duplicate id {row['id']} in Parquet"
-            parquet[row["id"]] = row["image"]["bytes"]
-    rejected = {r["id"]: r["image"]["bytes"] for p in sorted((out / "rejected" / "parquet").glob("*.parquet"))
+            parquet[row["id"]] = timeless(row)
+    rejected = {r["id"]: timeless(r) for p in sorted((out / "rejected" / "parquet").glob("*.parquet"))
                 for r in pq.read_table(p).to_pylist()}
     folder = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.glob("imagefolder/train/*/*.png"))}
     folder_rejected = {p.relative_to(out).as_posix(): p.read_bytes()
                        for p in sorted(out.glob("rejected/imagefolder/*/*.png"))}
-    metadata = [json.loads(x)["file_name"] for x in (out / "imagefolder" / "train" / "metadata.jsonl").read_text().splitlines()]
+    metadata = [timeless(json.loads(x)) for x in (out / "imagefolder" / "train" / "metadata.jsonl").read_text().splitlines()]
     manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
-    assert len(metadata) == len(set(metadata)), "duplicate rows in metadata.jsonl"
+    names = [m["file_name"] for m in metadata]
+    assert len(names) == len(set(names)), "duplicate rows in metadata.jsonl"
     summary = json.loads((out / "summary.json").read_text())
     from dalle_data.embeddings import read_shard
 
     embedded = {}  # every scored image has its scorer embedding, in its own shard's file
+    vectors = {}
     for path in sorted((out / "embeddings").glob("*.npz")):
         arrays = read_shard(path)
         assert arrays is not None, f"{path} does not hold up"
         embedded.update({str(i): path.stem for i in arrays["ids"]})
+        vectors[path.stem] = {k: arrays[k].tobytes() for k in sorted(arrays) if k != "ids"}
     assert embedded == {r["id"]: r["shard"] for r in manifest if r["status"] in ("kept", "rejected")}
     return {
         "parquet": parquet, "rejected": rejected, "imagefolder": folder, "imagefolder_rejected": folder_rejected,
-        "metadata": sorted(metadata),
-        "manifest": [(r["id"], r["status"], r["shard"], r["seed"]) for r in manifest],
+        "metadata": sorted(metadata, key=lambda m: str(m["file_name"])),
+        "manifest": [timeless(r) for r in manifest],
+        "embeddings": vectors,
         "counts": {k: summary[k] for k in ("generated", "kept", "rounds", "shards", "classes")},
     }
 

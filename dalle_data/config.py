@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from dalle_data.backends import BACKENDS, check_fields, check_modes
 from dalle_data.errors import SpecError
+from dalle_data.llm.client import APIError, check_base_url
 from dalle_data.modes import IMAGE_MODES, NAMES as MODES, TEXT_MODES
-from dalle_data.naming import clean_class_names
+from dalle_data.naming import clean_class_names, duplicate_key
 from dalle_data.urls import check_storage_url
 
 __all__ = ["IMAGE_MODES", "MODES", "TEXT_MODES", "RunSpec", "build_spec", "load_config", "dump_spec"]
@@ -138,8 +139,6 @@ class RunSpec(BaseModel):
     @field_validator("base_url", "llm_base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        from dalle_data.llm.client import APIError, check_base_url
-
         try:
             return None if value is None else check_base_url(value, "the URL")
         except APIError as err:
@@ -188,8 +187,6 @@ class RunSpec(BaseModel):
     def _checks(self) -> "RunSpec":
         if not self.negative_label.strip():
             raise ValueError("negative_label is empty; name the hard-negative class (default hard_negative)")
-        from dalle_data.naming import duplicate_key
-
         if duplicate_key(self.negative_label) in {duplicate_key(c) for c in self.classes} and "adversarial" in self.modes:
             raise ValueError(
                 f"class {self.negative_label!r} collides with the hard-negative label; set negative_label to another name"

@@ -22,6 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.analysis import DEFAULT_THRESHOLD, duplicate_groups
+from dalle_data.errors import SpecError
+from dalle_data.report import load_embeddings, refresh_report
+from dalle_data.review.apply import DEDUP_FILE, apply_decisions, plan_changes, recover
+from dalle_data.review.decisions import DecisionLog
+from dalle_data.review.run import DECISIONS_FILE, load_run
 from dalle_data.rundir.directory import atomic_write_text
 from dalle_data.rundir.lock import RunLock
 from dalle_data.writers.base import ensure_dir, remove_file
@@ -30,12 +35,6 @@ from dalle_data.writers.base import ensure_dir, remove_file
 def dedup(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, undo: bool = False,
           dry_run: bool = False) -> dict[str, Any]:
     """Set aside all but one image of each near-duplicate group (or, with ``undo``, bring them back)."""
-    from dalle_data.errors import SpecError
-    from dalle_data.report import load_embeddings, refresh_report
-    from dalle_data.review.apply import DEDUP_FILE, apply_decisions, plan_changes, recover
-    from dalle_data.review.decisions import DecisionLog
-    from dalle_data.review.run import DECISIONS_FILE, load_run
-
     if not 0.0 < threshold <= 1.0:
         raise SpecError(f"--threshold {threshold} must be in (0, 1]: the cosine at or above which two images "
                         "count as near-duplicates")

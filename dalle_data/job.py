@@ -18,15 +18,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalle_data import __version__
+from dalle_data.backends import BACKENDS
 from dalle_data.config import RunSpec, dump_spec
+from dalle_data.device import resolve_device
 from dalle_data.errors import OutputDirError, SpecError
 from dalle_data.execution.local import Interrupted
-from dalle_data.execution.run import run
-from dalle_data.modes import MODES
 from dalle_data.execution.parts import Part
+from dalle_data.execution.ray_executor import RayModels
+from dalle_data.execution.run import default_writers, regenerate as redo, run
+from dalle_data.generators.registry import check_model_name, hub_pieces, ip_adapter_pieces
+from dalle_data.hub import check_offline
+from dalle_data.llm import make_writer
+from dalle_data.llm.cancel import RequestsCancelled, cancel_requests, reset_cancel
+from dalle_data.llm.writer import PER_REQUEST
+from dalle_data.merge import merge
+from dalle_data.modes import MODES
 from dalle_data.planning import Plan, _source_counts, plan
 from dalle_data.progress import Progress, make_progress
+from dalle_data.remote import is_url, local_path
+from dalle_data.report import refresh_report
+from dalle_data.review.apply import recover
 from dalle_data.rundir import RunDir
+from dalle_data.scoring import load_scorer
+from dalle_data.scoring.registry import check_scorer_name, hub_pieces as scorer_pieces, resolve_scorer_name
+from dalle_data.shards import ShardStore
+from dalle_data.verify import quick_check, repair_locked
+from dalle_data.writers.parquet import ParquetWriter, renumber
 
 if TYPE_CHECKING:
     from dalle_data.execution.stages import Scorer
@@ -66,8 +83,6 @@ def run_generate(
     try:
         state = rundir.check(spec.content_dict(), the_plan.spec_hash, overwrite=overwrite)
         if part is None and rundir.parts() and not overwrite:
-            from dalle_data.merge import merge
-
             summary = merge(spec.out, locked=True)
             write_report(spec.out, mirror)
             if mirror is not None:
@@ -97,9 +112,6 @@ def run_generate(
             layout = rundir.layout
             mirror.push([layout.run, layout.spec, layout.labels])
         if legacy:  # made before labels.json: its finished Parquet parts number labels in the order given
-            from dalle_data.execution.run import default_writers
-            from dalle_data.writers.parquet import ParquetWriter, renumber
-
             for writer in default_writers(spec, the_plan):
                 if isinstance(writer, ParquetWriter):
                     renumber(writer.ctx)
@@ -117,9 +129,6 @@ def run_generate(
 def finish_source_apply(from_dir: str | None) -> None:
     """``--from`` an earlier run whose ``review --apply`` was cut off: that apply is finished (or undone)
     first, as every command that opens a run does (reading a run, as planning does, changes nothing)."""
-    from dalle_data.remote import is_url, local_path
-    from dalle_data.review.apply import recover
-
     if from_dir and not is_url(from_dir):
         root = Path(local_path(from_dir)).expanduser()
         if (root / "spec.yaml").is_file():
@@ -128,8 +137,6 @@ def finish_source_apply(from_dir: str | None) -> None:
 
 def _part_intact(rundir: RunDir, part: Part) -> bool:
     """Whether a finished part's markers still hold every record its summary counts (none was deleted)."""
-    from dalle_data.shards import ShardStore
-
     made = sum(len(ids) for shard, ids in ShardStore(rundir.layout).recorded().items() if Part.of_shard(shard) == part)
     return made >= int((rundir.saved_summary() or {}).get("generated", 0))
 
@@ -137,8 +144,6 @@ def _part_intact(rundir: RunDir, part: Part) -> bool:
 def write_report(out: Any, mirror: Any = None) -> bool:
     """The dataset card and report of a run that just ended (under its lock); a failure only warns. A remote
     run's mirror fetches the embeddings and shown images that other machines made."""
-    from dalle_data.report import refresh_report
-
     return refresh_report(out, locked=True, fetch=mirror.fetch if mirror is not None else None)
 
 
@@ -149,8 +154,6 @@ def _run_logged(
     """The run between its start and end lines in the run log; the summary is written last."""
     rundir.log({"event": "start", "time": _now(), "spec_hash": the_plan.spec_hash, "resumed": state == "incomplete",
                 "model": generator.model, "scorer": scorer.name, "versions": versions()})
-    from dalle_data.llm.cancel import RequestsCancelled, reset_cancel
-
     status = "failed"
     reset_cancel()
     try:
@@ -175,13 +178,9 @@ def _run_logged(
 
 def finished_summary(rundir: RunDir, the_plan: Plan) -> dict[str, Any]:
     """The saved summary of a run that already ended, after a cheap check that its files are all there."""
-    from dalle_data.verify import quick_check
-
     summary = rundir.saved_summary() or {}
     problems = quick_check(rundir.path)
     if problems:
-        from dalle_data.verify import repair_locked
-
         log.warning("%s holds this run finished, but damaged (%s%s); repairing it", rundir.path, problems[0],
                     f"; and {len(problems) - 1} more" if len(problems) > 1 else "")
         report = repair_locked(rundir.path, lambda run, shards: regenerate(the_plan.spec, shards))
@@ -223,8 +222,6 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
     def handler(signum: int, frame: Any) -> None:
         stop.set()
-        from dalle_data.llm.cancel import cancel_requests
-
         cancel_requests()  # hosted-API requests in flight stop now instead of when the server answers
         for sig in previous:  # a second signal acts at once
             signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
@@ -241,15 +238,9 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, scorer: Scorer | None) -> tuple[Any, Any]:
     """The generator and the scorer, checked before anything heavy is loaded; each can be given instead."""
-    from dalle_data.backends import BACKENDS
-    from dalle_data.generators.registry import check_model_name
-    from dalle_data.scoring.registry import check_scorer_name, resolve_scorer_name
-
     chosen = BACKENDS[spec.backend]
     scorer_name = resolve_scorer_name(spec.scorer, spec.model, spec.backend)
     if spec.executor == "ray" and generator is None and scorer is None:
-        from dalle_data.execution.ray_executor import RayModels
-
         check_model_name(spec.model) if chosen.needs_device else None
         models = RayModels(spec, the_plan.zero_shot_labels())  # the models load in the actors, not here
         _check_capabilities(spec, models)
@@ -262,14 +253,10 @@ def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, sco
         check_scorer_name(scorer_name)
     _check_offline(spec, scorer_name, generator is None, scorer is None)
     if generator is None or scorer is None:
-        from dalle_data.device import resolve_device
-
         device = resolve_device(spec.device)
         if generator is None:
             generator = chosen.load(spec, device)
         if scorer is None:
-            from dalle_data.scoring import load_scorer
-
             scorer = load_scorer(scorer_name, device=device)
     _check_capabilities(spec, generator)
     scorer.set_labels(the_plan.zero_shot_labels())
@@ -303,17 +290,11 @@ def capabilities_of(generator: Any) -> frozenset[str]:
 
 def _check_offline(spec: RunSpec, scorer_name: str, generator: bool, scorer: bool) -> None:
     """Without a network, name every model piece missing from the local cache at once (not one per try)."""
-    from dalle_data.hub import check_offline
-
     pieces = []
     if generator and spec.backend == "diffusers":
-        from dalle_data.generators.registry import hub_pieces, ip_adapter_pieces
-
         pieces += hub_pieces(spec.model, spec.prior, "inpaint" in spec.modes)
         pieces += ip_adapter_pieces(spec.model, spec.options.get("ip_adapter"))
     if scorer:
-        from dalle_data.scoring.registry import hub_pieces as scorer_pieces
-
         pieces += scorer_pieces(scorer_name)
     if pieces:
         check_offline(pieces)
@@ -323,8 +304,6 @@ def regenerate(spec: RunSpec, shards: set[str], *, generator: Any = None, scorer
     """Redo ``shards`` of a run in memory, as the first time (``verify --repair``): image bytes by id.
 
     A sharded run's shards are redone with their own part's plan (``p0001of0002-…``: part 1/2)."""
-    from dalle_data.execution.run import regenerate as redo
-
     by_part: dict[Part | None, set[str]] = {}
     for shard in shards:
         by_part.setdefault(Part.of_shard(shard), set()).add(shard)
@@ -358,13 +337,8 @@ def dry_run(spec: RunSpec, *, price_per_image: float | None = None, llm_cache: b
         "slots": [{"class": c, "mode": m, "target": t, "max_attempts": b} for (c, m), (t, b) in targets.items()],
         "images": {"target": images, "max": most},
     }
-    from dalle_data.backends import BACKENDS
-
     out.update(BACKENDS[spec.backend].cost(spec, images, most, price_per_image))
     if spec.llm is not None:
-        from dalle_data.llm import make_writer
-        from dalle_data.llm.writer import PER_REQUEST
-
         writer = make_writer(spec.llm, base_url=spec.llm_base_url, seed=spec.seed, cache=llm_cache)
         missing = [c for c in spec.classes if not writer.cached(c, spec.llm_prompts)]
         per_class = -(-spec.llm_prompts // PER_REQUEST)

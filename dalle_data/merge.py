@@ -19,13 +19,16 @@ from typing import Any
 
 from dalle_data.errors import DalleDataError, OutputDirError
 from dalle_data.execution.parts import Part
+from dalle_data.execution.run import default_writers_for
 from dalle_data.records import Record
 from dalle_data.review.apply import recover
 from dalle_data.review.run import with_applied
-from dalle_data.rundir import RunDir, open_run
-from dalle_data.rundir.directory import read_json_object
+from dalle_data.rundir import RunDir, open_run, read_records
+from dalle_data.rundir.directory import atomic_write_text, read_json_object
 from dalle_data.rundir.lock import RunLock, RunLocked
 from dalle_data.shards import ShardStore
+from dalle_data.summary import rebuild
+from dalle_data.writers.base import remove_file
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,6 @@ def merge(out: Path | str, *, locked: bool = False) -> dict[str, Any]:
 
 
 def _merge(out: Path, run: Any, parts: dict[str, Path], n: int) -> dict[str, Any]:
-    from dalle_data.execution.run import default_writers_for
-    from dalle_data.rundir.directory import atomic_write_text
-    from dalle_data.summary import rebuild
-    from dalle_data.writers.base import remove_file
-
     running, unfinished, summaries = [], [], []
     for i in range(n):
         part = Part(i, n)
@@ -143,8 +141,6 @@ def _checked_parts(run: Any, n: int, summaries: list[dict[str, Any]]) -> list[Re
 
 def _lost_markers(run: Any, part: str) -> set[str]:
     """Shards of ``part`` that the manifest lists but no marker holds any more."""
-    from dalle_data.rundir import read_records
-
     try:
         listed = {r.shard for r in read_records(run.layout.manifest, run.labels)}
     except OutputDirError:

@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.config import RunSpec
+from dalle_data.discovery import discover_sources, sources_digest
 from dalle_data.errors import SpecError
 from dalle_data.execution.parts import Part, classes_of, dealt, slots_of
 from dalle_data.execution.plan import SlotPlan, derive_seed, fuse_pair
+from dalle_data.generators.registry import default_templates
 from dalle_data.labels import LabelMap
+from dalle_data.llm import write_llm_prompts
 from dalle_data.modes import MODES, TEXT_MODES, makes_hard_negatives
 from dalle_data.prompts import PromptItem, expand_prompts, load_pack, read_prompts_jsonl
 from dalle_data.rundir import labels_for
 from dalle_data.scoring.vocabulary import negatives_for
-from dalle_data.discovery import discover_sources, sources_digest
 from dalle_data.sources import Source
 
 __all__ = ["Plan", "build_slots", "derive_seed", "fuse_pair", "plan"]
@@ -110,8 +112,6 @@ def _text_prompts(
 
 def template_pack(spec: RunSpec) -> Any:
     """``--templates``, else the pack the model preset is meant for (shapes-demo: templates/shapes.yaml)."""
-    from dalle_data.generators.registry import default_templates
-
     return load_pack(spec.templates or default_templates(spec.model))
 
 
@@ -119,8 +119,6 @@ def _llm_prompts(
     spec: RunSpec, template_modes: list[str], counts: dict[str, int], llm_cache: bool
 ) -> tuple[list[PromptItem], dict[str, str]]:
     """Vanilla scenes written by ``--llm`` (their digest joins the spec hash), other modes from templates."""
-    from dalle_data.llm import write_llm_prompts
-
     assert spec.llm is not None
     items = write_llm_prompts(spec.llm, list(spec.classes), spec.llm_prompts, base_url=spec.llm_base_url,
                               seed=spec.seed, cache=llm_cache, timeout=spec.timeout, max_retries=spec.max_retries)

@@ -32,7 +32,11 @@ from typing import Any
 
 from dalle_data.errors import SpecError
 from dalle_data.naming import safe_dir_name
+from dalle_data.review.apply import recover
+from dalle_data.rundir import open_run
 from dalle_data.sources import IMAGE_SUFFIXES, SourceError, load_rgb
+from dalle_data.verify import writer_context
+from dalle_data.writers.base import destination
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +70,6 @@ def from_output(out: Path) -> LabeledImages:
 
 def rejected_from_output(out: Path) -> LabeledImages:
     """The rejected positive images of a dalle-data output (made with ``--keep-rejected``); may be empty."""
-    from dalle_data.review.apply import recover
-    from dalle_data.rundir import open_run
-
     recover(out)
     if not open_run(out).spec.keep_rejected:
         raise SpecError(f"--ablate filter needs the rejected images: rerun generate with --keep-rejected into {out}")
@@ -79,11 +80,6 @@ def _run_images(out: Path, where: str) -> LabeledImages:
     """The positive images a run's records place in its dataset (or rejected set): the run's files only,
     from its ImageFolder tree when it has one, else from its Parquet parts."""
     import pyarrow.parquet as pq
-
-    from dalle_data.review.apply import recover
-    from dalle_data.rundir import open_run
-    from dalle_data.verify import writer_context
-    from dalle_data.writers.base import destination
 
     recover(out)  # a cut-off review --apply is finished first (commands do this, the reader does not)
     run = open_run(out)

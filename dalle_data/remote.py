@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from dalle_data import faults
 from dalle_data.errors import DalleDataError, OutputDirError
+from dalle_data.llm.cache import home
 from dalle_data.progress import heartbeat_seconds
 from dalle_data.records import Record
 from dalle_data.rundir.layout import WHERES, Layout
@@ -126,8 +127,6 @@ def _fs(url: str, what: str = "--out") -> tuple[Any, str]:
 
 
 def cache_dir(url: str, kind: str) -> Path:
-    from dalle_data.llm.cache import home
-
     return home() / kind / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
 
 

@@ -32,9 +32,15 @@ from typing import Any
 from dalle_data.errors import OutputDirError
 from dalle_data.records import Record
 from dalle_data.review.apply import recover
-from dalle_data.rundir import Run, open_run
+from dalle_data.rundir import Run, open_run, read_records
+from dalle_data.rundir.directory import atomic_write_text
 from dalle_data.rundir.layout import WHERES
-from dalle_data.writers.base import WriterContext, destination
+from dalle_data.rundir.lock import RunLock
+from dalle_data.shards import ShardStore
+from dalle_data.summary import Summary, rebuild
+from dalle_data.writers.base import WriterContext, atomic_write_bytes, destination, ensure_dir, remove_file, write_jsonl
+from dalle_data.writers.imagefolder import expected_indexes, write_indexes
+from dalle_data.writers.parquet import ParquetWriter, class_names_of
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +143,6 @@ def quick_check(out: Path) -> list[str]:
 
 
 def _summary_current(summary: Any) -> bool:
-    from dalle_data.summary import Summary
-
     try:
         Summary.model_validate(summary)
         return True
@@ -157,8 +161,6 @@ def _png_complete(path: Path) -> bool:
 
 
 def _parquet_labels(folder: Path, names: tuple[str, ...], problems: list[str]) -> None:
-    from dalle_data.writers.parquet import class_names_of
-
     for part in sorted(folder.glob("part-*.parquet")):
         try:
             if class_names_of(part) != names:
@@ -216,8 +218,6 @@ class Checker:
 
     # records: markers and manifest
     def _records(self) -> None:
-        from dalle_data.shards import ShardStore
-
         store = ShardStore(self.layout, self.run.labels)
         generated: dict[str, Record] = {}
         for shard in store.shards():
@@ -259,8 +259,6 @@ class Checker:
     # Parquet
     def _parquet(self) -> None:
         import pyarrow.parquet as pq
-
-        from dalle_data.writers.parquet import class_names_of
 
         expected = {where: {r.id: r for r in self.records if destination(r, self.ctx) == where} for where in WHERES}
         seen: dict[str, str] = {}
@@ -315,8 +313,6 @@ class Checker:
 
     # ImageFolder
     def _imagefolder(self) -> None:
-        from dalle_data.writers.imagefolder import expected_indexes
-
         ids = {r.id for r in self.records}
         placed = {}
         for record in self.records:
@@ -393,8 +389,6 @@ def _open_ended(out: Path) -> Run:
 
 def repair(out: Path, regenerate: Regenerate | None = None) -> Report:
     """Mend the run in ``out`` under its lock; returns the report of a fresh check afterwards."""
-    from dalle_data.rundir.lock import RunLock
-
     open_run(Path(out))  # a run at all? (nothing is written into a folder that is not one)
     with RunLock(Path(out), "dalle-data verify --repair"):
         return repair_locked(Path(out), regenerate)
@@ -445,9 +439,6 @@ def repair_locked(out: Path, regenerate: Regenerate | None = None) -> Report:
 def _restore_markers(run: Run, lost: dict[str, list[Record]]) -> None:
     """Write deleted shard markers again from the manifest, each record in its original state (as generated:
     an apply's changes are the manifest's, never the marker's)."""
-    from dalle_data.rundir import read_records
-    from dalle_data.shards import ShardStore
-
     originals = {r.id: r for r in read_records(run.out / "review" / "originals.jsonl", run.labels, run.spec_hash)}
     store = ShardStore(run.layout, run.labels)
     for shard, records in lost.items():
@@ -468,11 +459,6 @@ def _stray_bytes(checker: Checker) -> dict[str, bytes]:
 
 def _rewrite(checker: Checker, images: dict[str, bytes]) -> dict[str, int]:
     """Every format rewritten from the records and the good image bytes; returns counts."""
-    from dalle_data.rundir.directory import atomic_write_text
-    from dalle_data.writers.base import atomic_write_bytes, ensure_dir, remove_file, write_jsonl
-    from dalle_data.writers.imagefolder import write_indexes
-    from dalle_data.writers.parquet import ParquetWriter
-
     run, ctx, layout = checker.run, checker.ctx, checker.layout
     records = [r.replace(image=images.get(r.id), sha256=r.sha256 or (sha256(images[r.id]) if r.id in images else None))
                for r in checker.records]
@@ -519,16 +505,11 @@ def _upgrade_summary(run: Run, checker: Checker) -> None:
     """A ``summary.json`` of an older format (or damaged) is rebuilt from the records in today's schema."""
     import json
 
-    from dalle_data.rundir.directory import atomic_write_text
-    from dalle_data.summary import Summary, rebuild
-
     try:
         Summary.model_validate(run.summary)
         return
     except ValueError:
         pass
-    from dalle_data.shards import ShardStore
-
     store = ShardStore(run.layout, run.labels)
     generated = [r for shard in sorted(checker.shards) for r in store.read(shard)]
     summary = rebuild(run, generated or checker.records)

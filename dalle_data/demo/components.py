@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from dalle_data.demo.world import SIZE
+from dalle_data.generators.tiny import _clip_bpe
 
 EMBED_DIM = 64  # CLIP projection size = prior embedding size = decoder conditioning size
 CONTEXT = 32  # text tokens; demo captions are under 20
@@ -19,8 +20,6 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def tokenizer() -> Any:
-    from dalle_data.generators.tiny import _clip_bpe
-
     from transformers import CLIPTokenizer
 
     vocab, merges = _clip_bpe()

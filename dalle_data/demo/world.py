@@ -25,6 +25,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from dalle_data.errors import OutputDirError, SpecError
+from dalle_data.naming import class_dirs
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
@@ -137,8 +138,6 @@ def seeded_renders(seed: int, n: int, classes: tuple[str, ...] = CLASSES) -> lis
 
 def write_imagefolder(root: str | Path, split: str, n: int) -> Path:
     """Write renders as ``root/<class_dir>/<i>.png`` (a "real" labeled ImageFolder)."""
-    from dalle_data.naming import class_dirs
-
     root = Path(root)
     dirs = class_dirs(list(CLASSES))
     for i, r in enumerate(dataset(split, n)):
@@ -189,8 +188,6 @@ def write_held_out(
     ``out`` never holds half a set. ``out`` may be missing, empty, or an earlier
     output of this function (replaced); anything else is refused.
     """
-    from dalle_data.naming import class_dirs
-
     if not 1 <= per_class <= MAX_PER_CLASS:
         raise SpecError(f"--per-class {per_class}: give at least 1 and at most {MAX_PER_CLASS}")
     if seed == SPLIT_SEEDS["train"]:

@@ -24,8 +24,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dalle_data.backends import BACKENDS
 from dalle_data.execution.plan import derive_seed
-from dalle_data.execution.stages import is_out_of_memory
+from dalle_data.execution.stages import free_accelerator_memory, is_out_of_memory
+from dalle_data.llm.cache import home
+from dalle_data.writers.base import atomic_write_bytes
 
 if TYPE_CHECKING:
     from dalle_data.config import RunSpec
@@ -43,8 +46,6 @@ API_BATCH = 8
 
 def batch_size_for(spec: RunSpec, stages: Stages, the_plan: Plan) -> int:
     """The batch size a run uses (see the module docstring)."""
-    from dalle_data.backends import BACKENDS
-
     backend = BACKENDS[spec.backend]
     if getattr(spec, "openai_batch", False):  # one Batch API job per call: a shard's worth
         return spec.shard_size if spec.batch_size == "auto" else int(spec.batch_size)
@@ -57,8 +58,6 @@ def batch_size_for(spec: RunSpec, stages: Stages, the_plan: Plan) -> int:
 
 
 def cache_path() -> Path:
-    from dalle_data.llm.cache import home
-
     return home() / CACHE_FILE
 
 
@@ -118,8 +117,6 @@ def probe(stages: Stages, limit: int = MAX_BATCH) -> tuple[int, dict[int, float]
         except Exception as err:  # noqa: BLE001 - out of memory ends the probe; anything else is real
             if not is_out_of_memory(err):
                 raise
-            from dalle_data.execution.stages import free_accelerator_memory
-
             free_accelerator_memory()
             break
         flat = flat + 1 if rates and rate < max(rates.values()) * GAIN else 0
@@ -140,8 +137,6 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    from dalle_data.writers.base import atomic_write_bytes
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))

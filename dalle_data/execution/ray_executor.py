@@ -29,12 +29,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from dalle_data.backends import BACKENDS
+from dalle_data.config import RunSpec
+from dalle_data.device import resolve_device
 from dalle_data.errors import DalleDataError
+from dalle_data.execution.autobatch import auto_batch_size
+from dalle_data.execution.commit import commit
 from dalle_data.execution.ledger import Ledger
 from dalle_data.execution.local import ExecStats, Interrupted, _Pipeline, run_waves
 from dalle_data.execution.plan import check_tasks
+from dalle_data.execution.stages import BatchSize, check, encode, generate, make_stages, score
 from dalle_data.generators.base import kept_state
 from dalle_data.progress import NullProgress, Progress
+from dalle_data.scoring import load_scorer, resolve_scorer_name
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +52,8 @@ class Worker:
     def __init__(self, spec_json: str, zero_shot_labels: list[str], threads: int) -> None:
         import torch
 
-        from dalle_data.config import RunSpec
-        from dalle_data.device import resolve_device
-        from dalle_data.execution.stages import make_stages
-        from dalle_data.scoring import load_scorer, resolve_scorer_name
-
         torch.set_num_threads(max(1, threads))
         spec = RunSpec.model_validate_json(spec_json)
-        from dalle_data.backends import BACKENDS
-
         device = resolve_device(spec.device)
         generator = BACKENDS[spec.backend].load(spec, device)
         scorer = load_scorer(resolve_scorer_name(spec.scorer, spec.model, spec.backend), device=device)
@@ -68,15 +68,11 @@ class Worker:
                 "settings": self.stages.settings}
 
     def batch_size(self, limit: int) -> int:
-        from dalle_data.execution.autobatch import auto_batch_size
-
         return auto_batch_size(self.stages, limit)
 
     def run(self, task_blob: bytes, batch_size: int) -> bytes:
         """Drafts of a task, pictures encoded (bytes travel, not pictures), the seconds each stage took, and the
         generator's state kept for the task (``KeptState``: released by the driver after the shard's marker)."""
-        from dalle_data.execution.stages import BatchSize, encode, generate, score
-
         task = pickle.loads(task_blob)
         size = BatchSize(batch_size)
         drafts, times = [], {"generate": 0.0, "score": 0.0, "encode": 0.0}
@@ -97,8 +93,6 @@ class Worker:
         return pickle.dumps((drafts, times, kept_state(self.stages.generator)))
 
     def check(self, task_blob: bytes) -> bytes:
-        from dalle_data.execution.stages import check
-
         return pickle.dumps(check(pickle.loads(task_blob), self.stages))
 
 
@@ -221,14 +215,10 @@ class RayExecutor:
         self.shards_planned.extend(t.shard for t in tasks)
 
     def commit_shard(self, task: Any, drafts: Sequence[Any]) -> None:
-        from dalle_data.execution.commit import commit
-
         t = time.perf_counter()
         commit(task.shard, [d.record for d in drafts], self.writers, self.store)
         self.stats.add("write", time.perf_counter() - t)
 
     @property
     def batch(self) -> Any:
-        from dalle_data.execution.stages import BatchSize
-
         return BatchSize(self.batch_size)

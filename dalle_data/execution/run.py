@@ -12,13 +12,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dalle_data.execution.autobatch import MAX_BATCH, batch_size_for
 from dalle_data.execution.ledger import Ledger
 from dalle_data.execution.local import LocalExecutor
+from dalle_data.execution.ray_executor import RayExecutor
 from dalle_data.execution.stages import Stages, image_options_of, make_stages
+from dalle_data.progress import NullProgress
 from dalle_data.records import Record
+from dalle_data.remote import MirrorStore
 from dalle_data.rundir import Layout
+from dalle_data.scoring.filters import ClipFilter
 from dalle_data.shards import ShardStore
-from dalle_data.summary import outputs_of
+from dalle_data.summary import outputs_of, summarize
+from dalle_data.writers import WriterContext, make_writers
 
 if TYPE_CHECKING:
     from dalle_data.config import RunSpec
@@ -31,8 +37,6 @@ def make_executor(
     spec: RunSpec, the_plan: Plan, stages: Stages, writers: Sequence[Writer], progress: Progress,
     stop: threading.Event, store: Any = None,
 ) -> LocalExecutor:
-    from dalle_data.execution.autobatch import batch_size_for
-
     return LocalExecutor(
         stages, writers, store if store is not None else ShardStore(Layout(spec.out, spec.split), the_plan.label_map),
         batch_size=batch_size_for(spec, stages, the_plan), shard_size=spec.shard_size, progress=progress, stop=stop,
@@ -43,10 +47,6 @@ def make_executor(
 def make_ray_executor(spec: RunSpec, the_plan: Plan, models: Any, writers: Sequence[Writer], progress: Progress,
                       stop: threading.Event) -> tuple[Stages, Any]:
     """The driver's stages (names and settings only: the models live in the actors) and the Ray executor."""
-    from dalle_data.execution.autobatch import MAX_BATCH
-    from dalle_data.execution.ray_executor import RayExecutor
-    from dalle_data.scoring.filters import ClipFilter
-
     stages = Stages(generator=models, scorer=None, filter=ClipFilter(), settings=models.settings,  # type: ignore[arg-type]
                     image_options=image_options_of(spec))
     if spec.batch_size == "auto":
@@ -65,8 +65,6 @@ def default_writers(spec: RunSpec, the_plan: Plan) -> list[Writer]:
 
 
 def default_writers_for(spec: RunSpec, labels: Any, out: Path) -> list[Writer]:
-    from dalle_data.writers import WriterContext, make_writers
-
     ctx = WriterContext(out_dir=out, class_names=labels.names, class_dirs=labels.folders, split=spec.split,
                         keep_rejected=spec.keep_rejected)
     return make_writers(spec.formats, ctx)
@@ -79,8 +77,6 @@ def run(
     """Generate (or resume) the run; write the indexes; return the summary (``mirror``: publish each shard)."""
     import time
 
-    from dalle_data.summary import summarize
-
     writers = writers if writers is not None else default_writers(spec, the_plan)
     if spec.executor == "ray":
         stages, executor = make_ray_executor(spec, the_plan, generator, writers, progress, stop)
@@ -88,8 +84,6 @@ def run(
         stages = make_stages(spec, generator, scorer)
         executor = make_executor(spec, the_plan, stages, writers, progress, stop)
     if mirror is not None:
-        from dalle_data.remote import MirrorStore
-
         executor.store = MirrorStore(executor.store, mirror)
     ledger = Ledger(the_plan.slots())
     stats = executor.run(ledger)
@@ -131,8 +125,6 @@ def regenerate(spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any, shard
 
     Every other shard is replayed from its marker; nothing is written.
     """
-    from dalle_data.progress import NullProgress
-
     capture = _Capture(shards)
     store = _Replay(Layout(spec.out, spec.split), the_plan.label_map, shards)
     stages = make_stages(spec, generator, scorer)

@@ -26,12 +26,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from dalle_data import faults
+from dalle_data.device_images import DeviceImage, as_pil, tensor_defect
+from dalle_data.discovery import source_root
 from dalle_data.embeddings import Vectors
 from dalle_data.errors import DalleDataError
 from dalle_data.execution.plan import CheckTask, SlotPlan, Task, Unit
 from dalle_data.generators.base import Defect, Refusal
 from dalle_data.image_modes import ImageOptions, Prepared, check_source, id_parts, prepare
 from dalle_data.modes import MODES
+from dalle_data.prompts import PromptItem
 from dalle_data.quality import image_defect
 from dalle_data.records import Record, record_id
 from dalle_data.scoring.filters import ClipFilter
@@ -42,7 +45,6 @@ if TYPE_CHECKING:
 
     from dalle_data.config import RunSpec
     from dalle_data.generators.base import GenerationSettings, Generator
-    from dalle_data.prompts import PromptItem
     from dalle_data.scoring.clip import ScoreBatch
 
 log = logging.getLogger(__name__)
@@ -180,8 +182,6 @@ def defect_of(output: Any) -> tuple[str, str] | None:
         return "refused", output.reason
     if isinstance(output, Defect):
         return "defect", output.reason
-    from dalle_data.device_images import DeviceImage, tensor_defect
-
     reason = tensor_defect(output) if isinstance(output, DeviceImage) else image_defect(output)
     return ("defect", reason) if reason is not None else None
 
@@ -252,8 +252,6 @@ def encode(record: Record, picture: Any) -> Record:
     """The record with its PNG bytes and their hash (a record without a picture stays as it is)."""
     if picture is None:
         return record
-    from dalle_data.device_images import as_pil
-
     png = encode_png(as_pil(picture))
     return record.replace(image=png, sha256=hashlib.sha256(png).hexdigest())
 
@@ -292,8 +290,6 @@ def check(task: CheckTask, stages: Stages) -> list[Record]:
 
 
 def _unusable(stages: Stages, shard: str, plan: SlotPlan, source: Source, problem: SourceError) -> Record:
-    from dalle_data.prompts import PromptItem
-
     unit = Unit(plan.key, 0, PromptItem(plan.cls, plan.mode, "", "source-check"), 0, (source,),
                 record_id("source-check", source.id, plan.cls, plan.mode, problem.code))
     return Record(**_base(stages, shard, plan, unit, None), clip_score=None, class_prob=None, top_class=None,
@@ -306,8 +302,6 @@ def _unusable(stages: Stages, shard: str, plan: SlotPlan, source: Source, proble
 def image_options_of(spec: RunSpec) -> ImageOptions:
     """How the image modes read their sources and masks, from the spec."""
     from pathlib import Path
-
-    from dalle_data.discovery import source_root
 
     return ImageOptions(
         prompt_weight=spec.prompt_weight, fuse_weight=spec.fuse_weight, mask=spec.mask,

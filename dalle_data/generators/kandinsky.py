@@ -22,9 +22,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dalle_data.config import setting_problem
+from dalle_data.device_images import from_decoder
 from dalle_data.errors import ModelLoadError
 from dalle_data.generators.base import Defect, GenerationSettings, cpu_generators
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
+from dalle_data.masks import feathered_composite
 
 if TYPE_CHECKING:
     import torch
@@ -242,8 +244,6 @@ class KandinskyGenerator:
 
     def _images(self, images: Any) -> list[Image | Defect]:
         if self.tensor_outputs:
-            from dalle_data.device_images import from_decoder
-
             return from_decoder(images)  # type: ignore[return-value]
         return [_to_image(array) for array in images]
 
@@ -311,8 +311,6 @@ def repaint(result: Image | Defect, image: Image, mask: Image) -> Image | Defect
     """An inpainting decoder's output over its source: the source's own pixels outside the mask, a feathered
     edge between (``masks.feathered_composite``), at the output's size; a ``Defect`` stays one."""
     from PIL import Image as PILImage
-
-    from dalle_data.masks import feathered_composite
 
     if isinstance(result, Defect):
         return result

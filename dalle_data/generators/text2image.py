@@ -52,6 +52,7 @@ from dalle_data.generators.ip_adapter import (
     reason,
     restore_adapter_state,
 )
+from dalle_data.backends import folder_pipeline
 from dalle_data.generators.kandinsky import MODEL_CARD, _ready, _to_image, read_model_card, repaint
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
 
@@ -90,8 +91,6 @@ KANDINSKY_CLASSES = ("KandinskyV22Pipeline", "KandinskyV22PriorPipeline", "Kandi
 
 def pipeline_class_of(folder: Path) -> str | None:
     """The ``_class_name`` of a diffusers folder's ``model_index.json`` (None when it has none)."""
-    from dalle_data.backends import folder_pipeline
-
     return folder_pipeline(folder)
 
 

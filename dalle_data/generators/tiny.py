@@ -15,11 +15,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from dalle_data.generators.base import GenerationSettings
+from dalle_data.generators.kandinsky import KandinskyGenerator
+from dalle_data.hub import quiet_libraries
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
-
-    from dalle_data.generators.kandinsky import KandinskyGenerator
 
 TINY_DIM = 32
 TINY_DEFAULTS = GenerationSettings(
@@ -136,9 +136,6 @@ def tiny_decoder_scheduler():  # noqa: ANN201 - diffusers scheduler
 def build_tiny_generator(seed: int = 0, device: str = "cpu") -> KandinskyGenerator:
     """The ``tiny`` preset: a full Kandinsky 2.2 prior + decoder with random weights."""
     from diffusers import KandinskyV22Pipeline
-
-    from dalle_data.generators.kandinsky import KandinskyGenerator
-    from dalle_data.hub import quiet_libraries
 
     quiet_libraries()
     decoder = KandinskyV22Pipeline(

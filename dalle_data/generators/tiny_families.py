@@ -16,7 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dalle_data.generators.base import GenerationSettings
+from dalle_data.generators.ip_adapter import IP_ADAPTERS, ip_adapter_family
+from dalle_data.generators.text2image import Text2ImageGenerator
 from dalle_data.generators.tiny import clip_tokenizer, seeded
+from dalle_data.generators.unclip import StableUnCLIPGenerator
 
 
 def _text_config(hidden: int, layers: int, projection: int | None = None) -> Any:
@@ -167,8 +171,6 @@ def save_tiny_ip_adapter(pipe: Any, path: str | Path, seed: int = 0) -> Path:
     ``models/ip-adapter_sd15.safetensors`` + ``models/image_encoder/`` for SD. Deterministic from ``seed``."""
     from safetensors.torch import save_file
 
-    from dalle_data.generators.ip_adapter import IP_ADAPTERS, ip_adapter_family
-
     family = ip_adapter_family(pipe)
     if family is None:
         raise ValueError(f"{type(pipe).__name__} takes no IP-Adapter")
@@ -184,10 +186,6 @@ def save_tiny_ip_adapter(pipe: Any, path: str | Path, seed: int = 0) -> Path:
 
 def save_tiny(family: str, path: str | Path, seed: int = 0) -> Path:
     """Build the tiny pipeline of ``family`` and ``save_pretrained`` it to ``path`` (a folder for --model)."""
-    from dalle_data.generators.base import GenerationSettings
-    from dalle_data.generators.text2image import Text2ImageGenerator
-    from dalle_data.generators.unclip import StableUnCLIPGenerator
-
     kind = StableUnCLIPGenerator if family == "stable-unclip" else Text2ImageGenerator
     generator = kind(FAMILIES[family](seed), model=str(path), defaults=GenerationSettings(
         width=64, height=64, num_inference_steps=4, prior_num_inference_steps=0, guidance_scale=4.0,

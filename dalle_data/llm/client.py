@@ -47,6 +47,7 @@ from dalle_data.llm.cancel import (
     reset_cancel,
     wait,
 )
+from dalle_data.llm.transport import http_client
 from dalle_data.urls import has_credentials
 
 if TYPE_CHECKING:
@@ -207,8 +208,6 @@ def make_client(endpoint: Endpoint) -> tuple[openai.OpenAI, Scrubber]:
     time by the deadline ``call_with_retries`` sets, and stops on ``CANCEL``.
     """
     import openai
-
-    from dalle_data.llm.transport import http_client
 
     for name in ("openai", "httpx2", "httpx", "httpcore", "httpcore2"):
         logging.getLogger(name).setLevel(logging.WARNING)  # request dumps stay out of logs, whatever the level

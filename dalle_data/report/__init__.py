@@ -24,8 +24,19 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from dalle_data import embeddings
 from dalle_data.analysis import DEFAULT_THRESHOLD
+from dalle_data.planning import template_pack, zero_shot_labels
+from dalle_data.report import card as card_mod, figures as fig_mod, html as html_mod
+from dalle_data.report.html import extremes
+from dalle_data.review.apply import recover
+from dalle_data.review.images import ImageStore, parquet_candidates, png_candidates
+from dalle_data.review.run import review_run_of
 from dalle_data.rundir.directory import atomic_write_text, read_json_object
+from dalle_data.rundir.lock import RunLock
+from dalle_data.rundir.reader import open_run
+from dalle_data.scoring import load_scorer
+from dalle_data.scoring.registry import resolve_scorer_name
 from dalle_data.writers.base import ensure_dir
 
 log = logging.getLogger(__name__)
@@ -59,10 +70,6 @@ def load_embeddings(review_run: Any, spec: Any, *, compute: bool = True, scorer:
                     device: str = "cpu", fetch: Any = None) -> tuple[Any, int, int]:
     """The stored embeddings of the run's scored images, computing those of shards without a file when
     ``compute``; returns (embedding set or None, images computed now, images still without one)."""
-    from dalle_data import embeddings
-    from dalle_data.planning import zero_shot_labels
-    from dalle_data.review.images import ImageStore
-
     records = [r for r in review_run.records if r.status in ("kept", "rejected")]
     wanted = {r.id for r in records}
     shards = sorted({r.shard for r in records})
@@ -73,9 +80,6 @@ def load_embeddings(review_run: Any, spec: Any, *, compute: bool = True, scorer:
     computed = 0
     if missing and compute:
         if scorer is None:
-            from dalle_data.scoring import load_scorer
-            from dalle_data.scoring.registry import resolve_scorer_name
-
             log.info("embedding the images of %d shard(s) made before embeddings were kept", len(missing))
             scorer = load_scorer(resolve_scorer_name(spec.scorer, spec.model, spec.backend), device=device)
         store = ImageStore(review_run, wanted={r.id for r in records if r.shard in missing})
@@ -94,15 +98,6 @@ def build_report(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, compu
 
     ``fetch(paths)``, when given, is called with the local paths the report is about to read (a remote
     run's mirror downloads those it lacks: the embeddings, then the images shown)."""
-    from dalle_data.report import card as card_mod
-    from dalle_data.report import figures as fig_mod
-    from dalle_data.report import html as html_mod
-    from dalle_data.review.images import ImageStore
-    from dalle_data.review.apply import recover
-    from dalle_data.review.run import review_run_of
-    from dalle_data.rundir.lock import RunLock
-    from dalle_data.rundir.reader import open_run
-
     out = Path(out)
     with nullcontext() if locked or not write else RunLock(out, "dalle-data report"):
         if not locked:
@@ -111,8 +106,6 @@ def build_report(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, compu
         review_run = review_run_of(run)
         emb, computed, missing = load_embeddings(review_run, run.spec, compute=compute, scorer=scorer, fetch=fetch)
         probe = read_json_object(run.layout.probe_json)
-        from dalle_data.planning import template_pack
-
         try:
             pack = template_pack(run.spec) if not run.spec.llm and not run.spec.prompts else None
         except Exception as err:  # noqa: BLE001 - a pack that moved away only costs the coverage table
@@ -127,8 +120,6 @@ def build_report(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, compu
         records = list(review_run.records)
         shown = _shown(records, review_run.labels, figures)
         if fetch is not None:
-            from dalle_data.review.images import parquet_candidates, png_candidates
-
             by_id = {r.id: r for r in records}
             fetch([p for i in sorted(shown) for p in png_candidates(review_run, i)
                    if p.parent.name == by_id[i].class_dir])
@@ -163,8 +154,6 @@ def refresh_report(out: Path | str, *, locked: bool = False, fetch: Any = None) 
 
 
 def _shown(records: list[Any], labels: Any, figures: dict[str, Any]) -> set[str]:
-    from dalle_data.report.html import extremes
-
     shown = {r.id for top, bottom in extremes(records, labels).values() for r in top + bottom}
     for group in figures["duplicates"]["groups"][:50]:
         shown.update([group["keep"], *group["set_aside"]][:12])

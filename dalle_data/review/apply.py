@@ -77,6 +77,9 @@ from dalle_data.writers.base import (
     remove_file,
     write_jsonl,
 )
+from dalle_data.summary import EXIT_OK, EXIT_SHORT
+from dalle_data.writers.imagefolder import write_indexes
+from dalle_data.writers.parquet import ParquetWriter, read_part, record_of_row
 
 JOURNAL_FILE = "apply-journal.json"
 
@@ -320,8 +323,6 @@ def _stage_parquet(run: ReviewRun, updated: dict[str, Record]) -> list[dict[str,
     """Write the new version of every Parquet file holding a changed record beside the old one."""
     if "parquet" not in run.formats:
         return []
-    from dalle_data.writers.parquet import ParquetWriter, read_part, record_of_row
-
     ctx, layout = _writer_ctx(run), run.layout
     if not layout.parquet_dir().is_dir():
         return []
@@ -387,8 +388,6 @@ def refresh_summary(run: ReviewRun, records: Sequence[Record]) -> None:
     """
     import json
 
-    from dalle_data.summary import EXIT_OK, EXIT_SHORT
-
     layout = run.layout
     try:
         summary = json.loads(layout.summary.read_text(encoding="utf-8"))
@@ -450,8 +449,6 @@ def _apply_imagefolder(run: ReviewRun, changed: Sequence[Record], records: Seque
     """Move changed PNGs, rebuild both metadata files, folders and card; returns how many PNGs moved."""
     if "imagefolder" not in run.formats or not run.layout.images_dir().is_dir():
         return 0
-    from dalle_data.writers.imagefolder import write_indexes
-
     ctx = _writer_ctx(run)
     moved = 0
     for record in changed:

@@ -22,9 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from dalle_data import embeddings
+from dalle_data.analysis import duplicate_groups
 from dalle_data.records import Record
+from dalle_data.report import load_embeddings
+from dalle_data.review.images import ImageStore
 from dalle_data.review.run import ReviewRun
 from dalle_data.review.selection import SelectionOptions, confidence
+from dalle_data.scoring import load_scorer
+from dalle_data.scoring.registry import check_scorer_name
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +49,6 @@ def margin_of(record: Record, probs: np.ndarray, labels: Sequence[str]) -> float
 
 
 def margins(run: ReviewRun, records: Sequence[Record]) -> dict[str, float | None]:
-    from dalle_data import embeddings
-
     shards = sorted({r.shard for r in records})
     emb, _ = embeddings.load(run.layout, shards, {r.id for r in records})
     values: dict[str, float | None] = {}
@@ -64,12 +68,7 @@ def second_opinion(run: ReviewRun, records: Sequence[Record], scorer_name: str, 
 
     from PIL import Image
 
-    from dalle_data.review.images import ImageStore
-
     if scorer is None:
-        from dalle_data.scoring import load_scorer
-        from dalle_data.scoring.registry import check_scorer_name
-
         check_scorer_name(scorer_name)
         scorer = load_scorer(scorer_name)
     labels = list(run.labels)
@@ -97,9 +96,6 @@ def second_opinion(run: ReviewRun, records: Sequence[Record], scorer_name: str, 
 
 
 def duplicate_id_groups(run: ReviewRun, records: Sequence[Record], threshold: float) -> list[list[str]]:
-    from dalle_data.analysis import duplicate_groups
-    from dalle_data.report import load_embeddings
-
     emb, _, _ = load_embeddings(run, run.spec, compute=False)
     return [list(g.ids) for g in duplicate_groups(records, emb, threshold)]
 

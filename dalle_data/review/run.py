@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dalle_data.errors import OutputDirError
 from dalle_data.labels import LabelMap
 from dalle_data.records import Record
 from dalle_data.rundir import Layout, open_run
@@ -98,8 +99,6 @@ def load_run(out: Path | str) -> ReviewRun:
 
 def review_run_of(run: Run) -> ReviewRun:
     """The review view of a run already opened with ``open_run`` (its manifest, originals)."""
-    from dalle_data.errors import OutputDirError
-
     if not run.layout.manifest.is_file():
         raise OutputDirError(
             f"{run.out} has no {MANIFEST_FILE} yet: the run has not finished; "

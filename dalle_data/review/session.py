@@ -23,6 +23,7 @@ from dalle_data.review.decisions import (
     DecisionLog,
 )
 from dalle_data.review.images import locate
+from dalle_data.review.orderings import prepare
 from dalle_data.review.run import DECISIONS_FILE, ReviewRun, load_run
 from dalle_data.review.selection import Item, SelectionOptions, select
 
@@ -39,8 +40,6 @@ class ReviewSession:
     def __init__(self, run: ReviewRun, opts: SelectionOptions) -> None:
         self.run = run
         self.opts = opts
-        from dalle_data.review.orderings import prepare
-
         records = run.reviewable()
         values, groups = prepare(run, opts, records)
         self.items: list[Item] = select(records, opts, run.labels, values, groups)

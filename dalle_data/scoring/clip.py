@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from dalle_data.device_images import DeviceImage, as_pil
 
 if TYPE_CHECKING:
     import numpy as np
@@ -126,8 +127,6 @@ class ClipScorer:
         """L2-normalized image embeddings. Device images (``dalle_data.device_images``) are preprocessed as
         tensors where they are, when the scorer knows its preprocessing as tensor ops; others through PIL."""
         import torch
-
-        from dalle_data.device_images import DeviceImage, as_pil
 
         if self.tensor_preprocess is not None and images and all(isinstance(im, DeviceImage) for im in images):
             stacked = torch.stack([im.tensor for im in images]).to(self.device)  # type: ignore[attr-defined]

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.errors import ModelLoadError
+from dalle_data.hub import quiet_libraries
+from dalle_data.scoring.clip import ClipScorer, TensorPreprocess
 
 
 def load_hf_towers(model_dir: Path, device: str = "cpu") -> Any:
     import torch
     from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
-
-    from dalle_data.hub import quiet_libraries
-    from dalle_data.scoring.clip import ClipScorer
 
     prior = model_dir / "prior"
     if not (prior / "text_encoder").is_dir() or not (prior / "image_encoder").is_dir():
@@ -41,8 +40,6 @@ def load_hf_towers(model_dir: Path, device: str = "cpu") -> Any:
 
     def preprocess(image_: Any) -> Any:
         return processor(image_, return_tensors="pt").pixel_values[0]
-
-    from dalle_data.scoring.clip import TensorPreprocess
 
     def field(holder: Any, name: str) -> Any:
         return holder.get(name) if isinstance(holder, dict) else getattr(holder, name, None)

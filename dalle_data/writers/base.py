@@ -32,6 +32,7 @@ from dalle_data.files import (  # noqa: F401 - the safe file I/O every writer us
     temp_path, write_jsonl,
 )
 from dalle_data.records import NON_METADATA, Record
+from dalle_data.rundir.layout import Layout
 
 if TYPE_CHECKING:
     from dalle_data.rundir.layout import Layout
@@ -75,8 +76,6 @@ class WriterContext:
 
     @property
     def layout(self) -> Layout:
-        from dalle_data.rundir.layout import Layout
-
         return Layout(self.out_dir, self.split)
 
     def class_dir(self, record: Record, *, need_image: bool = True) -> str:

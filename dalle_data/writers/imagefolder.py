@@ -65,6 +65,7 @@ from dalle_data.writers.base import (
     json_line,
     remove_file,
 )
+from dalle_data.shards import ShardStore
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +133,6 @@ class ImageFolderWriter:
 
     def close(self, records: Sequence[Record]) -> None:
         """Rebuild both ``metadata.jsonl`` files and the card from every finished record."""
-        from dalle_data.shards import ShardStore
-
         owned = {r.id for r in records}
         owned.update(i for ids in ShardStore(self.ctx.layout).intents().values() for i in ids)
         write_indexes(self.ctx, records, owned)

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dalle_data.records import Record
+from dalle_data.records import METADATA_FIELDS, Record
 from dalle_data.writers.base import (
     WriterContext,
     atomic_open,
@@ -45,6 +45,7 @@ from dalle_data.writers.base import (
     hf_features,
     remove_file,
 )
+from dalle_data.shards import ShardStore
 
 
 def read_part(path: Path) -> list[dict[str, Any]]:
@@ -56,8 +57,6 @@ def read_part(path: Path) -> list[dict[str, Any]]:
 
 def record_of_row(row: dict[str, Any]) -> Record:
     """A dataset row of a dalle-data Parquet file back as a record (image bytes included)."""
-    from dalle_data.records import METADATA_FIELDS
-
     data = {k: v for k, v in row.items() if k in METADATA_FIELDS}
     data.update(label=row["label_name"], label_id=row["label"])
     return Record(**{**{f: None for f in ("reject_detail", "sha256")}, **data},
@@ -168,8 +167,6 @@ class ParquetWriter:
     def close(self, records: Sequence[Record]) -> None:
         """Remove this run's shard files that no finished shard accounts for (left by an
         earlier attempt whose shard was later redone with other contents); never other files."""
-        from dalle_data.shards import ShardStore
-
         owned = {r.shard for r in records} | set(ShardStore(self.ctx.layout).intents())
         wanted = {
             where: {f"part-{r.shard}.parquet" for r in records if destination(r, self.ctx) == where}

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -28,76 +29,125 @@ from dalle_data.urls import check_storage_url
 __all__ = ["IMAGE_MODES", "MODES", "TEXT_MODES", "RunSpec", "build_spec", "load_config", "dump_spec"]
 FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
 
-# Fields that do not change what a run writes; left out of the spec hash.
-# (Where an API runs is execution too: the LLM's prompts enter the hash as a digest.)
-EXECUTION_FIELDS = frozenset({"out", "batch_size", "device", "dtype", "compile", "executor", "ray_address",
-                              "ray_actors", "ray_gpus", "quiet", "json_output",
-                              "max_concurrency", "timeout", "max_retries", "base_url", "llm_base_url",
-                              "openai_batch"})
-# Fields added after specs were first saved: hashed only when set away from their
-# default, so a run saved before they existed keeps its hash and resumes.
-LATER_FIELDS: dict[str, Any] = {"backend": "diffusers", "quality": None, "llm": None, "llm_prompts": 50,
-                                "options": {}}
-# Fields whose default changed: the old default is what an unset value hashes as, so a run saved with it keeps
-# its hash. (guidance_scale was 4.0, the value of every model then; unset now means the model's own.)
-HASHED_AS: dict[str, Any] = {"guidance_scale": 4.0}
+_ALWAYS: Any = object()  # hashed whatever its value
+_DEFAULT: Any = object()  # stands for the field's own default
+
+
+@dataclass(frozen=True)
+class Content:
+    """A spec field that decides what a run writes: it enters the spec hash.
+
+    ``left_out_at``: a field added after specs were first saved is hashed only when set away from this value
+    (``CONTENT_SINCE_DEFAULT``: its default), so a run saved before the field existed keeps its hash and resumes.
+    ``unset_as``: a field whose default changed hashes an unset value as the old default, so a run saved with it
+    keeps its hash (``guidance_scale`` was 4.0, the value of every model then; unset now means the model's own).
+    """
+
+    left_out_at: Any = _ALWAYS
+    unset_as: Any = _ALWAYS
+
+
+@dataclass(frozen=True)
+class Execution:
+    """A spec field that decides only how or where a run is made (batch size, device, where an API runs, where
+    the run is written): left out of the hash, so the same run resumes on another machine or with other limits.
+    (The LLM's prompts enter the hash as a digest of what it wrote, not as where it ran.)"""
+
+
+CONTENT = Content()
+CONTENT_SINCE_DEFAULT = Content(left_out_at=_DEFAULT)
+EXECUTION = Execution()
+
+
+def spec_roles(model: type[BaseModel]) -> dict[str, Content | Execution]:
+    """Every field's role, read from its annotation; a field that names none (or both) is a ``TypeError``: the
+    spec is in two parts, and a new field must say which it belongs to (forgetting is impossible)."""
+    roles: dict[str, Content | Execution] = {}
+    for name, info in model.model_fields.items():
+        marks = [m for m in info.metadata if isinstance(m, Content | Execution)]
+        if len(marks) != 1:
+            raise TypeError(f"{model.__name__}.{name}: annotate it Annotated[..., CONTENT] (it decides what the run "
+                            "writes: hashed; CONTENT_SINCE_DEFAULT for a field added later) or Annotated[..., "
+                            "EXECUTION] (how or where the run is made: not hashed) - see dalle_data.config.Content "
+                            "and Execution")
+        mark = marks[0]
+        if isinstance(mark, Content) and mark.left_out_at is _DEFAULT:
+            mark = Content(left_out_at=info.get_default(call_default_factory=True), unset_as=mark.unset_as)
+        roles[name] = mark
+    return roles
 
 
 class RunSpec(BaseModel):
     """A validated run specification (see ``dalle-data generate --help``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _roles: ClassVar[dict[str, Content | Execution]] = {}  # each field's part: hashed content or execution
 
-    classes: tuple[str, ...]
-    per_class: int | None = Field(default=None, gt=0, le=10_000_000)
-    per_source: int | None = Field(default=None, gt=0, le=100_000)
-    modes: dict[str, float] = Field(default_factory=lambda: {"vanilla": 1.0})
-    model: str = "kandinsky-2-2"
-    prior: str | None = None
-    scorer: str = "auto"
-    out: Path = Path("out")
-    formats: tuple[Literal["parquet", "imagefolder"], ...] = ("parquet",)
-    seed: int = Field(default=0, ge=0, lt=2**63)
-    min_clip: float | None = Field(default=None, ge=-1.0, le=1.0)
-    filter: Literal["zero-shot", "none"] = "zero-shot"
-    max_attempts: int | None = Field(default=None, gt=0)
-    keep_rejected: bool = False
-    templates: str | None = None
-    prompts: str | None = None
-    batch_size: int | Literal["auto"] = "auto"  # images per generator call; auto: probed (execution only)
-    device: str = "auto"
-    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"  # weights' precision (execution only)
-    executor: Literal["local", "ray"] = "local"  # where the tasks run (execution only)
-    ray_address: str | None = None
-    ray_actors: int = Field(default=2, gt=0, le=10_000)
-    ray_gpus: float | None = Field(default=None, ge=0)
-    compile: bool = False  # torch.compile the denoisers (execution only)
-    width: int | None = Field(default=None, ge=16, le=4096)
-    height: int | None = Field(default=None, ge=16, le=4096)
-    steps: int | None = Field(default=None, gt=0, le=1000)
-    prior_steps: int | None = Field(default=None, ge=2, le=1000)  # the unCLIP prior scheduler needs two
-    guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)  # None: the model's own
-    from_dir: str | None = None
-    prompt_weight: float = Field(default=0.0, ge=0.0, le=1.0)
-    fuse_weight: float = Field(default=0.5, gt=0.0, lt=1.0)
-    mask: Literal["border", "center", "random-box"] = "border"
-    mask_dir: str | None = None
-    negative_label: str = Field(default="hard_negative", min_length=1, max_length=200)
-    shard_size: int = Field(default=64, gt=0, le=100_000)
-    split: str = Field(default="train", pattern=r"^[A-Za-z0-9_]{1,64}$")  # what datasets accepts as a split name
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._roles = spec_roles(cls)  # a subclass's new fields must say their role too
+
+    @classmethod
+    def content_fields(cls) -> dict[str, Content]:
+        """The fields the hash covers (hashed content), with how each is hashed."""
+        return {k: r for k, r in cls._roles.items() if isinstance(r, Content)}
+
+    @classmethod
+    def execution_fields(cls) -> frozenset[str]:
+        """The fields left out of the hash (unhashed execution)."""
+        return frozenset(k for k, r in cls._roles.items() if isinstance(r, Execution))
+
+    classes: Annotated[tuple[str, ...], CONTENT]
+    per_class: Annotated[int | None, CONTENT] = Field(default=None, gt=0, le=10_000_000)
+    per_source: Annotated[int | None, CONTENT] = Field(default=None, gt=0, le=100_000)
+    modes: Annotated[dict[str, float], CONTENT] = Field(default_factory=lambda: {"vanilla": 1.0})
+    model: Annotated[str, CONTENT] = "kandinsky-2-2"
+    prior: Annotated[str | None, CONTENT] = None
+    scorer: Annotated[str, CONTENT] = "auto"
+    out: Annotated[Path, EXECUTION] = Path("out")
+    formats: Annotated[tuple[Literal["parquet", "imagefolder"], ...], CONTENT] = ("parquet",)
+    seed: Annotated[int, CONTENT] = Field(default=0, ge=0, lt=2**63)
+    min_clip: Annotated[float | None, CONTENT] = Field(default=None, ge=-1.0, le=1.0)
+    filter: Annotated[Literal["zero-shot", "none"], CONTENT] = "zero-shot"
+    max_attempts: Annotated[int | None, CONTENT] = Field(default=None, gt=0)
+    keep_rejected: Annotated[bool, CONTENT] = False
+    templates: Annotated[str | None, CONTENT] = None
+    prompts: Annotated[str | None, CONTENT] = None
+    batch_size: Annotated[int | Literal["auto"], EXECUTION] = "auto"  # per generator call; auto: probed
+    device: Annotated[str, EXECUTION] = "auto"
+    dtype: Annotated[Literal["auto", "fp16", "bf16", "fp32"], EXECUTION] = "auto"  # the weights' precision
+    executor: Annotated[Literal["local", "ray"], EXECUTION] = "local"
+    ray_address: Annotated[str | None, EXECUTION] = None
+    ray_actors: Annotated[int, EXECUTION] = Field(default=2, gt=0, le=10_000)
+    ray_gpus: Annotated[float | None, EXECUTION] = Field(default=None, ge=0)
+    compile: Annotated[bool, EXECUTION] = False  # torch.compile the denoisers
+    width: Annotated[int | None, CONTENT] = Field(default=None, ge=16, le=4096)
+    height: Annotated[int | None, CONTENT] = Field(default=None, ge=16, le=4096)
+    steps: Annotated[int | None, CONTENT] = Field(default=None, gt=0, le=1000)
+    prior_steps: Annotated[int | None, CONTENT] = Field(default=None, ge=2, le=1000)  # the unCLIP prior scheduler needs two
+    guidance_scale: Annotated[float | None, Content(unset_as=4.0)] = Field(default=None, ge=0.0, le=50.0)  # None: the model's own
+    from_dir: Annotated[str | None, CONTENT] = None
+    prompt_weight: Annotated[float, CONTENT] = Field(default=0.0, ge=0.0, le=1.0)
+    fuse_weight: Annotated[float, CONTENT] = Field(default=0.5, gt=0.0, lt=1.0)
+    mask: Annotated[Literal["border", "center", "random-box"], CONTENT] = "border"
+    mask_dir: Annotated[str | None, CONTENT] = None
+    negative_label: Annotated[str, CONTENT] = Field(default="hard_negative", min_length=1, max_length=200)
+    shard_size: Annotated[int, CONTENT] = Field(default=64, gt=0, le=100_000)
+    split: Annotated[str, CONTENT] = Field(default="train", pattern=r"^[A-Za-z0-9_]{1,64}$")  # what datasets accepts as a split name
     # Hosted APIs (the key is never a field: it comes from OPENAI_API_KEY only).
-    backend: str = "diffusers"  # a name in dalle_data.backends.BACKENDS
-    quality: Literal["low", "medium", "high", "auto"] | None = None
-    base_url: str | None = None
-    max_concurrency: int = Field(default=4, gt=0, le=256)
-    openai_batch: bool = False  # text-to-image requests through the Batch API (execution only)
-    timeout: float = Field(default=120.0, gt=0, le=3600)
-    max_retries: int = Field(default=5, ge=0, le=20)
-    llm: str | None = None
-    llm_base_url: str | None = None
-    llm_prompts: int = Field(default=50, gt=0, le=5000)
+    backend: Annotated[str, CONTENT_SINCE_DEFAULT] = "diffusers"  # a name in dalle_data.backends.BACKENDS
+    quality: Annotated[Literal["low", "medium", "high", "auto"] | None, CONTENT_SINCE_DEFAULT] = None
+    base_url: Annotated[str | None, EXECUTION] = None
+    max_concurrency: Annotated[int, EXECUTION] = Field(default=4, gt=0, le=256)
+    openai_batch: Annotated[bool, EXECUTION] = False  # text-to-image through the Batch API
+    timeout: Annotated[float, EXECUTION] = Field(default=120.0, gt=0, le=3600)
+    max_retries: Annotated[int, EXECUTION] = Field(default=5, ge=0, le=20)
+    llm: Annotated[str | None, CONTENT_SINCE_DEFAULT] = None
+    llm_base_url: Annotated[str | None, EXECUTION] = None
+    llm_prompts: Annotated[int, CONTENT_SINCE_DEFAULT] = Field(default=50, gt=0, le=5000)
     # The backend's own options (``dalle_data.backends``: --option KEY=VALUE), without their defaults.
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Annotated[dict[str, Any], CONTENT_SINCE_DEFAULT] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -245,7 +295,12 @@ class RunSpec(BaseModel):
         return out
 
     def content_dict(self) -> dict[str, Any]:
-        return content_of(self.model_dump(mode="json"))
+        """The hashed part of the spec (``execution_dict`` is the rest)."""
+        return content_of(self.model_dump(mode="json"), type(self))
+
+    def execution_dict(self) -> dict[str, Any]:
+        """The unhashed part of the spec: how and where this run is made."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if k in self.execution_fields()}
 
     def spec_hash(self, extra: dict[str, str] | None = None) -> str:
         """Hash of what decides the output (plus digests of input files in ``extra``)."""
@@ -254,16 +309,23 @@ class RunSpec(BaseModel):
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def hashed_value(key: str, value: Any) -> Any:
-    """What a dumped spec field's value enters the hash (and run.json) as: unset fields of ``HASHED_AS`` as their stand-in."""
-    return HASHED_AS[key] if value is None and key in HASHED_AS else value
+RunSpec._roles = spec_roles(RunSpec)
 
 
-def content_of(data: dict[str, Any]) -> dict[str, Any]:
+def hashed_value(key: str, value: Any, model: type[RunSpec] | None = None) -> Any:
+    """What a dumped spec field's value enters the hash (and run.json) as: an unset field of a changed default
+    as its stand-in (``Content.unset_as``)."""
+    role = (model or RunSpec)._roles.get(key)
+    if value is None and isinstance(role, Content) and role.unset_as is not _ALWAYS:
+        return role.unset_as
+    return value
+
+
+def content_of(data: dict[str, Any], model: type[RunSpec] | None = None) -> dict[str, Any]:
     """The fields of a dumped spec that decide what a run produces (what the spec hash covers)."""
-    return {k: hashed_value(k, v) for k, v in data.items()
-            if k in RunSpec.model_fields and k not in EXECUTION_FIELDS
-            and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    content = (model or RunSpec).content_fields()
+    return {k: hashed_value(k, v, model) for k, v in data.items()
+            if k in content and not (content[k].left_out_at is not _ALWAYS and v == content[k].left_out_at)}
 
 
 def parse_modes(value: Any) -> dict[str, float]:

@@ -22,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from dalle_data.backends import BACKENDS, check_fields, check_modes
 from dalle_data.errors import SpecError
 from dalle_data.llm.client import APIError, check_base_url
-from dalle_data.modes import IMAGE_MODES, NAMES as MODES, TEXT_MODES
+from dalle_data.modes import IMAGE_MODES, NAMES as MODE_NAMES, TEXT_MODES
 from dalle_data.naming import clean_class_names, duplicate_key
 from dalle_data.urls import check_storage_url
 
-__all__ = ["IMAGE_MODES", "MODES", "TEXT_MODES", "RunSpec", "build_spec", "load_config", "dump_spec"]
+__all__ = ["IMAGE_MODES", "MODE_NAMES", "TEXT_MODES", "RunSpec", "build_spec", "load_config", "dump_spec"]
 FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
 
 _ALWAYS: Any = object()  # hashed whatever its value
@@ -347,8 +347,8 @@ def parse_modes(value: Any) -> dict[str, float]:
     shares: dict[str, float] = {}
     for name, share in items:
         name = name.strip().lower()
-        if name not in MODES:
-            raise ValueError(f"unknown mode {name!r}; choose from {', '.join(MODES)}")
+        if name not in MODE_NAMES:
+            raise ValueError(f"unknown mode {name!r}; choose from {', '.join(MODE_NAMES)}")
         try:
             weight = 1.0 if share is None else float(share)
         except (TypeError, ValueError):

@@ -32,7 +32,7 @@ from typing import Any
 from dalle_data.errors import OutputDirError
 from dalle_data.records import Record
 from dalle_data.review.apply import recover
-from dalle_data.rundir import Run, open_run, read_records
+from dalle_data.rundir import Run, open_run
 from dalle_data.rundir.directory import atomic_write_text
 from dalle_data.rundir.layout import WHERES
 from dalle_data.rundir.lock import RunLock
@@ -360,7 +360,7 @@ class Checker:
                             "class order given); repair renumbers every format to the one label map", "index")
         for leftover in [*self.run.out.rglob(".tmp-*.part"), *self.run.out.rglob(".apply-*.staged")]:
             self.report.add(f"temporary file {leftover} is left over", "remove")
-        if (layout.review / "apply-journal.json").is_file():
+        if layout.apply_journal.is_file():
             self.report.add("a review --apply was cut off", "apply")
         if self.records and self.run.summary is not None:
             if bool(self.run.summary.get("complete")) != layout.success.is_file():
@@ -439,7 +439,7 @@ def repair_locked(out: Path, regenerate: Regenerate | None = None) -> Report:
 def _restore_markers(run: Run, lost: dict[str, list[Record]]) -> None:
     """Write deleted shard markers again from the manifest, each record in its original state (as generated:
     an apply's changes are the manifest's, never the marker's)."""
-    originals = {r.id: r for r in read_records(run.out / "review" / "originals.jsonl", run.labels, run.spec_hash)}
+    originals = run.originals()
     store = ShardStore(run.layout, run.labels)
     for shard, records in lost.items():
         made = [originals[r.id] if r.id in originals and originals[r.id].created_at == r.created_at else r

@@ -1,7 +1,10 @@
 """The ``dalle-data`` command line: one module per command, thin (parse, call, print).
 
 Heavy libraries (torch, diffusers, open_clip) are imported only inside
-commands that need them, so ``dalle-data --help`` answers at once.
+commands that need them, so ``dalle-data --help`` answers at once. That is
+also why each command imports its work (``dalle_data.job``, ``verify``,
+``review`` ...) inside the command function: the one reason for every
+function-level import in this package (ARCHITECTURE.md).
 """
 
 from __future__ import annotations

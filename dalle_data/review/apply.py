@@ -66,6 +66,7 @@ from dalle_data.review.run import (
     count_labels,
     load_run,
 )
+from dalle_data.rundir.layout import DEDUP_FILE, JOURNAL_FILE
 from dalle_data.rundir.lock import RunLock, RunLocked
 from dalle_data.writers.base import (
     WriterContext,
@@ -81,13 +82,11 @@ from dalle_data.summary import EXIT_OK, EXIT_SHORT
 from dalle_data.writers.imagefolder import write_indexes
 from dalle_data.writers.parquet import ParquetWriter, read_part, record_of_row
 
-JOURNAL_FILE = "apply-journal.json"
 
 log = logging.getLogger(__name__)
 
 REVIEW_REASON = "review"
 DUPLICATE_REASON = "duplicate"
-DEDUP_FILE = "dedup.json"
 
 
 def set_aside(run: ReviewRun) -> frozenset[str]:

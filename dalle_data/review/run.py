@@ -27,15 +27,15 @@ from dalle_data.errors import OutputDirError
 from dalle_data.labels import LabelMap
 from dalle_data.records import Record
 from dalle_data.rundir import Layout, open_run
-from dalle_data.rundir.reader import Run, read_records
+from dalle_data.rundir import layout as layout_names
+from dalle_data.rundir.reader import Run
 
 log = logging.getLogger(__name__)
 
-REVIEW_DIR = "review"
-DECISIONS_FILE = "decisions.jsonl"
-ORIGINALS_FILE = "originals.jsonl"
-APPLIED_FILE = "applied.jsonl"
-MANIFEST_FILE = "manifest.jsonl"
+# The file names are the run directory's (``rundir.layout``), kept here under the names review has used.
+REVIEW_DIR, DECISIONS_FILE, ORIGINALS_FILE, APPLIED_FILE, MANIFEST_FILE = (
+    layout_names.REVIEW_DIR, layout_names.DECISIONS_FILE, layout_names.ORIGINALS_FILE, layout_names.APPLIED_FILE,
+    layout_names.MANIFEST_FILE)
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def review_run_of(run: Run) -> ReviewRun:
         )
     labels = run.labels
     records = run.records()
-    originals = {r.id: r for r in read_records(run.out / REVIEW_DIR / ORIGINALS_FILE, labels, run.spec_hash)}
+    originals = run.originals()
     return ReviewRun(
         out=run.out, spec_hash=run.spec_hash, classes=tuple(run.spec.classes), labels=labels.names,
         negative_label=labels.negative_label, class_dirs=labels.folder_map(), split=run.spec.split,
@@ -123,7 +123,7 @@ def with_applied(run: Run, records: Sequence[Record]) -> list[Record]:
     A record an apply changed has its original in ``originals.jsonl``; its state now is its manifest line
     (written by the apply, crash-safe). Originals of another generation of the same id are ignored.
     """
-    originals = {r.id: r for r in read_records(run.out / REVIEW_DIR / ORIGINALS_FILE, run.labels, run.spec_hash)}
+    originals = run.originals()
     if not originals or not run.layout.manifest.is_file():
         return list(records)
     now = {r.id: r for r in run.records()}

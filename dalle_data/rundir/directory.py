@@ -39,8 +39,9 @@ from typing import Any, Literal
 
 import yaml
 
-from dalle_data.config import hashed_value
+from dalle_data.config import content_of, hashed_value
 from dalle_data.errors import OutputDirError
+from dalle_data.files import append_jsonl, atomic_write_bytes, remove_file, remove_temporaries
 from dalle_data.rundir.layout import LOCK_FILE, Layout, shard_part
 from dalle_data.rundir.lock import RunLock, RunLocked, describe_holder
 
@@ -61,8 +62,6 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    from dalle_data.files import atomic_write_bytes
-
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -177,6 +176,7 @@ class RunDir:
 
     def _unsharded_shards(self) -> bool:
         """Whether an unsharded run began shards here (markers or intents without a part's prefix)."""
+        # shards reads OUT through rundir.layout, whose package imports this module
         from dalle_data.shards import ShardStore
 
         return any(shard_part(shard) is None for shard in ShardStore(self.layout).recorded())
@@ -299,8 +299,6 @@ class RunDir:
 
     def _write_identity(self, spec_text: str, spec_hash: str, content: dict[str, Any], inputs: dict[str, str],
                         labels_text: str) -> None:
-        from dalle_data.files import remove_temporaries
-
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             if self.part is None:
@@ -318,6 +316,7 @@ class RunDir:
 
     def _sweep_part_temporaries(self) -> None:
         """A part sweeps only its own leftovers: other parts may be writing beside it."""
+        # shards reads OUT through rundir.layout, whose package imports this module
         from dalle_data.shards import ShardStore
 
         prefix = self.part.prefix
@@ -330,14 +329,10 @@ class RunDir:
                     path.unlink()
 
     def log(self, event: dict[str, Any]) -> None:
-        from dalle_data.files import append_jsonl
-
         append_jsonl(self.home / self.layout.runlog.name, event)
 
     def finish(self, summary: dict[str, Any]) -> None:
         """``summary.json``, then ``_SUCCESS`` only when the dataset is complete."""
-        from dalle_data.files import remove_file
-
         atomic_write_text(self.summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         if summary.get("complete"):
             atomic_write_text(self.success_path, "")
@@ -346,8 +341,6 @@ class RunDir:
 
     def unfinish(self) -> None:
         """Mark the run unfinished again (before it is repaired)."""
-        from dalle_data.files import remove_file
-
         remove_file(self.success_path)
         remove_file(self.summary_path)
 
@@ -367,6 +360,7 @@ class RunDir:
                 lock.release()
 
     def _clear(self) -> int:
+        # shards reads OUT through rundir.layout, whose package imports this module
         from dalle_data.shards import ShardStore
 
         saved = self.saved_content()
@@ -445,8 +439,6 @@ def _now() -> str:
 
 
 def describe_difference(saved: dict[str, Any], content: dict[str, Any]) -> str:
-    from dalle_data.config import content_of
-
     saved, content = content_of(saved), content_of(content)
     diffs = []
     for key in dict.fromkeys([*content, *saved]):

@@ -51,6 +51,11 @@ SHARDS_DIR = "shards"
 METADATA_FILE = "metadata.jsonl"
 CARD_FILE = "README.md"
 REVIEW_DIR = "review"
+DECISIONS_FILE = "decisions.jsonl"  # under REVIEW_DIR, as are the next four
+ORIGINALS_FILE = "originals.jsonl"
+APPLIED_FILE = "applied.jsonl"
+JOURNAL_FILE = "apply-journal.json"
+DEDUP_FILE = "dedup.json"
 EMBEDDINGS_DIR = "embeddings"
 REPORT_DIR = "report"
 TEMP_PATTERN = ".tmp-*.part"
@@ -173,7 +178,24 @@ class Layout:
 
     @property
     def dedup(self) -> Path:
-        return self.review / "dedup.json"
+        return self.review / DEDUP_FILE
+
+    @property
+    def decisions(self) -> Path:
+        return self.review / DECISIONS_FILE
+
+    @property
+    def originals(self) -> Path:
+        """Each record's state before ``review --apply`` or ``dedup`` first changed it."""
+        return self.review / ORIGINALS_FILE
+
+    @property
+    def applied(self) -> Path:
+        return self.review / APPLIED_FILE
+
+    @property
+    def apply_journal(self) -> Path:
+        return self.review / JOURNAL_FILE
 
     # --- ownership -----------------------------------------------------------------
     def run_files(self) -> list[Path]:

@@ -60,6 +60,11 @@ class Run:
         """Every record as it is now (``manifest.jsonl``), in manifest order."""
         return read_records(self.layout.manifest, self.labels)
 
+    def originals(self) -> dict[str, Record]:
+        """By id, each record's state before ``review --apply`` or ``dedup`` first changed it (lines saved for
+        another spec are left out; one of another generation of the same id is the caller's to compare)."""
+        return {r.id: r for r in read_records(self.layout.originals, self.labels, self.spec_hash)}
+
     def label_spec(self) -> dict[str, Any]:
         return {"classes": list(self.labels.classes), "negative_label": self.labels.negative_label}
 

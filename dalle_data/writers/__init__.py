@@ -49,6 +49,7 @@ def make_writers(formats: Sequence[str], ctx: WriterContext) -> list[Writer]:
     if unknown:
         choices = ", ".join(sorted(FORMATS))
         raise SpecError(f"unknown output format {unknown[0]!r}; choose from {choices}")
+    # embeddings uses writers.base, whose package imports this module
     from dalle_data.embeddings import EmbeddingWriter
 
     writers: list[Writer] = [FORMATS[name](ctx) for name in dict.fromkeys(formats)]

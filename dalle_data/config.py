@@ -26,7 +26,9 @@ from dalle_data.naming import clean_class_names, duplicate_key
 from dalle_data.urls import check_storage_url
 
 __all__ = ["IMAGE_MODES", "MODES", "TEXT_MODES", "RunSpec", "build_spec", "load_config", "dump_spec"]
-FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
+# The format names a spec accepts: the built-in ones (dalle_data.writers.formats.FORMATS holds their records;
+# its ``register`` adds the name of any other format here, so a spec can name it).
+FORMATS: list[str] = ["parquet", "imagefolder"]
 
 # Fields that do not change what a run writes; left out of the spec hash.
 # (Where an API runs is execution too: the LLM's prompts enter the hash as a digest.)
@@ -56,7 +58,7 @@ class RunSpec(BaseModel):
     prior: str | None = None
     scorer: str = "auto"
     out: Path = Path("out")
-    formats: tuple[Literal["parquet", "imagefolder"], ...] = ("parquet",)
+    formats: tuple[str, ...] = ("parquet",)  # names in FORMATS (checked by _formats)
     seed: int = Field(default=0, ge=0, lt=2**63)
     min_clip: float | None = Field(default=None, ge=-1.0, le=1.0)
     filter: Literal["zero-shot", "none"] = "zero-shot"

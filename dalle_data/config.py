@@ -27,7 +27,9 @@ from dalle_data.naming import clean_class_names, duplicate_key
 from dalle_data.urls import check_storage_url
 
 __all__ = ["IMAGE_MODES", "MODE_NAMES", "TEXT_MODES", "RunSpec", "build_spec", "load_config", "dump_spec"]
-FORMATS: tuple[str, ...] = ("parquet", "imagefolder")
+# The format names a spec accepts: the built-in ones (dalle_data.writers.formats.FORMATS holds their records;
+# its ``register`` adds the name of any other format here, so a spec can name it).
+FORMATS: list[str] = ["parquet", "imagefolder"]
 
 _ALWAYS: Any = object()  # hashed whatever its value
 _DEFAULT: Any = object()  # stands for the field's own default
@@ -106,7 +108,7 @@ class RunSpec(BaseModel):
     prior: Annotated[str | None, CONTENT] = None
     scorer: Annotated[str, CONTENT] = "auto"
     out: Annotated[Path, EXECUTION] = Path("out")
-    formats: Annotated[tuple[Literal["parquet", "imagefolder"], ...], CONTENT] = ("parquet",)
+    formats: Annotated[tuple[str, ...], CONTENT] = ("parquet",)  # names in FORMATS (checked by _formats)
     seed: Annotated[int, CONTENT] = Field(default=0, ge=0, lt=2**63)
     min_clip: Annotated[float | None, CONTENT] = Field(default=None, ge=-1.0, le=1.0)
     filter: Annotated[Literal["zero-shot", "none"], CONTENT] = "zero-shot"

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from pathlib import Path
-from typing import Any
 
 from dalle_data.errors import SpecError
 from dalle_data.naming import safe_dir_name
 from dalle_data.remote import cache_dir, is_url, local_path, pull_sources
 from dalle_data.rundir import open_run
 from dalle_data.sources import IMAGE_SUFFIXES, Source
+from dalle_data.writers.formats import read_back
 
 
 def _file_id(path: Path, root: Path) -> str:
@@ -83,19 +83,8 @@ def _from_run(root: Path) -> list[Source]:
     run = open_run(root)
     layout = run.layout
     kept = [r for r in run.records() if r.status == "kept"]
-    if "imagefolder" in run.spec.formats and layout.metadata().is_file():
-        return [Source(r.id, r.label, str(layout.png(r.class_dir, r.id))) for r in kept]
-    import pyarrow.parquet as pq
-
-    sources = []
-    by_shard: dict[str, list[Any]] = {}
-    for record in kept:
-        by_shard.setdefault(record.shard, []).append(record)
-    for shard, records in by_shard.items():
-        part = layout.parquet_part(shard)
-        rows = {row["id"]: row["image"]["bytes"] for row in pq.read_table(part, columns=["id", "image"]).to_pylist()}
-        sources += [Source(r.id, r.label, f"{part}#{r.id}", rows.get(r.id)) for r in records]
-    return sources
+    _, images = read_back(layout, run.spec.formats, kept, "dataset")
+    return [Source(r.id, r.label, path, data) for r, (path, data) in zip(kept, images)]
 
 
 def sources_digest(sources: list[Source]) -> str:

@@ -28,6 +28,7 @@ from dalle_data.rundir.directory import atomic_write_text, read_json_object
 from dalle_data.rundir.lock import RunLock, RunLocked
 from dalle_data.shards import ShardStore
 from dalle_data.summary import rebuild
+from dalle_data.writers import outputs_of
 from dalle_data.writers.base import remove_file
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def _merge(out: Path, run: Any, parts: dict[str, Path], n: int) -> dict[str, Any
     writers = default_writers_for(run.spec, run.labels, run.out)
     for writer in writers:
         writer.close(records)
-    summary = rebuild(run, records)
+    summary = rebuild(run, records, outputs_of(run.spec))
     summary.update(_timings(summaries), parts=n)
     if records != generated:
         summary["review_applied"] = True

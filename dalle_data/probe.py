@@ -37,6 +37,7 @@ from dalle_data.rundir import open_run
 from dalle_data.sources import IMAGE_SUFFIXES, SourceError, load_rgb
 from dalle_data.verify import writer_context
 from dalle_data.writers.base import destination
+from dalle_data.writers.formats import read_back
 
 log = logging.getLogger(__name__)
 
@@ -78,26 +79,14 @@ def rejected_from_output(out: Path) -> LabeledImages:
 
 def _run_images(out: Path, where: str) -> LabeledImages:
     """The positive images a run's records place in its dataset (or rejected set): the run's files only,
-    from its ImageFolder tree when it has one, else from its Parquet parts."""
-    import pyarrow.parquet as pq
-
+    from its ImageFolder tree when it has one, else from its Parquet parts (``Format.read_rank``)."""
     recover(out)  # a cut-off review --apply is finished first (commands do this, the reader does not)
     run = open_run(out)
     layout, ctx = run.layout, writer_context(run)
     records = [r for r in run.records() if destination(r, ctx) == where and r.role == "positive"]
-    if "imagefolder" in run.spec.formats and layout.images_dir(where).is_dir():  # type: ignore[arg-type]
-        paths = [str(layout.png(r.class_dir, r.id, where)) for r in records]  # type: ignore[arg-type]
-        return LabeledImages(paths, [r.label for r in records], [None] * len(records))
-    data: dict[str, bytes | None] = {}
-    parts: dict[str, Path] = {}
-    for shard in dict.fromkeys(r.shard for r in records):
-        part = layout.parquet_part(shard, where)  # type: ignore[arg-type]
-        parts[shard] = part
-        if part.is_file():
-            for row in pq.read_table(part, columns=["id", "image"]).to_pylist():
-                data[row["id"]] = (row["image"] or {}).get("bytes")
-    return LabeledImages([f"{parts[r.shard]}#{r.id}" for r in records], [r.label for r in records],
-                         [data.get(r.id, b"") for r in records])
+    fmt, images = read_back(layout, run.spec.formats, records, where)  # type: ignore[arg-type]
+    data = [d if d is not None or fmt is None or not fmt.inline else b"" for _, d in images]
+    return LabeledImages([path for path, _ in images], [r.label for r, _ in zip(records, images)], data)
 
 
 def from_imagefolder(root: Path, classes: Sequence[str]) -> LabeledImages:

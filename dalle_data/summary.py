@@ -26,9 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dalle_data.rundir.layout import Layout
 
-if TYPE_CHECKING:
-    from dalle_data.config import RunSpec
-
 SUMMARY_SCHEMA = "dalle-data/summary/v2"
 
 EXIT_OK = 0
@@ -185,9 +182,10 @@ def _zero() -> dict[str, Any]:
     return {"target": 0, "generated": 0, "kept": 0, "rejected": 0, "failed": 0}
 
 
-def rebuild(run: Any, records: Any) -> dict[str, Any]:
+def rebuild(run: Any, records: Any, outputs: tuple[dict[str, str], dict[str, str]]) -> dict[str, Any]:
     """A summary in this schema from a run's records, for a run whose ``summary.json`` is older or damaged
-    (timings and settings are kept from the old one where it has them)."""
+    (timings and settings are kept from the old one where it has them); ``outputs``: the dataset folders
+    written and why the others are missing (``dalle_data.writers.outputs_of``)."""
     old = run.summary if isinstance(run.summary, dict) else {}
     records = list(records)
     sources: dict[str, set[str]] = {}
@@ -211,7 +209,7 @@ def rebuild(run: Any, records: Any) -> dict[str, Any]:
         if record.status != "kept" and record.reject_reason:
             reasons[record.reject_reason] = reasons.get(record.reject_reason, 0) + 1
     generated, kept, complete = _totals(per_class)
-    outputs, missing = outputs_of(run.spec)
+    outputs, missing = outputs
     stages = {k: float((old.get("stage_seconds") or {}).get(k, 0.0)) for k in ("generate", "score", "encode", "write")}
     summary = {
         "schema": SUMMARY_SCHEMA, "status": "complete" if complete else "short", "complete": complete,
@@ -228,20 +226,3 @@ def rebuild(run: Any, records: Any) -> dict[str, Any]:
         "settings": dict(old.get("settings") or {}),
     }
     return validate_summary(summary)
-
-
-def outputs_of(spec: RunSpec) -> tuple[dict[str, str], dict[str, str]]:
-    """The dataset folders that exist, and for each requested format that does not, why."""
-    layout = Layout(spec.out, spec.split)
-    outputs: dict[str, str] = {}
-    missing: dict[str, str] = {}
-    for fmt in spec.formats:
-        if fmt == "parquet":
-            folder, there = layout.parquet_dir(), any(layout.parquet_dir().glob("part-*.parquet"))
-        else:
-            folder, there = layout.images_dir(), layout.metadata().is_file()
-        if there:
-            outputs[fmt] = str(folder)
-        else:
-            missing[fmt] = f"no image was kept, so no {fmt} dataset was written"
-    return outputs, missing

@@ -38,9 +38,9 @@ from dalle_data.rundir.layout import WHERES
 from dalle_data.rundir.lock import RunLock
 from dalle_data.shards import ShardStore
 from dalle_data.summary import Summary, rebuild
-from dalle_data.writers.base import WriterContext, atomic_write_bytes, destination, ensure_dir, remove_file, write_jsonl
-from dalle_data.writers.imagefolder import expected_indexes, write_indexes
-from dalle_data.writers.parquet import ParquetWriter, class_names_of
+from dalle_data.writers import FORMATS, outputs_of
+from dalle_data.writers.base import ReadBack, WriterContext, destination, remove_file, write_jsonl
+from dalle_data.writers.formats import formats_of
 
 log = logging.getLogger(__name__)
 
@@ -121,21 +121,8 @@ def quick_check(out: Path) -> list[str]:
     ctx = writer_context(run)
     placed = {where: {r.id for r in records if destination(r, ctx) == where} for where in WHERES}
     for where, ids in placed.items():
-        n = len(ids)
-        if "parquet" in run.spec.formats:
-            _parquet_labels(layout.parquet_dir(where), run.labels.names, problems)
-            rows = _parquet_rows(layout.parquet_dir(where), problems)
-            if rows != n:
-                problems.append(f"{layout.parquet_dir(where)} holds {rows} row(s), the records say {n}")
-        if "imagefolder" in run.spec.formats:
-            pngs = [p for p in layout.images_dir(where).glob("*/*.png") if p.is_file()]
-            ours = sum(p.stem in ids for p in pngs)
-            if ours != n:
-                problems.append(f"{layout.images_dir(where)} holds {ours} image(s), the records say {n}")
-            if any(not _png_complete(p) for p in pngs if p.stem in ids):
-                problems.append(f"{layout.images_dir(where)} holds empty or truncated image files")
-            if n and not layout.metadata(where).is_file():
-                problems.append(f"{layout.metadata(where)} is missing")
+        for fmt in formats_of(run.spec.formats):
+            fmt.quick_check(ctx, where, ids, problems)
     leftovers = list(out.rglob(".tmp-*.part"))
     if leftovers:
         problems.append(f"{len(leftovers)} temporary file(s) left, e.g. {leftovers[0]}")
@@ -148,37 +135,6 @@ def _summary_current(summary: Any) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _png_complete(path: Path) -> bool:
-    """A PNG ends with its IEND chunk: a cheap test for a truncated file (12 bytes read)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(-12, 2)
-            return handle.read(12) == b"\x00\x00\x00\x00IEND\xaeB`\x82"
-    except OSError:
-        return False
-
-
-def _parquet_labels(folder: Path, names: tuple[str, ...], problems: list[str]) -> None:
-    for part in sorted(folder.glob("part-*.parquet")):
-        try:
-            if class_names_of(part) != names:
-                problems.append(f"{part} declares other labels than the run's label map")
-        except (OSError, ValueError):
-            pass  # unreadable: _parquet_rows says so
-
-
-def _parquet_rows(folder: Path, problems: list[str]) -> int:
-    import pyarrow.parquet as pq
-
-    rows = 0
-    for part in sorted(folder.glob("part-*.parquet")):
-        try:
-            rows += pq.read_metadata(part).num_rows
-        except (OSError, ValueError) as err:
-            problems.append(f"{part} cannot be read ({str(err).splitlines()[0]})")
-    return rows
 
 
 # --- the full check ---------------------------------------------------------------------
@@ -194,27 +150,34 @@ class Checker:
         self.report = Report(run.out)
         self.records: list[Record] = []
         self.shards: set[str] = set()
-        self.parquet_bytes: dict[str, bytes] = {}
-        self.png_bytes: dict[str, bytes] = {}
-        self.bad_parts: set[Path] = set()
-        self.bad_pngs: set[str] = set()
-        self.strays: list[Path] = []
+        self.found: dict[str, ReadBack] = {}  # format name -> what its check found
         self.lost: set[str] = set()
         self.lost_markers: dict[str, list[Record]] = {}  # shard -> its records now (manifest), marker deleted
 
     def check(self) -> Report:
         self._records()
         if self.records:
-            if "parquet" in self.run.spec.formats:
-                self._parquet()
-            if "imagefolder" in self.run.spec.formats:
-                self._imagefolder()
+            for fmt in formats_of(self.run.spec.formats):
+                found = self.found[fmt.name] = fmt.check(self.ctx, self.records, self.shards, good)
+                for what, fix in found.problems:
+                    self.report.add(what, fix)
             self._lost()
         self._run_files()
         report = self.report
-        report.checked = {"records": len(self.records), "shards": len(self.shards),
-                          "parquet rows": len(self.parquet_bytes), "images": len(self.png_bytes)}
+        report.checked = {"records": len(self.records), "shards": len(self.shards)}
+        report.checked.update({fmt.checked_as: len(self.found[name].images) if name in self.found else 0
+                               for name, fmt in FORMATS.items()})
         return report
+
+    def images(self) -> dict[str, bytes]:
+        """The good image bytes found in every format (the first format's copy where several hold one)."""
+        out: dict[str, bytes] = {}
+        for found in reversed(list(self.found.values())):
+            out.update(found.images)
+        return out
+
+    def strays(self) -> list[Path]:
+        return [path for found in self.found.values() for path in found.strays]
 
     # records: markers and manifest
     def _records(self) -> None:
@@ -256,97 +219,11 @@ class Checker:
             self.shards.add(shard)
             generated.update((r.id, r) for r in records)
 
-    # Parquet
-    def _parquet(self) -> None:
-        import pyarrow.parquet as pq
-
-        expected = {where: {r.id: r for r in self.records if destination(r, self.ctx) == where} for where in WHERES}
-        seen: dict[str, str] = {}
-        for where in WHERES:
-            shards_here = {r.shard for r in expected[where].values()}
-            folder = self.layout.parquet_dir(where)
-            for shard in sorted(shards_here | self._parts_of_ours(folder)):
-                path = self.layout.parquet_part(shard, where)
-                want = {i for i, r in expected[where].items() if r.shard == shard}
-                if not path.is_file():
-                    if want:
-                        self._bad_part(path, f"{path} is missing ({len(want)} image(s))")
-                    continue
-                try:
-                    rows = pq.read_table(path).to_pylist()
-                    names = class_names_of(path)
-                except (OSError, ValueError) as err:
-                    self._bad_part(path, f"{path} cannot be read ({str(err).splitlines()[0]})")
-                    continue
-                if names != self.run.labels.names:
-                    self._bad_part(path, f"{path} declares the labels {list(names or [])}, not the run's label map")
-                got = set()
-                for row in rows:
-                    rid = row.get("id")
-                    record = expected[where].get(rid)
-                    data = (row.get("image") or {}).get("bytes")
-                    if record is None:
-                        self._bad_part(path, f"{path} holds {rid}, which belongs elsewhere")
-                        continue
-                    got.add(rid)
-                    if rid in seen:
-                        self._bad_part(path, f"{rid} is in {seen[rid]} and again in {path}")
-                    seen[rid] = str(path)
-                    if row.get("label") != record.label_id or row.get("label_name") != record.label:
-                        self._bad_part(path, f"{path}: {rid} is labeled {row.get('label_name')!r}, "
-                                             f"its record {record.label!r}")
-                    if good(record, data):
-                        self.parquet_bytes[rid] = data
-                    else:
-                        self._bad_part(path, f"{path}: the image of {rid} does not decode or has another hash")
-                if want - got:
-                    self._bad_part(path, f"{path} lacks {len(want - got)} image(s)")
-
-    def _parts_of_ours(self, folder: Path) -> set[str]:
-        if not folder.is_dir():
-            return set()
-        return {p.name[len("part-"):-len(".parquet")] for p in folder.glob("part-*.parquet")} & self.shards
-
-    def _bad_part(self, path: Path, what: str) -> None:
-        self.bad_parts.add(path)
-        self.report.add(what, "rewrite")
-
-    # ImageFolder
-    def _imagefolder(self) -> None:
-        ids = {r.id for r in self.records}
-        placed = {}
-        for record in self.records:
-            where = destination(record, self.ctx)
-            if where is not None:
-                placed[record.id] = self.layout.png(record.class_dir, record.id, where)
-        for record in self.records:
-            path = placed.get(record.id)
-            if path is None:
-                continue
-            data = path.read_bytes() if path.is_file() else None
-            if good(record, data):
-                self.png_bytes[record.id] = data  # type: ignore[assignment]
-            else:
-                self.bad_pngs.add(record.id)
-                self.report.add(f"{path} is {'missing' if data is None else 'damaged'}", "rewrite")
-        for where in WHERES:
-            for png in self.layout.images_dir(where).glob("*/*.png"):
-                if png.stem in ids and placed.get(png.stem) != png:
-                    self.strays.append(png)
-                    self.report.add(f"{png} is an image of this run in the wrong place", "remove")
-        for path, data in expected_indexes(self.ctx, self.records).items():
-            current = path.read_bytes() if path.is_file() else None
-            if current != data:
-                self.report.add(f"{path} does not match the records", "index")
-        for folder in self.run.labels.folders:
-            if self.layout.metadata().is_file() and not (self.layout.images_dir() / folder).is_dir():
-                self.report.add(f"class folder {self.layout.images_dir() / folder} is missing", "index")
-
     def _lost(self) -> None:
         for record in self.records:
             if destination(record, self.ctx) is None:
                 continue
-            if record.id not in self.parquet_bytes and record.id not in self.png_bytes:
+            if not any(record.id in found.images for found in self.found.values()):
                 self.lost.add(record.shard)
         if self.lost:
             self.report.add(f"images lost from every format in {len(self.lost)} shard(s): "
@@ -408,7 +285,7 @@ def repair_locked(out: Path, regenerate: Regenerate | None = None) -> Report:
     if checker.lost_markers:
         _restore_markers(run, checker.lost_markers)
         repaired["shard markers restored"] = len(checker.lost_markers)
-    images = {**checker.png_bytes, **checker.parquet_bytes}
+    images = checker.images()
     images.update(_stray_bytes(checker))
     lost = {r.shard for r in checker.records if destination(r, checker.ctx) is not None and r.id not in images}
     if lost:
@@ -450,7 +327,7 @@ def _restore_markers(run: Run, lost: dict[str, list[Record]]) -> None:
 def _stray_bytes(checker: Checker) -> dict[str, bytes]:
     out = {}
     by_id = {r.id: r for r in checker.records}
-    for path in checker.strays:
+    for path in checker.strays():
         data = path.read_bytes()
         if good(by_id[path.stem], data):
             out[path.stem] = data
@@ -463,31 +340,8 @@ def _rewrite(checker: Checker, images: dict[str, bytes]) -> dict[str, int]:
     records = [r.replace(image=images.get(r.id), sha256=r.sha256 or (sha256(images[r.id]) if r.id in images else None))
                for r in checker.records]
     counts: dict[str, int] = {}
-    if "parquet" in run.spec.formats:
-        writer = ParquetWriter(ctx)
-        by_part: dict[Path, list[Record]] = {}
-        for record in records:
-            where = destination(record, ctx)
-            if where is not None:
-                by_part.setdefault(layout.parquet_part(record.shard, where), []).append(record)  # type: ignore[arg-type]
-        for path in sorted(set(by_part) | checker.bad_parts):
-            if path in checker.bad_parts or not path.is_file() or not run.labels_saved:
-                writer.write_part(path, by_part.get(path, []))
-                counts["parquet files rewritten"] = counts.get("parquet files rewritten", 0) + 1
-    if "imagefolder" in run.spec.formats:
-        for record in records:
-            where = destination(record, ctx)
-            if where is None or record.image is None:
-                continue
-            path = layout.png(record.class_dir, record.id, where)  # type: ignore[arg-type]
-            if record.id in checker.bad_pngs or not path.is_file():
-                ensure_dir(path.parent)
-                atomic_write_bytes(path, record.image)
-                counts["images rewritten"] = counts.get("images rewritten", 0) + 1
-        for stray in checker.strays:
-            remove_file(stray)
-            counts["stray images removed"] = counts.get("stray images removed", 0) + 1
-        write_indexes(ctx, records, owned={r.id for r in records})
+    for fmt in formats_of(run.spec.formats):
+        counts.update(fmt.repair(ctx, records, checker.found.get(fmt.name, ReadBack()), not run.labels_saved))
     write_jsonl(layout.manifest, [r.replace(image=None).metadata() for r in records])
     atomic_write_text(layout.labels, run.labels.to_text(run.spec_hash))
     _upgrade_summary(run, checker)
@@ -512,7 +366,7 @@ def _upgrade_summary(run: Run, checker: Checker) -> None:
         pass
     store = ShardStore(run.layout, run.labels)
     generated = [r for shard in sorted(checker.shards) for r in store.read(shard)]
-    summary = rebuild(run, generated or checker.records)
+    summary = rebuild(run, generated or checker.records, outputs_of(run.spec))
     atomic_write_text(run.layout.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
 
 

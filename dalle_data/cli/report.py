@@ -11,6 +11,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     from dalle_data.cli.common import console as make_console
+    from dalle_data.writers.formats import FORMATS
 
     console = make_console()
     if summary.get("already_finished"):
@@ -41,12 +42,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     out = summary["out"]
     outputs = summary.get("outputs", {})
-    if "parquet" in outputs:
-        console.print(f"Parquet:     {outputs['parquet']}/   datasets.load_dataset('parquet', data_dir='{out}/parquet')",
-                      soft_wrap=True)
-    if "imagefolder" in outputs:
-        console.print(f"ImageFolder: {outputs['imagefolder']}/   datasets.load_dataset('{out}/imagefolder') or "
-                      f"torchvision.datasets.ImageFolder('{outputs['imagefolder']}')", soft_wrap=True)
+    for name, fmt in FORMATS.items():
+        if name in outputs:
+            console.print(f"{fmt.title + ':':<13}{outputs[name]}/   {fmt.loader(out, outputs[name])}", soft_wrap=True)
     for fmt, why in summary.get("missing_outputs", {}).items():
         console.print(f"{fmt}: {why}", soft_wrap=True)
     if outputs:

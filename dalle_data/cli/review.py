@@ -62,8 +62,7 @@ def _print_table(session: ReviewSession) -> None:
     for n, item in enumerate(session.items, 1):
         r, d = item.record, session.decision_of(item.record.id)
         decision = "" if d is None else (f"relabel → {d.label}" if d.action == "relabel" else d.action)
-        why = item.why if item.why == "random" else {"clip": "lowest", "duplicates": "group"}.get(session.opts.order,
-                                                                                                    session.opts.order)
+        why = item.why if item.why == "random" else session.opts.ordering.why
         table.add_row(str(n), f"{why} {item.rank}", r.label, "—" if r.clip_score is None else f"{r.clip_score:.4f}",
                       "—" if r.class_prob is None else f"{r.class_prob:.1%}", r.mode, decision, r.id, r.prompt)
     console = make_console()
@@ -181,14 +180,16 @@ def review(
         else:
             _print_apply(report, out)
         return
-    orders = {"clip": lowest_clip, "prob": lowest_prob, "margin": smallest_margin, "disagree": disagree,
-              "duplicates": 0 if duplicates else None}
+    from dalle_data.review.selection import ORDERINGS
+
+    by_flag = {"--lowest-clip": lowest_clip, "--lowest-prob": lowest_prob, "--smallest-margin": smallest_margin,
+               "--disagree": disagree, "--duplicates": 0 if duplicates else None}  # each ordering's option
+    orders = {name: by_flag.get(o.flag) for name, o in ORDERINGS.items()}
     given = [name for name, n in orders.items() if n is not None]
     if len(given) > 1:
-        flags = {"clip": "--lowest-clip", "prob": "--lowest-prob", "margin": "--smallest-margin",
-                 "disagree": "--disagree", "duplicates": "--duplicates"}
-        raise SpecError(f"{flags[given[0]]} and {flags[given[1]]} are two orders; review one at a time")
-    order = given[0] if given else "clip"
+        raise SpecError(f"{ORDERINGS[given[0]].flag} and {ORDERINGS[given[1]].flag} are two orders; "
+                        "review one at a time")
+    order = given[0] if given else next(iter(ORDERINGS))
     n = orders[order] if given else 50
     session = _open_session(out, {"lowest": n, "order": order, "second_scorer": second_scorer,
                                   "threshold": threshold, "per_class": per_class, "random": random_k,

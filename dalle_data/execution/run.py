@@ -23,8 +23,8 @@ from dalle_data.remote import MirrorStore
 from dalle_data.rundir import Layout
 from dalle_data.scoring.filters import ClipFilter
 from dalle_data.shards import ShardStore
-from dalle_data.summary import outputs_of, summarize
-from dalle_data.writers import WriterContext, make_writers
+from dalle_data.summary import summarize
+from dalle_data.writers import WriterContext, make_writers, outputs_of
 
 if TYPE_CHECKING:
     from dalle_data.config import RunSpec

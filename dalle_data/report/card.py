@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from dalle_data.writers.formats import formats_of
 from dalle_data.writers.imagefolder import _yaml_features
 
 if TYPE_CHECKING:
@@ -71,8 +72,8 @@ def size_category(n: int) -> str:
 def header(run: Run, figures: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     spec = run.spec
     split = spec.split
-    parquet = "parquet" in spec.formats
-    path = f"parquet/{split}/*.parquet" if parquet else f"imagefolder/{split}/**"
+    pointed = sorted((f for f in formats_of(spec.formats) if f.card_files is not None), key=lambda f: f.card_rank)
+    path = pointed[0].card_files(split) if pointed else f"imagefolder/{split}/**"  # type: ignore[misc]
     features = _yaml_features(run.labels.names)
     return {
         "pretty_name": f"dalle-data synthetic images: {', '.join(spec.classes[:5])}"

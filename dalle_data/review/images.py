@@ -23,6 +23,7 @@ from pathlib import Path
 
 from dalle_data.records import Record
 from dalle_data.review.run import ReviewRun
+from dalle_data.rundir.layout import WHERES
 from dalle_data.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -32,15 +33,12 @@ THUMBNAIL_SIDE = 256
 
 def png_candidates(run: ReviewRun, record_id: str) -> list[Path]:
     """Every ImageFolder path where the PNG of ``record_id`` may lie."""
-    dataset = run.out / "imagefolder" / run.split
-    rejected = run.out / "rejected" / "imagefolder"
     dirs = list(dict.fromkeys(run.class_dirs.values()))
-    return [root / d / f"{record_id}.png" for root in (dataset, rejected) for d in dirs]
+    return [run.layout.png(d, record_id, where) for where in WHERES for d in dirs]
 
 
 def parquet_candidates(run: ReviewRun, shard: str) -> list[Path]:
-    name = f"part-{shard}.parquet"
-    return [run.out / "parquet" / run.split / name, run.out / "rejected" / "parquet" / name]
+    return [run.layout.parquet_part(shard, where) for where in WHERES]
 
 
 def read_parquet_images(path: Path, ids: Collection[str]) -> dict[str, bytes]:

@@ -12,13 +12,18 @@
   negative: of not being the class it imitates); low means it doubts what
   the first scorer accepted.
 * ``duplicates``: the near-duplicate groups of ``analysis.duplicates``.
+
+Every order is one ``Ordering`` record in ``ORDERINGS`` (its name, CLI flag,
+titles, help, sort key and what it computes beforehand); ``selection`` and
+``dalle-data review`` read this table, so adding an order is one entry.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,11 +33,36 @@ from dalle_data.records import Record
 from dalle_data.report import load_embeddings
 from dalle_data.review.images import ImageStore
 from dalle_data.review.run import ReviewRun
-from dalle_data.review.selection import SelectionOptions, confidence
 from dalle_data.scoring import load_scorer
 from dalle_data.scoring.registry import check_scorer_name
 
+if TYPE_CHECKING:
+    from dalle_data.review.selection import SelectionOptions
+
 log = logging.getLogger(__name__)
+
+KeyFn = Callable[[Record], tuple[bool, float, str]]
+
+
+def score_key(record: Record) -> tuple[bool, float, str]:
+    """Sort key: unscored first, then by CLIP score, ties by id."""
+    score = record.clip_score
+    return (score is not None, score if score is not None else 0.0, record.id)
+
+
+def confidence(record: Record) -> float | None:
+    """The scorer's probability that the record is what its label says (a hard negative: not what it imitates)."""
+    if record.class_prob is None:
+        return None
+    return 1.0 - record.class_prob if record.role == "hard_negative" else record.class_prob
+
+
+def value_key(values: Mapping[str, float | None]) -> KeyFn:
+    """Sort key by a precomputed value per record id (missing values first), ties by id."""
+    def key(record: Record) -> tuple[bool, float, str]:
+        value = values.get(record.id)
+        return (value is not None, value if value is not None else 0.0, record.id)
+    return key
 
 
 def margin_of(record: Record, probs: np.ndarray, labels: Sequence[str]) -> float | None:
@@ -100,14 +130,55 @@ def duplicate_id_groups(run: ReviewRun, records: Sequence[Record], threshold: fl
     return [list(g.ids) for g in duplicate_groups(records, emb, threshold)]
 
 
+@dataclass(frozen=True)
+class Ordering:
+    """One review order: ``name`` (``SelectionOptions.order``), its ``flag`` on ``dalle-data review``, the page's
+    ``title``, ``what`` the listing says it shows (``{second_scorer}`` filled in), the flag's ``help``, the ``why``
+    column of the table, and how it ranks: ``key`` (from the kept records and the precomputed ``values``) or
+    ``groups`` (the records shown group by group); ``values``: computed once per session before ranking;
+    ``counted``: the flag takes N (else it is a switch); ``second_scorer``: it needs ``--second-scorer``."""
+
+    name: str
+    flag: str
+    title: str
+    what: str
+    help: str
+    why: str = "lowest"
+    key: Callable[[Sequence[Record], Mapping[str, float | None]], KeyFn] | None = None
+    values: Callable[[ReviewRun, SelectionOptions, Sequence[Record], Any], dict[str, float | None]] | None = None
+    groups: Callable[[ReviewRun, SelectionOptions, Sequence[Record]], list[list[str]]] | None = None
+    counted: bool = True
+    second_scorer: bool = False
+
+
+ORDERINGS: dict[str, Ordering] = {o.name: o for o in (
+    Ordering("clip", "--lowest-clip", "lowest CLIP score", "lowest CLIP scores",
+             "Review the N kept images with the lowest CLIP score (0: none). [default: 50 when no other order is "
+             "given]", key=lambda kept, values: score_key),
+    Ordering("prob", "--lowest-prob", "lowest class probability", "lowest class probabilities",
+             "Review the N kept images the scorer is least sure are their label.", why="prob",
+             key=lambda kept, values: value_key({r.id: confidence(r) for r in kept})),
+    Ordering("margin", "--smallest-margin", "smallest margin", "smallest margins",
+             "Review the N kept images whose label leads the runner-up label by the least.", why="margin",
+             key=lambda kept, values: value_key(values), values=lambda run, opts, kept, scorer: margins(run, kept)),
+    Ordering("disagree", "--disagree", "most doubt from the second scorer",
+             "lowest class probabilities under {second_scorer}",
+             "With --second-scorer: the N images that scorer gives the lowest probability of their label.",
+             why="disagree", key=lambda kept, values: value_key(values), second_scorer=True,
+             values=lambda run, opts, kept, scorer: second_opinion(run, kept, opts.second_scorer or "", scorer)),
+    Ordering("duplicates", "--duplicates", "near-duplicate group", "near-duplicate groups",
+             "Review the near-duplicate groups, group by group.", why="group", counted=False,
+             groups=lambda run, opts, kept: duplicate_id_groups(run, kept, opts.threshold)),
+)}
+
+
 def prepare(run: ReviewRun, opts: SelectionOptions, records: Sequence[Record],
             scorer: Any = None) -> tuple[dict[str, float | None] | None, list[list[str]]]:
     """What ``select`` needs beyond the records for ``opts.order``: (values, groups)."""
     kept = [r for r in records if r.status == "kept"]
-    if opts.order == "margin":
-        return margins(run, kept), []
-    if opts.order == "disagree":
-        return second_opinion(run, kept, opts.second_scorer or "", scorer), []
-    if opts.order == "duplicates":
-        return None, duplicate_id_groups(run, kept, opts.threshold)
+    ordering = ORDERINGS[opts.order]
+    if ordering.values is not None:
+        return ordering.values(run, opts, kept, scorer), []
+    if ordering.groups is not None:
+        return None, ordering.groups(run, opts, kept)
     return None, []

@@ -30,19 +30,19 @@ images in the same order:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dalle_data.records import Record
+from dalle_data.review.orderings import ORDERINGS, KeyFn, Ordering, confidence, score_key, value_key
+
+__all__ = ["ORDERINGS", "Item", "Ordering", "SelectionOptions", "confidence", "lowest", "score_key", "select",
+           "value_key"]
 
 Why = Literal["lowest", "random"]
-Order = Literal["clip", "prob", "margin", "disagree", "duplicates"]
-TITLES: dict[str, str] = {"clip": "lowest CLIP score", "prob": "lowest class probability",
-                          "margin": "smallest margin", "disagree": "most doubt from the second scorer",
-                          "duplicates": "near-duplicate group"}
 
 
 class SelectionOptions(BaseModel):
@@ -51,7 +51,7 @@ class SelectionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lowest: int = Field(default=50, ge=0, le=1_000_000)
-    order: Order = "clip"
+    order: str = "clip"  # a name in ORDERINGS
     second_scorer: str | None = None
     threshold: float = Field(default=0.95, gt=0.0, le=1.0)
     per_class: bool = False
@@ -61,23 +61,30 @@ class SelectionOptions(BaseModel):
 
     @model_validator(mode="after")
     def _something(self) -> SelectionOptions:
-        if self.lowest == 0 and self.random == 0 and self.order != "duplicates":
+        if self.order not in ORDERINGS:
+            raise ValueError(f"unknown order {self.order!r}; choose from {', '.join(ORDERINGS)}")
+        if self.lowest == 0 and self.random == 0 and self.ordering.groups is None:
             raise ValueError("nothing to review: give --lowest-clip N and/or --random K above 0")
-        if (self.order == "disagree") != (self.second_scorer is not None):
-            raise ValueError("--disagree N and --second-scorer NAME go together")
+        needs = [o for o in ORDERINGS.values() if o.second_scorer]
+        if self.ordering.second_scorer != (self.second_scorer is not None):
+            flag = self.ordering.flag if self.ordering.second_scorer else (needs[0].flag if needs else "--disagree")
+            raise ValueError(f"{flag} N and --second-scorer NAME go together")
         return self
 
     @property
+    def ordering(self) -> Ordering:
+        return ORDERINGS[self.order]
+
+    @property
     def title(self) -> str:
-        return TITLES[self.order]
+        return self.ordering.title
 
     def describe(self) -> str:
         parts = []
-        if self.order == "duplicates":
-            parts.append(f"near-duplicate groups at cosine ≥ {self.threshold}")
+        if self.ordering.groups is not None:
+            parts.append(f"{self.ordering.what} at cosine ≥ {self.threshold}")
         elif self.lowest:
-            what = {"clip": "lowest CLIP scores", "prob": "lowest class probabilities", "margin": "smallest margins",
-                    "disagree": f"lowest class probabilities under {self.second_scorer}"}[self.order]
+            what = self.ordering.what.format(second_scorer=self.second_scorer)
             parts.append(f"the {self.lowest} {what}" + (" per class" if self.per_class else ""))
         if self.random:
             parts.append(f"{self.random} random (seed {self.seed}{', shuffled in' if self.shuffle else ''})")
@@ -97,29 +104,8 @@ class Item:
     rank: int
 
 
-def score_key(record: Record) -> tuple[bool, float, str]:
-    """Sort key: unscored first, then by CLIP score, ties by id."""
-    score = record.clip_score
-    return (score is not None, score if score is not None else 0.0, record.id)
-
-
-def confidence(record: Record) -> float | None:
-    """The scorer's probability that the record is what its label says (a hard negative: not what it imitates)."""
-    if record.class_prob is None:
-        return None
-    return 1.0 - record.class_prob if record.role == "hard_negative" else record.class_prob
-
-
-def value_key(values: Mapping[str, float | None]) -> Callable[[Record], tuple[bool, float, str]]:
-    """Sort key by a precomputed value per record id (missing values first), ties by id."""
-    def key(record: Record) -> tuple[bool, float, str]:
-        value = values.get(record.id)
-        return (value is not None, value if value is not None else 0.0, record.id)
-    return key
-
-
 def lowest(records: Sequence[Record], n: int, per_class: bool, labels: Sequence[str] = (),
-           key: Callable[[Record], tuple[bool, float, str]] = score_key) -> list[Item]:
+           key: KeyFn = score_key) -> list[Item]:
     """The ``n`` lowest records by ``key`` (CLIP score by default) overall, or of each label."""
     if not per_class:
         return [Item(r, "lowest", i) for i, r in enumerate(sorted(records, key=key)[:n], 1)]
@@ -139,17 +125,12 @@ def select(records: Sequence[Record], opts: SelectionOptions, labels: Sequence[s
     """The images to review, in display order (see the module docstring). ``values``: the order's value per
     record id (``margin``, ``disagree``); ``groups``: the near-duplicate groups (``duplicates``)."""
     kept = [r for r in records if r.status == "kept"]
-    if opts.order == "duplicates":
+    ordering = opts.ordering
+    if ordering.key is None:
         by_id = {r.id: r for r in kept}
         items = [Item(by_id[i], "lowest", g) for g, ids in enumerate(groups, 1) for i in ids if i in by_id]
     elif opts.lowest:
-        if opts.order == "clip":
-            key = score_key
-        elif opts.order == "prob":
-            key = value_key({r.id: confidence(r) for r in kept})
-        else:
-            key = value_key(values or {})
-        items = lowest(kept, opts.lowest, opts.per_class, labels, key)
+        items = lowest(kept, opts.lowest, opts.per_class, labels, ordering.key(kept, values or {}))
     else:
         items = []
     taken = {item.record.id for item in items}

@@ -1,7 +1,8 @@
 """Writers lay records out as datasets: Parquet shards, an ImageFolder tree, a manifest.
 
 ``make_writers(["parquet", "imagefolder"], ctx)`` returns the writers for a
-run, always ending with the ``ManifestWriter``. Which records go where:
+run, always ending with the ``ManifestWriter``; ``FORMATS`` (``formats``) holds one
+record per format, and adding a format is one module and one ``register``. Which records go where:
 
 - ``status == "kept"``: into the dataset (each requested format);
 - ``status == "rejected"``: into ``OUT/rejected/<format>/`` only when
@@ -16,10 +17,11 @@ Parquet shard is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from dalle_data.errors import SpecError
-from dalle_data.writers.base import Writer, WriterContext, atomic_write_bytes
+from dalle_data.writers.base import Format, Writer, WriterContext, atomic_write_bytes
+from dalle_data.writers.formats import FORMATS, outputs_of, register
 from dalle_data.writers.imagefolder import ImageFolderWriter
 from dalle_data.writers.manifest import ManifestWriter
 from dalle_data.writers.noop import NoopWriter
@@ -27,6 +29,7 @@ from dalle_data.writers.parquet import ParquetWriter
 
 __all__ = [
     "FORMATS",
+    "Format",
     "ImageFolderWriter",
     "ManifestWriter",
     "NoopWriter",
@@ -35,12 +38,9 @@ __all__ = [
     "WriterContext",
     "atomic_write_bytes",
     "make_writers",
+    "outputs_of",
+    "register",
 ]
-
-FORMATS: dict[str, Callable[[WriterContext], Writer]] = {
-    "parquet": ParquetWriter,
-    "imagefolder": ImageFolderWriter,
-}
 
 
 def make_writers(formats: Sequence[str], ctx: WriterContext) -> list[Writer]:
@@ -52,6 +52,6 @@ def make_writers(formats: Sequence[str], ctx: WriterContext) -> list[Writer]:
     # embeddings uses writers.base, whose package imports this module
     from dalle_data.embeddings import EmbeddingWriter
 
-    writers: list[Writer] = [FORMATS[name](ctx) for name in dict.fromkeys(formats)]
+    writers: list[Writer] = [FORMATS[name].writer(ctx) for name in dict.fromkeys(formats)]
     writers += [EmbeddingWriter(ctx), ManifestWriter(ctx)]
     return writers

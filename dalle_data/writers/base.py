@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -32,10 +32,7 @@ from dalle_data.files import (  # noqa: F401 - the safe file I/O every writer us
     temp_path, write_jsonl,
 )
 from dalle_data.records import NON_METADATA, Record
-from dalle_data.rundir.layout import Layout
-
-if TYPE_CHECKING:
-    from dalle_data.rundir.layout import Layout
+from dalle_data.rundir.layout import Layout, Where
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +91,57 @@ class WriterContext:
         if need_image and record.image is None:
             raise ValueError(f"record {record.id} has status {record.status!r} but no image bytes")
         return self.class_dirs[lid]
+
+
+# --- formats ---------------------------------------------------------------
+
+
+@dataclass
+class ReadBack:
+    """What ``verify`` found in one format: the good image bytes by id, the problems in words (with their repair:
+    ``"rewrite"``, ``"remove"``, ``"index"``), and what ``--repair`` must redo there (``bad``: the format's own
+    keys, files or ids; ``strays``: images of this run in the wrong place, whose bytes repair may still use)."""
+
+    images: dict[str, bytes] = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    bad: set[Any] = field(default_factory=set)
+    strays: list[Path] = field(default_factory=list)
+
+
+Good = Callable[[Record, "bytes | None"], bool]  # verify's test: these bytes are this record's image
+
+
+@dataclass(frozen=True)
+class Format:
+    """One output format, all that the rest of dalle-data asks of it (``dalle_data.writers.formats.FORMATS``).
+
+    * ``writer``: builds its ``Writer`` for a run; ``dirs``: where its files lie (from the ``Layout``), dataset
+      and rejected; ``exists``: a dataset was written (the summary's ``outputs``);
+    * ``loader``: the line the summary prints after the folder (``out``: the run directory, ``folder``: the
+      dataset folder), how to load it; ``card_files``: the Hub card's ``data_files`` glob for a split (None: the
+      card does not point at it) and ``card_rank`` (lower wins when a run has several);
+    * ``quick_check`` (counts and footers, ``generate``'s check of a finished run), ``check`` (every byte,
+      ``verify``), ``repair`` (rewrite from the records and good bytes, ``verify --repair``; returns counts),
+      ``checked_as``: the name of its count in verify's report;
+    * ``read_images``: a run's images of ``records`` in ``where``, as (path, bytes or None) pairs (``--from``,
+      ``probe``), None when it holds none there; ``read_rank``: lower is read first.
+    """
+
+    name: str
+    title: str
+    writer: Callable[[WriterContext], Writer]
+    dirs: Callable[[Layout], dict[Where, Path]]
+    exists: Callable[[Layout], bool]
+    loader: Callable[[str, str], str]
+    quick_check: Callable[[WriterContext, Where, set[str], list[str]], None]
+    check: Callable[[WriterContext, Sequence[Record], set[str], Good], ReadBack]
+    repair: Callable[[WriterContext, Sequence[Record], ReadBack, bool], dict[str, int]]
+    read_images: Callable[[Layout, Sequence[Record], Where], "list[tuple[str, bytes | None]] | None"]
+    checked_as: str
+    read_rank: int = 50
+    card_files: Callable[[str], str] | None = None
+    card_rank: int = 50
+    inline: bool = False  # read_images carries the bytes (a path then names a row inside a file)
 
 
 def destination(record: Record, ctx: WriterContext) -> str | None:

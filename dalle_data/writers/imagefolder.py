@@ -55,7 +55,11 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.records import Record
+from dalle_data.rundir.layout import WHERES, Layout, Where
 from dalle_data.writers.base import (
+    Format,
+    Good,
+    ReadBack,
     WriterContext,
     atomic_write_bytes,
     dataset_columns,
@@ -115,8 +119,8 @@ class ImageFolderWriter:
 
     def __init__(self, ctx: WriterContext) -> None:
         self.ctx = ctx
-        self.root = ctx.out_dir / "imagefolder"
-        self.dirs = {"dataset": self.root / ctx.split, "rejected": ctx.out_dir / "rejected" / "imagefolder"}
+        self.root = ctx.layout.imagefolder
+        self.dirs = dirs(ctx.layout)
         self._made: set[Path] = set()
 
     def write(self, shard: str, records: Sequence[Record]) -> None:
@@ -189,3 +193,108 @@ def _remove_strays(directory: Path, wanted: set[str], owned: Collection[str]) ->
         if path.stem in owned and f"{path.parent.name}/{path.name}" not in wanted:
             logger.info("removing stray image %s", path)
             remove_file(path)
+
+
+# --- the format record: folders, verify, reading back ---------------------------------------
+
+
+def dirs(layout: Layout) -> dict[Where, Path]:
+    return {where: layout.images_dir(where) for where in WHERES}
+
+
+def exists(layout: Layout) -> bool:
+    return layout.metadata().is_file()
+
+
+def loader(out: str, folder: str) -> str:
+    return f"datasets.load_dataset('{out}/imagefolder') or torchvision.datasets.ImageFolder('{folder}')"
+
+
+def quick_check(ctx: WriterContext, where: Where, ids: set[str], problems: list[str]) -> None:
+    """Counts and sizes: as many complete PNGs of this run as records placed here, and their metadata file."""
+    layout, n = ctx.layout, len(ids)
+    pngs = [p for p in layout.images_dir(where).glob("*/*.png") if p.is_file()]
+    ours = sum(p.stem in ids for p in pngs)
+    if ours != n:
+        problems.append(f"{layout.images_dir(where)} holds {ours} image(s), the records say {n}")
+    if any(not _png_complete(p) for p in pngs if p.stem in ids):
+        problems.append(f"{layout.images_dir(where)} holds empty or truncated image files")
+    if n and not layout.metadata(where).is_file():
+        problems.append(f"{layout.metadata(where)} is missing")
+
+
+def _png_complete(path: Path) -> bool:
+    """A PNG ends with its IEND chunk: a cheap test for a truncated file (12 bytes read)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-12, 2)
+            return handle.read(12) == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    except OSError:
+        return False
+
+
+def check(ctx: WriterContext, records: Sequence[Record], shards: set[str], good: Good) -> ReadBack:
+    """Every image where its record's state puts it, with its bytes; strays; the indexes and class folders."""
+    layout, found = ctx.layout, ReadBack()
+    ids = {r.id for r in records}
+    placed = {}
+    for record in records:
+        where = destination(record, ctx)
+        if where is not None:
+            placed[record.id] = layout.png(record.class_dir, record.id, where)
+    for record in records:
+        path = placed.get(record.id)
+        if path is None:
+            continue
+        data = path.read_bytes() if path.is_file() else None
+        if good(record, data):
+            found.images[record.id] = data  # type: ignore[assignment]
+        else:
+            found.bad.add(record.id)
+            found.problems.append((f"{path} is {'missing' if data is None else 'damaged'}", "rewrite"))
+    for where in WHERES:
+        for png in layout.images_dir(where).glob("*/*.png"):
+            if png.stem in ids and placed.get(png.stem) != png:
+                found.strays.append(png)
+                found.problems.append((f"{png} is an image of this run in the wrong place", "remove"))
+    for path, data in expected_indexes(ctx, records).items():
+        current = path.read_bytes() if path.is_file() else None
+        if current != data:
+            found.problems.append((f"{path} does not match the records", "index"))
+    for folder in ctx.class_dirs:
+        if layout.metadata().is_file() and not (layout.images_dir() / folder).is_dir():
+            found.problems.append((f"class folder {layout.images_dir() / folder} is missing", "index"))
+    return found
+
+
+def repair(ctx: WriterContext, records: Sequence[Record], found: ReadBack, relabel: bool) -> dict[str, int]:
+    """Images found bad or missing written again, strays removed, the indexes rebuilt."""
+    counts: dict[str, int] = {}
+    for record in records:
+        where = destination(record, ctx)
+        if where is None or record.image is None:
+            continue
+        path = ctx.layout.png(record.class_dir, record.id, where)  # type: ignore[arg-type]
+        if record.id in found.bad or not path.is_file():
+            ensure_dir(path.parent)
+            atomic_write_bytes(path, record.image)
+            counts["images rewritten"] = counts.get("images rewritten", 0) + 1
+    for stray in found.strays:
+        remove_file(stray)
+        counts["stray images removed"] = counts.get("stray images removed", 0) + 1
+    write_indexes(ctx, records, owned={r.id for r in records})
+    return counts
+
+
+def read_images(layout: Layout, records: Sequence[Record], where: Where) -> list[tuple[str, bytes | None]] | None:
+    """Each record's PNG path (read when used), or None when the tree holds nothing there."""
+    if not layout.images_dir(where).is_dir():
+        return None
+    return [(str(layout.png(r.class_dir, r.id, where)), None) for r in records]
+
+
+IMAGEFOLDER = Format(
+    name="imagefolder", title="ImageFolder", writer=ImageFolderWriter, dirs=dirs, exists=exists, loader=loader,
+    quick_check=quick_check, check=check, repair=repair, read_images=read_images, checked_as="images",
+    read_rank=10, card_files=lambda split: f"imagefolder/{split}/**", card_rank=20,
+)

@@ -35,7 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalle_data.records import METADATA_FIELDS, Record
+from dalle_data.rundir.layout import WHERES, Layout, Where
 from dalle_data.writers.base import (
+    Format,
+    Good,
+    ReadBack,
     WriterContext,
     atomic_open,
     dataset_columns,
@@ -128,10 +132,7 @@ class ParquetWriter:
 
     def __init__(self, ctx: WriterContext) -> None:
         self.ctx = ctx
-        self.dirs = {
-            "dataset": ctx.out_dir / "parquet" / ctx.split,
-            "rejected": ctx.out_dir / "rejected" / "parquet",
-        }
+        self.dirs = dirs(ctx.layout)
         self._schema: pa.Schema | None = None
 
     def write(self, shard: str, records: Sequence[Record]) -> None:
@@ -180,3 +181,135 @@ class ParquetWriter:
                 if match and match.group(1) in owned and path.name not in wanted[where]:
                     logger.info("removing stale shard %s", path)
                     remove_file(path)
+
+
+# --- the format record: folders, verify, reading back ---------------------------------------
+
+
+def dirs(layout: Layout) -> dict[Where, Path]:
+    return {where: layout.parquet_dir(where) for where in WHERES}
+
+
+def exists(layout: Layout) -> bool:
+    return any(layout.parquet_dir().glob("part-*.parquet"))
+
+
+def loader(out: str, folder: str) -> str:
+    return f"datasets.load_dataset('parquet', data_dir='{out}/parquet')"
+
+
+def quick_check(ctx: WriterContext, where: Where, ids: set[str], problems: list[str]) -> None:
+    """Footers only: every part declares the run's labels, and the rows add up to the records placed here."""
+    import pyarrow.parquet as pq
+
+    folder = ctx.layout.parquet_dir(where)
+    for part in sorted(folder.glob("part-*.parquet")):
+        try:
+            if class_names_of(part) != ctx.class_names:
+                problems.append(f"{part} declares other labels than the run's label map")
+        except (OSError, ValueError):
+            pass  # unreadable: counted below
+    rows = 0
+    for part in sorted(folder.glob("part-*.parquet")):
+        try:
+            rows += pq.read_metadata(part).num_rows
+        except (OSError, ValueError) as err:
+            problems.append(f"{part} cannot be read ({str(err).splitlines()[0]})")
+    if rows != len(ids):
+        problems.append(f"{folder} holds {rows} row(s), the records say {len(ids)}")
+
+
+def check(ctx: WriterContext, records: Sequence[Record], shards: set[str], good: Good) -> ReadBack:
+    """Every part of this run's shards read whole: rows where the records place them, labels, image bytes."""
+    import pyarrow.parquet as pq
+
+    layout, found = ctx.layout, ReadBack()
+
+    def bad(path: Path, what: str) -> None:
+        found.bad.add(path)
+        found.problems.append((what, "rewrite"))
+
+    expected = {where: {r.id: r for r in records if destination(r, ctx) == where} for where in WHERES}
+    seen: dict[str, str] = {}
+    for where in WHERES:
+        shards_here = {r.shard for r in expected[where].values()}
+        for shard in sorted(shards_here | _parts_of(layout.parquet_dir(where), shards)):
+            path = layout.parquet_part(shard, where)
+            want = {i for i, r in expected[where].items() if r.shard == shard}
+            if not path.is_file():
+                if want:
+                    bad(path, f"{path} is missing ({len(want)} image(s))")
+                continue
+            try:
+                rows = pq.read_table(path).to_pylist()
+                names = class_names_of(path)
+            except (OSError, ValueError) as err:
+                bad(path, f"{path} cannot be read ({str(err).splitlines()[0]})")
+                continue
+            if names != ctx.class_names:
+                bad(path, f"{path} declares the labels {list(names or [])}, not the run's label map")
+            got = set()
+            for row in rows:
+                rid = row.get("id")
+                record = expected[where].get(rid)
+                data = (row.get("image") or {}).get("bytes")
+                if record is None:
+                    bad(path, f"{path} holds {rid}, which belongs elsewhere")
+                    continue
+                got.add(rid)
+                if rid in seen:
+                    bad(path, f"{rid} is in {seen[rid]} and again in {path}")
+                seen[rid] = str(path)
+                if row.get("label") != record.label_id or row.get("label_name") != record.label:
+                    bad(path, f"{path}: {rid} is labeled {row.get('label_name')!r}, its record {record.label!r}")
+                if good(record, data):
+                    found.images[rid] = data
+                else:
+                    bad(path, f"{path}: the image of {rid} does not decode or has another hash")
+            if want - got:
+                bad(path, f"{path} lacks {len(want - got)} image(s)")
+    return found
+
+
+def _parts_of(folder: Path, shards: set[str]) -> set[str]:
+    if not folder.is_dir():
+        return set()
+    return {p.name[len("part-"):-len(".parquet")] for p in folder.glob("part-*.parquet")} & shards
+
+
+def repair(ctx: WriterContext, records: Sequence[Record], found: ReadBack, relabel: bool) -> dict[str, int]:
+    """Rewrite the parts found bad or missing (every part when ``relabel``: a run made before labels.json)."""
+    writer, layout = ParquetWriter(ctx), ctx.layout
+    by_part: dict[Path, list[Record]] = {}
+    for record in records:
+        where = destination(record, ctx)
+        if where is not None:
+            by_part.setdefault(layout.parquet_part(record.shard, where), []).append(record)  # type: ignore[arg-type]
+    counts: dict[str, int] = {}
+    for path in sorted(set(by_part) | found.bad):
+        if path in found.bad or not path.is_file() or relabel:
+            writer.write_part(path, by_part.get(path, []))
+            counts["parquet files rewritten"] = counts.get("parquet files rewritten", 0) + 1
+    return counts
+
+
+def read_images(layout: Layout, records: Sequence[Record], where: Where) -> list[tuple[str, bytes | None]]:
+    """``<part>#<id>`` and the image bytes of each record (None when its part or row is not there)."""
+    import pyarrow.parquet as pq
+
+    data: dict[str, bytes | None] = {}
+    parts: dict[str, Path] = {}
+    for shard in dict.fromkeys(r.shard for r in records):
+        part = layout.parquet_part(shard, where)
+        parts[shard] = part
+        if part.is_file():
+            for row in pq.read_table(part, columns=["id", "image"]).to_pylist():
+                data[row["id"]] = (row["image"] or {}).get("bytes")
+    return [(f"{parts[r.shard]}#{r.id}", data.get(r.id)) for r in records]
+
+
+PARQUET = Format(
+    name="parquet", title="Parquet", writer=ParquetWriter, dirs=dirs, exists=exists, loader=loader,
+    quick_check=quick_check, check=check, repair=repair, read_images=read_images, checked_as="parquet rows",
+    read_rank=20, card_files=lambda split: f"parquet/{split}/*.parquet", card_rank=10, inline=True,
+)

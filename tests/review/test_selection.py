@@ -94,3 +94,28 @@ def test_nothing_to_review_is_refused() -> None:
         SelectionOptions(lowest=0, random=0)
     with pytest.raises(ValidationError):
         SelectionOptions(lowest=-1)
+
+
+def test_a_new_ordering_is_one_entry_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dalle_data.review.orderings import ORDERINGS, Ordering, value_key
+
+    longest = Ordering("longest-prompt", "--longest-prompt", "longest prompt", "longest prompts",
+                       "Review the N kept images with the longest prompts.", why="long",
+                       key=lambda kept, values: value_key({r.id: -len(r.prompt) for r in kept}))
+    monkeypatch.setitem(ORDERINGS, longest.name, longest)
+    records = [rec(n).replace(prompt="x" * n) for n in range(1, 6)]
+    opts = SelectionOptions(lowest=2, order="longest-prompt")
+    assert ids(select(records, opts)) == ["id005", "id004"]
+    assert opts.title == "longest prompt" and opts.describe() == "the 2 longest prompts"
+    assert opts.ordering.flag == "--longest-prompt"
+
+
+def test_every_ordering_flag_is_an_option_of_review() -> None:
+    import typer
+
+    from dalle_data.cli import app
+    from dalle_data.review.orderings import ORDERINGS
+
+    review = typer.main.get_command(app).commands["review"]  # type: ignore[attr-defined]
+    flags = {opt for param in review.params for opt in param.opts}
+    assert {o.flag for o in ORDERINGS.values()} <= flags

@@ -269,7 +269,7 @@ OPENAI = Backend(
 # -- the registry: entry points of the group ``dalle_data.backends`` ---------------------------------------------
 # A package adds a backend by declaring, in its pyproject.toml,
 #     [project.entry-points."dalle_data.backends"]
-#     mybackend = "my_package.backend:BACKEND"    # a Backend record (or a function returning one)
+#     mybackend = "my_package.backend:BACKEND"    # a Backend record
 # dalle-data's own backends are declared the same way. ``BUILTIN_ENTRY_POINTS`` repeats those two lines for a
 # source checkout whose installed metadata predates them (run from PYTHONPATH, or an editable install made
 # before they were declared): a built-in the installed ``dalle-data`` distribution does not declare is
@@ -298,8 +298,7 @@ def _load_point(point: Any, dist: str) -> Backend:
     where = f"the backend plug-in {point.name!r} ({point.value}) of the distribution {dist}"
     fix = f"fix it or uninstall it (pip uninstall {dist})"
     try:
-        found = point.load()
-        record = found() if callable(found) and not isinstance(found, Backend) else found
+        record = point.load()
     except Exception as err:  # noqa: BLE001 - a third party's import error: one line, never a traceback
         first = (str(err).strip().splitlines() or [""])[0]
         raise PluginError(f"{where} cannot be loaded ({type(err).__name__}: {first}); {fix}") from None

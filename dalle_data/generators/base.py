@@ -3,7 +3,9 @@
 A generator turns prompts and per-image seeds into images. It is built once
 per worker (models loaded, moved to the device) and then called in batches.
 Argument names follow diffusers: ``prompt``, ``num_inference_steps``,
-``guidance_scale``.
+``guidance_scale``. What a generator can do beyond ``__call__`` (variation,
+fuse, inpaint, a negative prompt, an IP-Adapter, ``--compile``) is a
+``runtime_checkable`` protocol each, asked with ``isinstance``.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def split_conditions(conditions: Sequence[Any], weights: Sequence[float]) -> tup
 
 @runtime_checkable
 class Generator(Protocol):
-    """A text-to-image backend.
+    """A text-to-image backend (what else it can do: the capability protocols below).
 
     ``backend`` names the implementation (``"kandinsky2.2"``), ``model`` the
     weights (a hub id, a local path or a preset name); both are recorded with

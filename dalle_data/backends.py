@@ -1,57 +1,44 @@
-"""The generator backends, declared in one place.
+"""The generator backends: one record per backend, registered through entry points.
 
 A ``Backend`` says what a backend is called, what it can do (the
 capabilities of ``dalle_data.modes``), which model and scorer it uses by
 default, its options (a pydantic model: ``--option KEY=VALUE`` or
 ``options:`` in a spec file, validated and hashed into the spec, so a change
 of options is another run), the spec flags that belong to it alone, how to
-check a spec for it, its price model (what ``--dry-run`` says a run costs)
-and where its loader lives (imported only when a run starts). The spec,
-planning, the job and ``--dry-run`` ask this registry instead of testing
+check a spec for it, its price model (what ``--dry-run`` says a run costs),
+which of its models make each capability, what it downloads (for the offline
+check) and where its loader lives (imported only when a run starts). The
+spec, planning, the job and ``--dry-run`` ask this registry instead of testing
 backend names; modes a backend cannot do are refused when the spec is
 checked, with a one-line error that names the backends that can.
 
-Adding a backend: write its generator module (the ``Generator`` protocol of
-``dalle_data.generators.base``), then add one ``Backend(...)`` to
-``BACKENDS`` below; ``tests/backends/test_contract.py`` runs the shared
-contract against it.
+Adding a backend: write its generator module (the ``Generator`` protocol and
+the capability protocols of ``dalle_data.generators.base``) and a
+``Backend(...)`` record, and register it under the entry point group
+``dalle_data.backends`` in its package's pyproject.toml; the built-in
+backends are registered the same way. ``dalle_data.testing.BackendContract``
+is the contract its tests run.
 
 This module imports nothing heavy and nothing of the rest of dalle-data but
-the mode table, so ``config`` can use it without an import circle.
+the mode and preset tables, so ``config`` can use it without an import circle.
+The entry points are read the first time a backend is asked for, not at
+import.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dalle_data.errors import PluginError
 from dalle_data.modes import MODES
+from dalle_data.presets import DIFFUSERS_PRESETS, GUIDANCE_FREE_PRESETS, IP_ADAPTER_PRESETS
 
-DIFFUSERS_PRESETS: dict[str, str] = {
-    "kandinsky-2-2": "Kandinsky 2.2 prior + decoder from the Hugging Face Hub (needs a GPU for speed)",
-    "shapes-demo": "a small Kandinsky 2.2-layout unCLIP trained here on a world of coloured shapes, offline",
-    "tiny": "Kandinsky 2.2 pipeline classes with tiny random weights, offline (tests, demos)",
-}
-# Text-to-image models of other families (dalle_data.generators.text2image.PRESETS holds their hub ids and
-# recommended settings); any diffusers text-to-image folder or hub id works too.
-DIFFUSERS_PRESETS.update({
-    "sdxl-turbo": "SDXL-Turbo (stabilityai/sdxl-turbo): text-to-image in 1-4 steps, 512²",
-    "sd-turbo": "SD-Turbo (stabilityai/sd-turbo): text-to-image in 1-4 steps, 512²",
-    "sdxl": "SDXL 1.0 base (stabilityai/stable-diffusion-xl-base-1.0): text-to-image, 1024²",
-    "sd3.5-large-turbo": "SD 3.5 Large Turbo (stabilityai/stable-diffusion-3.5-large-turbo): 4 steps, 1024²",
-    "flux-schnell": "FLUX.1 [schnell] (black-forest-labs/FLUX.1-schnell): 4 steps, 1024²",
-    "sana-1600m": "Sana 1.6B (Efficient-Large-Model/Sana_1600M_1024px_diffusers): 20 steps, 1024²",
-    "stable-unclip": "Stable unCLIP 2.1 small (stabilityai/stable-diffusion-2-1-unclip-small): variation and fuse only",
-})
-# What the spec check must know of the presets before any model loads (tests/backends/test_registry.py holds
-# these to dalle_data.generators.text2image.PRESETS): those made to run without guidance, and those of a family
-# with an IP-Adapter (SDXL: h94/IP-Adapter's sdxl_models).
-GUIDANCE_FREE_PRESETS = frozenset({"sdxl-turbo", "sd-turbo", "sd3.5-large-turbo", "flux-schnell"})
-IP_ADAPTER_PRESETS = frozenset({"sdxl", "sdxl-turbo"})
 OPENAI_DEFAULT_MODEL = "gpt-image-1.5"
 DEFAULT_SCORER = "ViT-L-14/openai"
 
@@ -107,12 +94,22 @@ class Backend:
     check: Callable[[Mapping[str, Any]], str | None] = field(default=lambda spec: None)
     reproducible: bool = True  # the same seed gives the same image (an API takes no seed)
     needs_device: bool = True  # loads weights onto a torch device
+    # capability → which of its models make it, said when a loaded model cannot (none: every model can,
+    # and the refusal says --backend NAME)
+    capable_models: Mapping[str, str] = field(default_factory=dict)
+    # "module:function", called with (spec) -> the hub pieces a run would download, checked at once offline
+    # (what, name, repo, files that show it is cached); None: nothing to download
+    pieces: str | None = None
 
     def can(self, mode: str) -> bool:
         return MODES[mode].capability in self.capabilities
 
     def load(self, spec: Any, device: str) -> Any:
         return function_at(self.loader)(spec, device)
+
+    def hub_pieces(self, spec: Any) -> list[tuple[str, str, str, tuple[str, ...]]]:
+        """The hub pieces a run of ``spec`` loads (for the offline check); none for most backends."""
+        return list(function_at(self.pieces)(spec)) if self.pieces else []
 
     def cost(self, spec: Any, images: int, most: int, flat: float | None = None) -> dict[str, Any]:
         """What ``--dry-run`` shows of the price of ``images`` kept images (at most ``most`` made)."""
@@ -224,40 +221,165 @@ OPENAI_MODELS = {
 }
 
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend(
-        name="diffusers",
-        description="local models through diffusers: Kandinsky 2.2 (the default), SD, SDXL, SD3, FLUX, Sana, "
-                    "Stable unCLIP, any text-to-image pipeline folder or hub id",
-        capabilities=frozenset({"text-to-image", "variation", "fuse", "inpaint"}),
-        default_model="kandinsky-2-2",
-        loader="dalle_data.generators.registry:load_for_spec",
-        price="dalle_data.pricing:local_cost",
-        models="a preset, a hub id or a save_pretrained folder (the pipeline class read from model_index.json)",
-        presets=DIFFUSERS_PRESETS,
-        options=DiffusersOptions,
-        fields=frozenset({"prior", "steps", "prior_steps", "guidance_scale"}),
-        check=_check_diffusers,
-        model_scorers={"tiny": "tiny", "shapes-demo": "shapes-demo"},
-    ),
-    Backend(
-        name="openai",
-        description="the OpenAI images API (current GPT image models): generation, edits with reference images "
-                    "(variation, fuse) and masked edits",
-        capabilities=frozenset({"text-to-image", "variation", "fuse", "inpaint"}),
-        default_model=OPENAI_DEFAULT_MODEL,
-        loader="dalle_data.generators.registry:load_api_for_spec",
-        price="dalle_data.pricing:api_cost",
-        models="an image model name of the API (retired ones are refused, naming the replacement)",
-        presets=OPENAI_MODELS,
-        options=OpenAIOptions,
-        fields=frozenset({"quality", "openai_batch"}),
-        check=_check_openai,
-        reproducible=False,
-        needs_device=False,
-    ),
-)}
+# Which of the diffusers backend's models make each capability (said when a loaded model cannot).
+DIFFUSERS_CAPABLE_MODELS = {
+    "text-to-image": "--model kandinsky-2-2, any diffusers text-to-image model (sdxl-turbo, flux-schnell, ...)",
+    "variation": "--model kandinsky-2-2, --model stable-unclip, an SD/SDXL model with --option ip_adapter=default",
+    "fuse": "--model kandinsky-2-2, --model stable-unclip, an SD/SDXL model with --option ip_adapter=default",
+    "inpaint": "--model kandinsky-2-2, an SD/SDXL/FLUX model (their inpaint pipeline)",
+}
 
+# The built-in backends: registered through the entry point group below exactly as a plug-in is
+# (pyproject.toml declares them), so these records are what ``diffusers = "dalle_data.backends:DIFFUSERS"`` names.
+DIFFUSERS = Backend(
+    name="diffusers",
+    description="local models through diffusers: Kandinsky 2.2 (the default), SD, SDXL, SD3, FLUX, Sana, "
+                "Stable unCLIP, any text-to-image pipeline folder or hub id",
+    capabilities=frozenset({"text-to-image", "variation", "fuse", "inpaint"}),
+    default_model="kandinsky-2-2",
+    loader="dalle_data.generators.registry:load_for_spec",
+    price="dalle_data.pricing:local_cost",
+    models="a preset, a hub id or a save_pretrained folder (the pipeline class read from model_index.json)",
+    presets=DIFFUSERS_PRESETS,
+    options=DiffusersOptions,
+    fields=frozenset({"prior", "steps", "prior_steps", "guidance_scale"}),
+    check=_check_diffusers,
+    model_scorers={"tiny": "tiny", "shapes-demo": "shapes-demo"},
+    capable_models=DIFFUSERS_CAPABLE_MODELS,
+    pieces="dalle_data.generators.registry:spec_hub_pieces",
+)
+OPENAI = Backend(
+    name="openai",
+    description="the OpenAI images API (current GPT image models): generation, edits with reference images "
+                "(variation, fuse) and masked edits",
+    capabilities=frozenset({"text-to-image", "variation", "fuse", "inpaint"}),
+    default_model=OPENAI_DEFAULT_MODEL,
+    loader="dalle_data.generators.registry:load_api_for_spec",
+    price="dalle_data.pricing:api_cost",
+    models="an image model name of the API (retired ones are refused, naming the replacement)",
+    presets=OPENAI_MODELS,
+    options=OpenAIOptions,
+    fields=frozenset({"quality", "openai_batch"}),
+    check=_check_openai,
+    reproducible=False,
+    needs_device=False,
+)
+
+
+# -- the registry: entry points of the group ``dalle_data.backends`` ---------------------------------------------
+# A package adds a backend by declaring, in its pyproject.toml,
+#     [project.entry-points."dalle_data.backends"]
+#     mybackend = "my_package.backend:BACKEND"    # a Backend record
+# dalle-data's own backends are declared the same way. ``BUILTIN_ENTRY_POINTS`` repeats those two lines for a
+# source checkout whose installed metadata predates them (run from PYTHONPATH, or an editable install made
+# before they were declared): a built-in the installed ``dalle-data`` distribution does not declare is
+# registered from here, through the same loading code.
+GROUP = "dalle_data.backends"
+DISTRIBUTION = "dalle-data"
+BUILTIN_ENTRY_POINTS: tuple[tuple[str, str], ...] = (
+    ("diffusers", "dalle_data.backends:DIFFUSERS"),
+    ("openai", "dalle_data.backends:OPENAI"),
+)
+
+
+def _distribution(point: Any) -> str:
+    """The distribution that declares ``point`` (dalle-data's own for the fallback built-ins)."""
+    dist = getattr(point, "dist", None)
+    name = getattr(dist, "name", None) or (dist.metadata["Name"] if dist is not None else None)
+    return str(name) if name else DISTRIBUTION
+
+
+def _same(dist: str) -> str:
+    return dist.lower().replace("_", "-").replace(".", "-")
+
+
+def _load_point(point: Any, dist: str) -> Backend:
+    """The Backend an entry point names; anything wrong is one line naming the distribution."""
+    where = f"the backend plug-in {point.name!r} ({point.value}) of the distribution {dist}"
+    fix = f"fix it or uninstall it (pip uninstall {dist})"
+    try:
+        record = point.load()
+    except Exception as err:  # noqa: BLE001 - a third party's import error: one line, never a traceback
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise PluginError(f"{where} cannot be loaded ({type(err).__name__}: {first}); {fix}") from None
+    if not isinstance(record, Backend):
+        raise PluginError(f"{where} is a {type(record).__name__}, not a dalle_data.backends.Backend; {fix}")
+    if record.name != point.name:
+        raise PluginError(f"{where} names a backend {record.name!r}; the entry point's name and the "
+                          f"Backend's name must be the same; {fix}")
+    known = {m.capability for m in MODES.values()}
+    unknown = sorted(set(record.capabilities) - known)
+    if unknown:
+        raise PluginError(f"{where} declares unknown capabilities ({', '.join(unknown)}; there are "
+                          f"{', '.join(sorted(known))}); {fix}")
+    return record
+
+
+def discover(points: Any = None) -> tuple[dict[str, Backend], dict[str, str]]:
+    """Every registered backend (the built-ins first, then plug-ins by name) and the distribution of each.
+
+    ``points``: the entry points to read (default: those installed in the group). A broken plug-in, or two
+    that register one name, raise ``PluginError`` with one line that names the distribution."""
+    installed = [(p, _distribution(p)) for p in (entry_points(group=GROUP) if points is None else points)]
+    builtin_names = {name for name, _ in BUILTIN_ENTRY_POINTS}
+    ours = {p.name: (p, d) for p, d in installed if _same(d) == DISTRIBUTION and p.name in builtin_names}
+    builtin = [ours.get(name) or (EntryPoint(name, value, GROUP), DISTRIBUTION) for name, value in BUILTIN_ENTRY_POINTS]
+    others = sorted(((p, d) for p, d in installed if not (_same(d) == DISTRIBUTION and p.name in builtin_names)),
+                    key=lambda item: (item[0].name, item[1]))
+    backends: dict[str, Backend] = {}
+    origin: dict[str, str] = {}
+    for point, dist in builtin + others:
+        if point.name in origin:
+            raise PluginError(f"the backend plug-in {point.name!r} of the distribution {dist} clashes with the "
+                              f"backend of that name from {origin[point.name]}; uninstall one of them "
+                              f"(pip uninstall {dist})")
+        backends[point.name] = _load_point(point, dist)
+        origin[point.name] = dist
+    return backends, origin
+
+
+class Registry(MutableMapping[str, Backend]):
+    """The backends by name, read from the entry points the first time one is asked for (not at import, so
+    ``--help`` stays fast). Tests may add a backend for a while (``monkeypatch.setitem(BACKENDS, ...)``)."""
+
+    def __init__(self) -> None:
+        self._backends: dict[str, Backend] | None = None
+        self._origin: dict[str, str] = {}
+
+    def _all(self) -> dict[str, Backend]:
+        if self._backends is None:
+            self._backends, self._origin = discover()
+        return self._backends
+
+    def reload(self) -> None:
+        """Read the entry points again (after a package was installed in this process)."""
+        self._backends, self._origin = None, {}
+
+    def distribution(self, name: str) -> str:
+        """The distribution that registered backend ``name`` (``dalle-data`` for the built-ins)."""
+        self._all()
+        return self._origin.get(name, "(registered in-process)")
+
+    def __getitem__(self, name: str) -> Backend:
+        return self._all()[name]
+
+    def __setitem__(self, name: str, value: Backend) -> None:
+        self._all()[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return f"Registry({list(self)})"
+
+
+BACKENDS = Registry()
 
 def backend(name: str) -> Backend:
     return BACKENDS[name]
@@ -266,6 +388,16 @@ def backend(name: str) -> Backend:
 def capable(mode: str) -> list[str]:
     """The backends that can make ``mode``."""
     return [b.name for b in BACKENDS.values() if b.can(mode)]
+
+
+def capable_hint(capability: str) -> str:
+    """What makes ``capability``, over every backend: the models of a backend that declares which of its
+    models do (``Backend.capable_models``), else ``--backend NAME``."""
+    parts = [b.capable_models.get(capability) or f"--backend {b.name}" for b in BACKENDS.values()
+             if capability in b.capabilities]
+    if not parts:
+        return "no backend (none registered can)"
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} or {parts[-1]}"
 
 
 def check_modes(backend_name: str, modes: Mapping[str, float] | list[str]) -> str | None:

@@ -23,3 +23,8 @@ class ModelLoadError(DalleDataError):
 
 class OutputDirError(DalleDataError):
     """The output directory cannot be used for this run."""
+
+
+class PluginError(DalleDataError):
+    """An installed backend plug-in (entry point group ``dalle_data.backends``) is broken or clashes with
+    another; the message names its distribution."""

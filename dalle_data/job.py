@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalle_data import __version__
-from dalle_data.backends import BACKENDS
+from dalle_data.backends import BACKENDS, capable_hint
 from dalle_data.config import RunSpec, dump_spec
 from dalle_data.device import resolve_device
 from dalle_data.errors import OutputDirError, SpecError
@@ -26,7 +26,8 @@ from dalle_data.execution.local import Interrupted
 from dalle_data.execution.parts import Part
 from dalle_data.execution.ray_executor import RayModels
 from dalle_data.execution.run import default_writers, regenerate as redo, run
-from dalle_data.generators.registry import check_model_name, hub_pieces, ip_adapter_pieces
+from dalle_data.generators.base import capabilities_of
+from dalle_data.generators.registry import check_model_name
 from dalle_data.hub import check_offline
 from dalle_data.llm import make_writer
 from dalle_data.llm.cancel import RequestsCancelled, cancel_requests, reset_cancel
@@ -264,36 +265,19 @@ def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, sco
 
 
 def _check_capabilities(spec: RunSpec, generator: Any) -> None:
-    missing = [m for m in spec.modes if MODES[m].capability not in capabilities_of(generator)]
+    """A mode the loaded model cannot make is refused before any generation, naming what it can do and, from
+    the backend records, which models or backends can (``Backend.capable_models``)."""
+    can = capabilities_of(generator)
+    missing = [m for m in spec.modes if MODES[m].capability not in can]
     if missing:
         raise SpecError(f"model {generator.model!r} cannot do {missing[0]} (it can: "
-                        f"{', '.join(sorted(capabilities_of(generator)))}); for {missing[0]} use "
-                        f"{CAPABLE_MODELS[MODES[missing[0]].capability]}, or choose another mode")
-
-
-# Which models make each capability (said when a model cannot).
-CAPABLE_MODELS = {
-    "text-to-image": "--model kandinsky-2-2, any diffusers text-to-image model (sdxl-turbo, flux-schnell, ...) "
-                     "or --backend openai",
-    "variation": "--model kandinsky-2-2, --model stable-unclip, an SD/SDXL model with --option ip_adapter=default "
-                 "or --backend openai",
-    "fuse": "--model kandinsky-2-2, --model stable-unclip, an SD/SDXL model with --option ip_adapter=default "
-            "or --backend openai",
-    "inpaint": "--model kandinsky-2-2, an SD/SDXL/FLUX model (their inpaint pipeline) or --backend openai",
-}
-
-
-def capabilities_of(generator: Any) -> frozenset[str]:
-    """What a loaded generator can do: its own ``capabilities``, else text-to-image only."""
-    return frozenset(getattr(generator, "capabilities", ("text-to-image",)))
+                        f"{', '.join(sorted(can))}); for {missing[0]} use "
+                        f"{capable_hint(MODES[missing[0]].capability)}, or choose another mode")
 
 
 def _check_offline(spec: RunSpec, scorer_name: str, generator: bool, scorer: bool) -> None:
     """Without a network, name every model piece missing from the local cache at once (not one per try)."""
-    pieces = []
-    if generator and spec.backend == "diffusers":
-        pieces += hub_pieces(spec.model, spec.prior, "inpaint" in spec.modes)
-        pieces += ip_adapter_pieces(spec.model, spec.options.get("ip_adapter"))
+    pieces = BACKENDS[spec.backend].hub_pieces(spec) if generator else []
     if scorer:
         pieces += scorer_pieces(scorer_name)
     if pieces:

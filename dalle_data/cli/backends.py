@@ -35,7 +35,8 @@ def describe_backends(name: str | None = None) -> list[dict[str, Any]]:
             "presets": dict(b.presets),
             "modes": [m for m in MODES if b.can(m)], "capabilities": sorted(b.capabilities),
             "default_scorer": b.default_scorer, "model_scorers": dict(b.model_scorers),
-            "reproducible": b.reproducible, "price_model": b.price, "price_basis": _first_line(b.price), "flags": sorted(b.fields), "options": options,
+            "reproducible": b.reproducible, "price_model": b.price, "price_basis": _first_line(b.price),
+            "flags": sorted(b.fields), "options": options, "distribution": BACKENDS.distribution(b.name),
         })
     return out
 
@@ -71,6 +72,8 @@ def backends(
         return
     for row in rows:
         typer.echo(f"{row['name']}: {row['description']}")
+        if row["distribution"] != "dalle-data":
+            typer.echo(f"  from: {row['distribution']} (a plug-in)")
         typer.echo(f"  modes: {', '.join(row['modes'])}")
         typer.echo(f"  --model: {row['models']}; default {row['default_model']}; same seed, same image: "
                    f"{'yes' if row['reproducible'] else 'no (the API takes no seed)'}")

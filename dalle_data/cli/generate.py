@@ -134,7 +134,7 @@ def generate(
     size: Optional[int] = typer.Option(None, "--size", metavar="PX", help="Image width and height in pixels. [default: the model's]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout (for CI)."),
-    backend: Optional[str] = typer.Option(None, "--backend", metavar="BACKEND", help="diffusers (local models) or openai (the hosted images API); `dalle-data backends` lists what each can do. [default: diffusers]"),
+    backend: Optional[str] = typer.Option(None, "--backend", metavar="BACKEND", help="diffusers (local models), openai (the hosted images API) or a plug-in's backend; `dalle-data backends` lists what each can do. [default: diffusers]"),
     option: Optional[list[str]] = typer.Option(None, "--option", metavar="KEY=VALUE", help="A backend option, e.g. negative_prompt=blurry; repeat for more. `dalle-data backends` lists each backend's options. Part of the spec: other options make another run."),
     quality: Optional[str] = typer.Option(None, "--quality", metavar="Q", help="--backend openai: low, medium, high or auto. [default: medium]"),
     base_url: Optional[str] = typer.Option(None, "--base-url", metavar="URL", help="--backend openai: images API base URL. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"),

@@ -3,7 +3,9 @@
 A generator turns prompts and per-image seeds into images. It is built once
 per worker (models loaded, moved to the device) and then called in batches.
 Argument names follow diffusers: ``prompt``, ``num_inference_steps``,
-``guidance_scale``.
+``guidance_scale``. What a generator can do beyond ``__call__`` (variation,
+fuse, inpaint, a negative prompt, an IP-Adapter, ``--compile``) is a
+``runtime_checkable`` protocol each, asked with ``isinstance``.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def split_conditions(conditions: Sequence[Any], weights: Sequence[float]) -> tup
 
 @runtime_checkable
 class Generator(Protocol):
-    """A text-to-image backend.
+    """A text-to-image backend (what else it can do: the capability protocols below).
 
     ``backend`` names the implementation (``"kandinsky2.2"``), ``model`` the
     weights (a hub id, a local path or a preset name); both are recorded with
@@ -106,3 +108,80 @@ class Generator(Protocol):
         ``prompt[i]``, ``seeds[i]`` and ``settings`` (and, within floating-point
         noise, not on the batch)."""
         ...
+
+
+# -- capabilities ------------------------------------------------------------------------------------------------
+# A generator declares what it can do in ``capabilities`` (it may depend on what is loaded: an IP-Adapter gives an
+# SD model variation and fuse) and implements the protocol of each; the optional features a backend's options
+# need are protocols too. Callers ask ``isinstance(generator, Protocol)`` (``runtime_checkable``: the methods are
+# there), never ``hasattr``; ``dalle_data.testing.BackendContract`` holds every declared capability to its protocol.
+
+
+@runtime_checkable
+class TextToImage(Protocol):
+    """``text-to-image`` (the vanilla, style and adversarial modes): ``Generator.__call__``."""
+
+    def __call__(self, prompt: Sequence[str], seeds: Sequence[int],
+                 settings: GenerationSettings) -> list[Image | Defect | Refusal]: ...
+
+
+@runtime_checkable
+class Variation(Protocol):
+    """``variation`` and ``fuse``: images from the CLIP image embeddings of one source (variation) or the weighted
+    mix of two (fuse); ``conditions[i]`` are image ``i``'s sources, optionally with its prompt (see
+    ``split_conditions``), ``weights[i]`` one weight per condition."""
+
+    def variation(self, conditions: Sequence[Sequence[Any]], weights: Sequence[Sequence[float]],
+                  seeds: Sequence[int], settings: GenerationSettings) -> list[Image | Defect | Refusal]: ...
+
+
+Fuse = Variation  # a fuse is a variation of two sources
+
+
+@runtime_checkable
+class Inpaint(Protocol):
+    """``inpaint``: repaint the masked region of each source image after its prompt, keep the rest."""
+
+    def inpaint(self, images: Sequence[Any], masks: Sequence[Any], prompt: Sequence[str], seeds: Sequence[int],
+                settings: GenerationSettings) -> list[Image | Defect | Refusal]: ...
+
+
+@runtime_checkable
+class NegativePrompt(Protocol):
+    """Takes a negative prompt (``--option negative_prompt``) for every image it makes from now on."""
+
+    def set_negative_prompt(self, text: str | None, settings: GenerationSettings | None = None) -> None: ...
+
+
+@runtime_checkable
+class ImagePrompt(Protocol):
+    """Takes an IP-Adapter (``--option ip_adapter``), which gives it ``variation`` and ``fuse`` by image prompt."""
+
+    def use_ip_adapter(self, source: str | Path | None = None, *, scale: float = 1.0) -> None: ...
+
+
+@runtime_checkable
+class Compilable(Protocol):
+    """Compiles its denoiser (``--compile``)."""
+
+    def compile(self, backend: str | None = None) -> None: ...
+
+
+# The protocol a generator implements for each capability it declares (dalle_data.modes names the capabilities).
+CAPABILITY_PROTOCOLS: dict[str, type] = {
+    "text-to-image": TextToImage,
+    "variation": Variation,
+    "fuse": Fuse,
+    "inpaint": Inpaint,
+}
+
+
+def capabilities_of(generator: object) -> frozenset[str]:
+    """What a loaded generator says it can do: its ``capabilities``, else text-to-image only."""
+    return frozenset(getattr(generator, "capabilities", ("text-to-image",)))
+
+
+def missing_protocols(generator: object) -> list[str]:
+    """The capabilities ``generator`` declares without implementing their protocol (none, for a sound one)."""
+    return [c for c in sorted(capabilities_of(generator))
+            if c in CAPABILITY_PROTOCOLS and not isinstance(generator, CAPABILITY_PROTOCOLS[c])]

@@ -6,16 +6,17 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dalle_data.backends import DIFFUSERS_PRESETS
+from dalle_data.backends import BACKENDS
 from dalle_data.errors import ModelLoadError, SpecError
-from dalle_data.generators.base import GenerationSettings
+from dalle_data.generators.base import Compilable, GenerationSettings, ImagePrompt, NegativePrompt
 from dalle_data.hub import looks_like_hub_id
+from dalle_data.presets import DIFFUSERS_PRESETS, IP_ADAPTER_PRESETS, PRESETS as PRESET_TABLE
 
 if TYPE_CHECKING:
     from dalle_data.config import RunSpec
     from dalle_data.generators.base import Generator
 
-# Preset name → what it means. ``tiny`` is built offline from configs.
+# Preset name → what it means (dalle_data.presets, the one preset table). ``tiny`` is built offline from configs.
 MODEL_PRESETS: dict[str, str] = DIFFUSERS_PRESETS
 
 
@@ -57,16 +58,14 @@ def check_model_name(model: str) -> None:
 
 def hub_pieces(model: str, prior: str | None, inpaint: bool) -> list[tuple[str, str, str, tuple[str, ...]]]:
     """The hub repos ``--model`` loads from: (what, name, repo, files that show it is cached)."""
-    from dalle_data.generators.kandinsky import DECODER_ID, INPAINT_ID, PRIOR_ID
+    from dalle_data.generators.kandinsky import DECODER_ID, INPAINT_ID, PRIOR_ID  # deferred: heavy
 
-    from dalle_data.generators.text2image import KANDINSKY_CLASSES, PRESETS
+    from dalle_data.generators.text2image import KANDINSKY_CLASSES, PRESETS  # deferred: heavy
 
     if model in PRESETS:
         return [("model", model, PRESETS[model].repo, ("model_index.json",))]
     if model == "stable-unclip":
-        from dalle_data.generators.unclip import PRESET_REPO
-
-        return [("model", model, PRESET_REPO, ("model_index.json",))]
+        return [("model", model, str(PRESET_TABLE[model].repo), ("model_index.json",))]
     if model in ("tiny", "shapes-demo") or Path(model).expanduser().is_dir() or not (
         model == "kandinsky-2-2" or looks_like_hub_id(model)
     ):
@@ -83,12 +82,10 @@ def ip_adapter_pieces(model: str, adapter: str | None) -> list[tuple[str, str, s
     known before it loads)."""
     if adapter is None or Path(adapter).expanduser().exists():
         return []
-    from dalle_data.generators.ip_adapter import IP_ADAPTER_FAMILIES, ip_adapter_source
-    from dalle_data.generators.text2image import pipeline_class_of
+    from dalle_data.generators.ip_adapter import IP_ADAPTER_FAMILIES, ip_adapter_source  # deferred: heavy
+    from dalle_data.generators.text2image import pipeline_class_of  # deferred: heavy
 
     folder = Path(model).expanduser()
-    from dalle_data.backends import IP_ADAPTER_PRESETS
-
     if model in IP_ADAPTER_PRESETS:
         family: str | None = "sdxl"
     elif folder.is_dir():
@@ -107,11 +104,11 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
                    dtype: str = "auto") -> Generator:
     """Load the generator named by ``model`` onto ``device`` (``dtype`` auto: half precision on CUDA)."""
     check_model_name(model)
-    from dalle_data.device import default_dtype
-    from dalle_data.generators.kandinsky import DECODER_ID, INPAINT_ID, PRIOR_ID, KandinskyGenerator
+    from dalle_data.device import default_dtype  # deferred: heavy
+    from dalle_data.generators.kandinsky import DECODER_ID, INPAINT_ID, PRIOR_ID, KandinskyGenerator  # deferred: heavy
 
     if model == "tiny":
-        from dalle_data.generators.tiny import build_tiny_generator
+        from dalle_data.generators.tiny import build_tiny_generator  # deferred: heavy
 
         tiny = build_tiny_generator(seed=0, device=device)
         if dtype != "auto":
@@ -119,6 +116,7 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
             tiny.decoder.to(dtype=default_dtype(device, dtype))
         return tiny
     dtype = default_dtype(device, dtype)
+    # deferred: heavy (torch, diffusers)
     from dalle_data.generators.text2image import KANDINSKY_CLASSES, PRESETS, Text2ImageGenerator, pipeline_class_of
 
     if model in PRESETS:
@@ -136,8 +134,8 @@ def load_generator(model: str, *, prior: str | None = None, device: str = "cpu",
             prior or PRIOR_ID, DECODER_ID, model=DECODER_ID, device=device, dtype=dtype, inpaint=INPAINT_ID
         )
     path = Path(model).expanduser()
-    from dalle_data.generators.unclip import PIPELINE as STABLE_UNCLIP
-    from dalle_data.generators.unclip import PRESET_REPO, StableUnCLIPGenerator
+    from dalle_data.generators.unclip import PIPELINE as STABLE_UNCLIP  # deferred: heavy
+    from dalle_data.generators.unclip import PRESET_REPO, StableUnCLIPGenerator  # deferred: heavy
 
     if model == "stable-unclip" or (path.is_dir() and pipeline_class_of(path) == STABLE_UNCLIP):
         return StableUnCLIPGenerator.from_pretrained(PRESET_REPO if model == "stable-unclip" else path, model=model,
@@ -168,7 +166,7 @@ def _hub_pipeline_class(repo: str, local: bool = False) -> str | None:
     not ``local``); None when it cannot be read."""
     from huggingface_hub import hf_hub_download
 
-    from dalle_data.hub import hub_offline, hub_reachable
+    from dalle_data.hub import hub_offline, hub_reachable  # deferred: heavy
 
     for local_only in (True, False):
         if not local_only and (local or hub_offline() or not hub_reachable()):
@@ -177,7 +175,7 @@ def _hub_pipeline_class(repo: str, local: bool = False) -> str | None:
             path = hf_hub_download(repo, "model_index.json", local_files_only=local_only)
         except Exception:  # noqa: BLE001 - not cached / not a diffusers repo: "unknown"
             continue
-        from dalle_data.generators.text2image import pipeline_class_of
+        from dalle_data.generators.text2image import pipeline_class_of  # deferred: heavy
 
         return pipeline_class_of(Path(path).parent)
     return None
@@ -189,27 +187,35 @@ def load_for_spec(spec: RunSpec, device: str) -> Generator:
     generator = load_generator(spec.model, prior=spec.prior, device=device, dtype=spec.dtype)
     apply_options(generator, spec)
     if spec.compile:
-        generator.compile()  # type: ignore[attr-defined]
+        if not isinstance(generator, Compilable):
+            raise ModelLoadError(f"--compile: {generator.model} ({generator.backend}) cannot be compiled; "
+                                 "drop --compile")
+        generator.compile()
     return generator
+
+
+def spec_hub_pieces(spec: RunSpec) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """The diffusers backend's downloads for ``spec`` (``Backend.pieces``): the model's repos and the
+    IP-Adapter, named at once when offline and missing from the cache."""
+    return (hub_pieces(spec.model, spec.prior, "inpaint" in spec.modes)
+            + ip_adapter_pieces(spec.model, spec.options.get("ip_adapter")))
 
 
 def apply_options(generator: Generator, spec: RunSpec) -> None:
     """The diffusers backend's ``--option``s (``backends.DiffusersOptions``) on a loaded generator; an option the
     model cannot take is one line."""
-    from dalle_data.backends import BACKENDS
-
     options = BACKENDS[spec.backend].option_values(spec.options)
     if options.negative_prompt is not None:
-        if not hasattr(generator, "set_negative_prompt"):
+        if not isinstance(generator, NegativePrompt):
             raise ModelLoadError(f"--option negative_prompt: {generator.model} ({generator.backend}) takes no "
                                  "negative prompt; use a text-to-image model (Kandinsky 2.2, SD, SDXL, ...)")
         settings = resolve_settings(spec, generator.defaults)
-        generator.set_negative_prompt(options.negative_prompt, settings)  # type: ignore[attr-defined]
+        generator.set_negative_prompt(options.negative_prompt, settings)
     if options.ip_adapter is not None:
-        if not hasattr(generator, "use_ip_adapter"):
+        if not isinstance(generator, ImagePrompt):
             raise ModelLoadError(f"--option ip_adapter: {generator.model} ({generator.backend}) takes no IP-Adapter; "
                                  "it is for SD 1.x and SDXL models (Kandinsky 2.2 makes variations itself)")
-        generator.use_ip_adapter(None if options.ip_adapter == "default" else options.ip_adapter,  # type: ignore[attr-defined]
+        generator.use_ip_adapter(None if options.ip_adapter == "default" else options.ip_adapter,
                                  scale=options.ip_adapter_scale)
 
 
@@ -220,12 +226,10 @@ def load_api_for_spec(spec: RunSpec, device: str) -> Generator:
 
 def load_api_generator(spec: RunSpec) -> Generator:
     """The hosted images backend named by ``--backend openai`` (no weights to load; the key is checked here)."""
-    from dalle_data.generators.openai_images import DEFAULT_QUALITY, OpenAIImageGenerator
-    from dalle_data.llm.client import Endpoint, RetryPolicy
+    from dalle_data.generators.openai_images import DEFAULT_QUALITY, OpenAIImageGenerator  # deferred: heavy
+    from dalle_data.llm.client import Endpoint, RetryPolicy  # deferred: heavy
 
     endpoint = Endpoint(base_url=spec.base_url, timeout=spec.timeout, retry=RetryPolicy.from_env(spec.max_retries))
-    from dalle_data.backends import BACKENDS
-
     options = BACKENDS[spec.backend].option_values(spec.options)
     return OpenAIImageGenerator(spec.model, endpoint=endpoint, quality=spec.quality or DEFAULT_QUALITY,
                                 max_concurrency=spec.max_concurrency, batch=spec.openai_batch,

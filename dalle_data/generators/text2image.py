@@ -23,7 +23,7 @@ off. Other families need an unCLIP model: Kandinsky 2.2, or Stable unCLIP
 (``unclip.py``).
 
 ``PRESETS`` holds a few popular models with the steps, guidance and size their
-authors recommend; a folder may carry its own defaults in
+authors recommend (from ``dalle_data.presets``, the one preset table); a folder may carry its own defaults in
 ``dalle_data_model.json`` (as a Kandinsky folder does).
 """
 
@@ -55,6 +55,7 @@ from dalle_data.generators.ip_adapter import (
 from dalle_data.backends import folder_pipeline
 from dalle_data.generators.kandinsky import MODEL_CARD, _ready, _to_image, read_model_card, repaint
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
+from dalle_data.presets import PRESET_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +72,10 @@ def _settings(size: int, steps: int, guidance: float) -> GenerationSettings:
                               guidance_scale=guidance, prior_guidance_scale=0.0)
 
 
-# Recommended settings from each model's card (checked 2026-11-30).
+# The presets' recommended settings (from each model's card), read from the one preset table.
 PRESETS: dict[str, Preset] = {
-    "sdxl-turbo": Preset("stabilityai/sdxl-turbo", "SDXL-Turbo: 1-4 steps, no guidance, 512²", _settings(512, 4, 0.0)),
-    "sd-turbo": Preset("stabilityai/sd-turbo", "SD-Turbo (SD 2.1 distilled): 1-4 steps, no guidance, 512²",
-                       _settings(512, 4, 0.0)),
-    "sdxl": Preset("stabilityai/stable-diffusion-xl-base-1.0", "SDXL 1.0 base: 30 steps, guidance 5, 1024²",
-                   _settings(1024, 30, 5.0)),
-    "sd3.5-large-turbo": Preset("stabilityai/stable-diffusion-3.5-large-turbo",
-                                "SD 3.5 Large Turbo: 4 steps, no guidance, 1024²", _settings(1024, 4, 0.0)),
-    "flux-schnell": Preset("black-forest-labs/FLUX.1-schnell", "FLUX.1 [schnell]: 4 steps, no guidance, 1024²",
-                           _settings(1024, 4, 0.0)),
-    "sana-1600m": Preset("Efficient-Large-Model/Sana_1600M_1024px_diffusers", "Sana 1.6B: 20 steps, guidance 4.5, 1024²",
-                         _settings(1024, 20, 4.5)),
+    p.name: Preset(p.repo, p.description, _settings(p.size, p.steps, p.guidance))  # type: ignore[arg-type]
+    for p in PRESET_TABLE if p.text_to_image_pipeline and p.repo is not None
 }
 FALLBACK = _settings(512, 30, 5.0)
 KANDINSKY_CLASSES = ("KandinskyV22Pipeline", "KandinskyV22PriorPipeline", "KandinskyV22CombinedPipeline")

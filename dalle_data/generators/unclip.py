@@ -22,9 +22,10 @@ from dalle_data.generators.base import GenerationSettings, cpu_generators, split
 from dalle_data.generators.kandinsky import _ready, _to_image, read_model_card
 from dalle_data.generators.text2image import FALLBACK, _guess_defaults, save_pipeline
 from dalle_data.hub import load_with_hub_fallback, quiet_libraries
+from dalle_data.presets import PRESETS
 
 PIPELINE = "StableUnCLIPImg2ImgPipeline"
-PRESET_REPO = "stabilityai/stable-diffusion-2-1-unclip-small"
+PRESET_REPO = str(PRESETS["stable-unclip"].repo)  # the one preset table
 
 
 class StableUnCLIPGenerator:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dalle_data.backends import DEFAULT_SCORER
+from dalle_data.backends import BACKENDS, DEFAULT_SCORER
 from dalle_data.errors import ModelLoadError, SpecError
 from dalle_data.hub import load_with_hub_fallback
 
@@ -36,8 +36,6 @@ def resolve_scorer_name(scorer: str, model: str, backend: str = "diffusers") -> 
     """``auto`` → the scorer the backend pairs with ``model`` (``dalle_data.backends``); other names pass
     through."""
     if scorer == "auto":
-        from dalle_data.backends import BACKENDS
-
         return BACKENDS[backend].scorer_for(model)
     return scorer
 

@@ -20,7 +20,7 @@ Exit codes of ``dalle-data generate`` (also in README):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -53,6 +53,7 @@ def check_scorer_name(name: str) -> None:
 
 def hub_pieces(name: str) -> list[tuple[str, str, str, tuple[str, ...]]]:
     """The hub repo a scorer name loads from: (what, name, repo, files that show it is cached)."""
+    # loaded only when this scorer is asked for (it brings its own libraries)
     from dalle_data.hub import open_clip_repo
 
     if name in SCORER_PRESETS or Path(name).expanduser().is_dir():
@@ -69,18 +70,21 @@ def load_scorer(name: str, device: str = "cpu") -> ClipScorer:
     check_scorer_name(name)
     import open_clip
 
+    # loaded only when this scorer is asked for (it brings its own libraries)
     from dalle_data.scoring.clip import ClipScorer
 
     if name == "tiny":
         model, preprocess = _tiny_model()
         return ClipScorer(model, preprocess, open_clip.get_tokenizer("ViT-B-32"), name="tiny", device=device)
     if name == "shapes-demo":
+        # loaded only when this scorer is asked for (it brings its own libraries)
         from dalle_data.generators.registry import shapes_demo_dir
         from dalle_data.scoring.hf_clip import load_hf_towers
 
         return load_hf_towers(shapes_demo_dir(), device=device)
     path = Path(name).expanduser()
     if path.is_dir() and (path / "prior" / "text_encoder").is_dir():
+        # loaded only when this scorer is asked for (it brings its own libraries)
         from dalle_data.scoring.hf_clip import load_hf_towers
 
         return load_hf_towers(path, device=device)
@@ -142,6 +146,7 @@ def _load_tagged(open_clip: Any, arch: str, tag: str, local: bool, device: str) 
 def _tiny_model(seed: int = 0) -> tuple[Any, Any]:
     import open_clip
 
+    # loaded only when this scorer is asked for (it brings its own libraries)
     from dalle_data.generators.tiny import CLIP_MEAN, CLIP_STD, seeded
 
     with seeded(seed):
@@ -156,6 +161,7 @@ def save_scorer(scorer: ClipScorer, path: str | Path, model_cfg: dict[str, Any] 
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    # loaded only when this scorer is asked for (it brings its own libraries)
     from dalle_data.generators.tiny import CLIP_MEAN, CLIP_STD
 
     config = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}}

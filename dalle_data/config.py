@@ -67,7 +67,8 @@ class RunSpec(BaseModel):
     batch_size: int | Literal["auto"] = "auto"  # images per generator call; auto: probed (execution only)
     device: str = "auto"
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"  # weights' precision (execution only)
-    executor: Literal["local", "ray"] = "local"  # where the tasks run (execution only)
+    executor: str = Field(default="local", pattern=r"^[a-z][a-z0-9_-]*$")  # where tasks run, by its registered name
+    # (execution only; checked against the executors' table when the run starts)
     ray_address: str | None = None
     ray_actors: int = Field(default=2, gt=0, le=10_000)
     ray_gpus: float | None = Field(default=None, ge=0)

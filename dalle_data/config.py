@@ -119,7 +119,7 @@ class RunSpec(BaseModel):
     batch_size: Annotated[int | Literal["auto"], EXECUTION] = "auto"  # per generator call; auto: probed
     device: Annotated[str, EXECUTION] = "auto"
     dtype: Annotated[Literal["auto", "fp16", "bf16", "fp32"], EXECUTION] = "auto"  # the weights' precision
-    executor: Annotated[Literal["local", "ray"], EXECUTION] = "local"
+    executor: Annotated[str, EXECUTION] = Field(default="local", pattern=r"^[a-z][a-z0-9_-]*$")  # a registered name
     ray_address: Annotated[str | None, EXECUTION] = None
     ray_actors: Annotated[int, EXECUTION] = Field(default=2, gt=0, le=10_000)
     ray_gpus: Annotated[float | None, EXECUTION] = Field(default=None, ge=0)

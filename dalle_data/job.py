@@ -22,9 +22,9 @@ from dalle_data.backends import BACKENDS, capable_hint
 from dalle_data.config import RunSpec, dump_spec
 from dalle_data.device import resolve_device
 from dalle_data.errors import OutputDirError, SpecError
-from dalle_data.execution.local import Interrupted
+from dalle_data.execution.driver import Interrupted
+from dalle_data.execution.executors import executor_kind
 from dalle_data.execution.parts import Part
-from dalle_data.execution.ray_executor import RayModels
 from dalle_data.execution.run import default_writers, regenerate as redo, run
 from dalle_data.generators.base import capabilities_of
 from dalle_data.generators.registry import check_model_name
@@ -76,6 +76,7 @@ def run_generate(
     no file is left half-written, and rerunning resumes. ``llm_cache=False``
     (``--no-cache``) asks the LLM afresh instead of reusing its cached answers.
     """
+    executor_kind(spec.executor)  # an unknown name fails before anything is touched
     finish_source_apply(spec.from_dir)
     the_plan = plan(spec, llm_cache=llm_cache, part=part)
     rundir = RunDir(spec.out, spec.split, part)
@@ -241,9 +242,10 @@ def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, sco
     """The generator and the scorer, checked before anything heavy is loaded; each can be given instead."""
     chosen = BACKENDS[spec.backend]
     scorer_name = resolve_scorer_name(spec.scorer, spec.model, spec.backend)
-    if spec.executor == "ray" and generator is None and scorer is None:
+    remote = executor_kind(spec.executor).load_models
+    if remote is not None and generator is None and scorer is None:
         check_model_name(spec.model) if chosen.needs_device else None
-        models = RayModels(spec, the_plan.zero_shot_labels())  # the models load in the actors, not here
+        models = remote(spec, the_plan.zero_shot_labels())  # the models load in the executor's workers, not here
         _check_capabilities(spec, models)
         return models, models
     if generator is None and not chosen.needs_device:

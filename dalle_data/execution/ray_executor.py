@@ -1,15 +1,16 @@
 """``--executor ray``: the tasks of each wave on a pool of Ray actors, the ledger and the writing here.
 
-    driver: plan a wave ─► tasks, in plan order ─► actor pool (each actor: models loaded once; execute) ─┐
-            ledger.finalize, in plan order ◄── drafts (PNG bytes encoded in the actor) ◄────────────────┘
-            ─► commit (intent, files, marker) in a writer pool ─► next wave
+    driver: plan a wave ─► tasks, in plan order ─► RayExecutor.map ─► actor pool (each actor: models loaded once;
+            execute) ─► a Part per task (PNG bytes encoded in the actor), in plan order ─► the driver: ledger.finalize,
+            commit (intent, files, marker) in a writer pool ─► next wave
 
 Each actor builds the generator and the scorer from the run's spec (only the
 spec and a task travel; the models are built where they run, as
 clip-retrieval's workers do) and runs ``execute(task, stages)``, the same
-function the local executor runs. Results come back in plan order
-(``ray.util.ActorPool``), so the ledger decides surplus exactly as a local
-run does, and the driver writes every file: a task that Ray retries after
+batch loop the local executor runs. Results come back in plan order
+(``ray.util.ActorPool``), one ``Part`` per task, to the same driver as a
+local run's (``driver.Driver``), so the ledger decides surplus exactly as a
+local run does, and the driver writes every file: a task that Ray retries after
 an actor died (actors restart, their calls are retried: at least once)
 only recomputes drafts, it never writes, so nothing is duplicated. Shard
 ids come from the plan, never from Ray.
@@ -25,23 +26,27 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from dalle_data.backends import BACKENDS
 from dalle_data.config import RunSpec
 from dalle_data.device import resolve_device
 from dalle_data.errors import DalleDataError
-from dalle_data.execution.autobatch import auto_batch_size
-from dalle_data.execution.commit import commit
-from dalle_data.execution.ledger import Ledger
-from dalle_data.execution.local import ExecStats, Interrupted, _Pipeline, run_waves
-from dalle_data.execution.plan import check_tasks
-from dalle_data.execution.stages import BatchSize, check, encode, generate, make_stages, score
-from dalle_data.generators.base import kept_state
-from dalle_data.progress import NullProgress, Progress
+from dalle_data.execution.autobatch import MAX_BATCH, auto_batch_size
+from dalle_data.execution.driver import Part
+from dalle_data.execution.plan import CheckTask, Task
+from dalle_data.execution.stages import BatchSize, check, execute, image_options_of, make_stages, unit_id
+from dalle_data.generators.base import GenerationSettings, kept_state
+from dalle_data.image_modes import ImageOptions
+from dalle_data.records import Record
 from dalle_data.scoring import load_scorer, resolve_scorer_name
+
+if TYPE_CHECKING:
+    from dalle_data.execution.plan import SlotPlan
+    from dalle_data.planning import Plan
+    from dalle_data.prompts import PromptItem
+    from dalle_data.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +79,8 @@ class Worker:
         """Drafts of a task, pictures encoded (bytes travel, not pictures), the seconds each stage took, and the
         generator's state kept for the task (``KeptState``: released by the driver after the shard's marker)."""
         task = pickle.loads(task_blob)
-        size = BatchSize(batch_size)
-        drafts, times = [], {"generate": 0.0, "score": 0.0, "encode": 0.0}
-        start, units = 0, list(task.units)
-        while start < len(units):
-            chunk = units[start : start + size.value]
-            t = time.perf_counter()
-            outputs, prepared = generate(self.stages, chunk, size)
-            times["generate"] += time.perf_counter() - t
-            t = time.perf_counter()
-            drafts += score(self.stages, task, chunk, outputs, prepared)
-            times["score"] += time.perf_counter() - t
-            start += len(chunk)
-        t = time.perf_counter()
-        for draft in drafts:
-            draft.record, draft.picture = encode(draft.record, draft.picture), None
-        times["encode"] += time.perf_counter() - t
+        times: dict[str, float] = {}
+        drafts = execute(task, self.stages, BatchSize(batch_size), times)
         return pickle.dumps((drafts, times, kept_state(self.stages.generator)))
 
     def check(self, task_blob: bytes) -> bytes:
@@ -150,75 +141,46 @@ class RayModels:
 
 
 class RayExecutor:
-    """``LocalExecutor``'s interface (``run(ledger)``, ``shards_planned``, ``store``, ``stats``) over Ray actors."""
+    """Tasks on the actor pool; a task's drafts come back whole (one ``Part``), encoded, in plan order."""
 
-    def __init__(self, models: RayModels, stages: Any, writers: Sequence[Any], store: Any, *, batch_size: int,
-                 shard_size: int, progress: Progress | None = None, stop: Any = None, prefix: str = "") -> None:
-        import threading
-
+    def __init__(self, models: RayModels, image_options: ImageOptions, *, batch_size: int) -> None:
         self.models = models
-        self.stages = stages  # the driver's view: settings and unit ids, no models
-        self.writers = list(writers)
-        self.store = store
-        self.batch_size = batch_size
-        self.shard_size = shard_size
-        self.progress = progress or NullProgress()
-        self.stop = stop or threading.Event()
-        self.prefix = prefix
-        self.stats = ExecStats(batch_size=batch_size)
-        self.shards_planned: list[str] = []
-        self.overlap_scoring = True  # the driver only finalizes and writes
-        self.workers, self.depth = 2, 2
-
-    def run(self, ledger: Ledger) -> ExecStats:
-        t0 = time.perf_counter()
-        try:
-            self._check_sources(ledger)
-            self.progress.start(ledger.targets())
-            with _Pipeline(self, ledger) as pipeline:  # type: ignore[arg-type]
-                run_waves(self, ledger, pipeline, self._wave)
-        finally:
-            self.progress.stop()
-        self.stats.elapsed = time.perf_counter() - t0
-        return self.stats
-
-    def _wave(self, pipeline: _Pipeline, tasks: list[Any]) -> None:
-        done = {t.shard: (self.store.load(t.shard, t.ids) if self.store else None) for t in tasks}
-        todo = [t for t in tasks if done[t.shard] is None]
-        results = self.models.pool().map(lambda actor, task: actor.run.remote(pickle.dumps(task), self.batch_size),
-                                         todo)
-        for task in tasks:
-            self.stats.shards += 1
-            self.shards_planned.append(task.shard)
-            if self.stop.is_set():
-                raise Interrupted("interrupted")
-            if done[task.shard] is not None:
-                pipeline.replay(task, done[task.shard])
-                continue
-            drafts, times, kept = pickle.loads(next(results))
-            for stage, seconds in times.items():
-                self.stats.add(stage, seconds)
-            pipeline.kept[task.shard] = kept  # released after the marker (the actor's files: same machine only)
-            pipeline._begin()
-            pipeline._put(("scored", task, drafts, True))
-
-    def _check_sources(self, ledger: Ledger) -> None:
-        tasks = check_tasks([c.plan for c in ledger.slots.values()], self.shard_size, self.prefix)
-        for task in tasks:
-            records = self.store.load(task.shard, None) if self.store else None
-            if records is None:
-                records = pickle.loads(self.models.ray.get(self.models.actors[0].check.remote(pickle.dumps(task))))
-                if self.store is not None:
-                    self.store.begin(task.shard, [r.id for r in records])
-                    self.store.commit(task.shard, records)
-            ledger.unusable(records, dict(task.users))
-        self.shards_planned.extend(t.shard for t in tasks)
-
-    def commit_shard(self, task: Any, drafts: Sequence[Any]) -> None:
-        t = time.perf_counter()
-        commit(task.shard, [d.record for d in drafts], self.writers, self.store)
-        self.stats.add("write", time.perf_counter() - t)
+        self.image_options = image_options
+        self._batch_size = batch_size
 
     @property
-    def batch(self) -> Any:
-        return BatchSize(self.batch_size)
+    def settings(self) -> GenerationSettings:
+        return self.models.settings  # type: ignore[no-any-return]
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def unit_id(self, plan: SlotPlan, prompt: PromptItem, seed: int, sources: tuple[Source, ...]) -> str:
+        return unit_id(self.models.model, self.settings, self.image_options, plan, prompt, seed, sources)
+
+    def check(self, task: CheckTask) -> list[Record]:
+        return pickle.loads(self.models.ray.get(self.models.actors[0].check.remote(pickle.dumps(task))))  # type: ignore[no-any-return]
+
+    def map(self, tasks: Iterable[Task]) -> Iterator[Part]:
+        todo = list(tasks)  # the whole wave goes to the pool at once
+        results = self.models.pool().map(lambda actor, task: actor.run.remote(pickle.dumps(task), self._batch_size),
+                                         todo)
+        for task, blob in zip(todo, results):
+            drafts, times, kept = pickle.loads(blob)
+            yield Part(task, drafts, True, kept, times)  # kept: the actor's files (same machine only)
+
+
+def make_ray(spec: RunSpec, the_plan: Plan, models: RayModels, scorer: Any = None) -> RayExecutor:
+    """``--executor ray``: ``models`` is the actor pool that ``load_models`` started (the models live there)."""
+    if spec.batch_size == "auto":
+        limit = max(1, min(MAX_BATCH, sum(s.target for s in the_plan.slots())))
+        batch = models.ray.get(models.actors[0].batch_size.remote(limit))
+    else:
+        batch = int(spec.batch_size)
+    return RayExecutor(models, image_options_of(spec), batch_size=batch)
+
+
+def load_models(spec: RunSpec, zero_shot_labels: list[str]) -> RayModels:
+    """The actor pool, each actor loading the models; the driver loads none."""
+    return RayModels(spec, zero_shot_labels)

@@ -1,4 +1,4 @@
-"""A spec's run on the local executor: stages, ledger, executor, writers' indexes, summary.
+"""A spec's run: its executor (by name, from ``executors``), the driver, ledger, writers' indexes, summary.
 
 ``run`` is what ``generate`` calls once its models are loaded and its run
 directory is ready; ``regenerate`` redoes chosen shards in memory for
@@ -12,16 +12,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dalle_data.execution.autobatch import MAX_BATCH, batch_size_for
+from dalle_data.execution.driver import Driver, Executor
+from dalle_data.execution.executors import executor_kind
 from dalle_data.execution.ledger import Ledger
-from dalle_data.execution.local import LocalExecutor
-from dalle_data.execution.ray_executor import RayExecutor
-from dalle_data.execution.stages import Stages, image_options_of, make_stages
+from dalle_data.execution.local import make_local
 from dalle_data.progress import NullProgress
 from dalle_data.records import Record
 from dalle_data.remote import MirrorStore
 from dalle_data.rundir import Layout
-from dalle_data.scoring.filters import ClipFilter
 from dalle_data.shards import ShardStore
 from dalle_data.summary import summarize
 from dalle_data.writers import WriterContext, make_writers, outputs_of
@@ -33,31 +31,12 @@ if TYPE_CHECKING:
     from dalle_data.writers import Writer
 
 
-def make_executor(
-    spec: RunSpec, the_plan: Plan, stages: Stages, writers: Sequence[Writer], progress: Progress,
-    stop: threading.Event, store: Any = None,
-) -> LocalExecutor:
-    return LocalExecutor(
-        stages, writers, store if store is not None else ShardStore(Layout(spec.out, spec.split), the_plan.label_map),
-        batch_size=batch_size_for(spec, stages, the_plan), shard_size=spec.shard_size, progress=progress, stop=stop,
-        prefix=the_plan.part.prefix if the_plan.part is not None else "",
-    )
-
-
-def make_ray_executor(spec: RunSpec, the_plan: Plan, models: Any, writers: Sequence[Writer], progress: Progress,
-                      stop: threading.Event) -> tuple[Stages, Any]:
-    """The driver's stages (names and settings only: the models live in the actors) and the Ray executor."""
-    stages = Stages(generator=models, scorer=None, filter=ClipFilter(), settings=models.settings,  # type: ignore[arg-type]
-                    image_options=image_options_of(spec))
-    if spec.batch_size == "auto":
-        limit = max(1, min(MAX_BATCH, sum(s.target for s in the_plan.slots())))
-        batch = models.ray.get(models.actors[0].batch_size.remote(limit))
-    else:
-        batch = int(spec.batch_size)
-    store = ShardStore(Layout(spec.out, spec.split), the_plan.label_map)
-    return stages, RayExecutor(models, stages, writers, store, batch_size=batch, shard_size=spec.shard_size,
-                               progress=progress, stop=stop,
-                               prefix=the_plan.part.prefix if the_plan.part is not None else "")
+def make_driver(spec: RunSpec, the_plan: Plan, executor: Executor, writers: Sequence[Writer], progress: Progress,
+                stop: threading.Event, store: Any = None) -> Driver:
+    """The driver of a run on ``executor``: its store (the run's shard markers unless given) and its shards' names."""
+    store = store if store is not None else ShardStore(Layout(spec.out, spec.split), the_plan.label_map)
+    return Driver(executor, writers, store, shard_size=spec.shard_size, progress=progress, stop=stop,
+                  prefix=the_plan.part.prefix if the_plan.part is not None else "")
 
 
 def default_writers(spec: RunSpec, the_plan: Plan) -> list[Writer]:
@@ -78,18 +57,15 @@ def run(
     import time
 
     writers = writers if writers is not None else default_writers(spec, the_plan)
-    if spec.executor == "ray":
-        stages, executor = make_ray_executor(spec, the_plan, generator, writers, progress, stop)
-    else:
-        stages = make_stages(spec, generator, scorer)
-        executor = make_executor(spec, the_plan, stages, writers, progress, stop)
-    if mirror is not None:
-        executor.store = MirrorStore(executor.store, mirror)
+    executor = executor_kind(spec.executor).make(spec, the_plan, generator, scorer)
+    store = ShardStore(Layout(spec.out, spec.split), the_plan.label_map)
+    driver = make_driver(spec, the_plan, executor, writers, progress, stop,
+                         MirrorStore(store, mirror) if mirror is not None else store)
     ledger = Ledger(the_plan.slots())
-    stats = executor.run(ledger)
+    stats = driver.run(ledger)
     t = time.perf_counter()
     if the_plan.part is None:  # a part writes its shards only: the indexes are the whole run's (merge)
-        records = MarkerRecords(executor.store, executor.shards_planned)
+        records = MarkerRecords(driver.store, driver.shards_planned)
         for writer in writers:
             writer.close(records)
     stats.add("write", time.perf_counter() - t)
@@ -98,7 +74,7 @@ def run(
         "out": str(spec.out), "outputs": outputs, "missing_outputs": missing, "spec_hash": the_plan.spec_hash,
         "model": generator.model, "backend": generator.backend, "scorer": scorer.name,
         "labels": list(the_plan.labels), "labels_file": str(Layout(spec.out).labels),
-        "settings": {k: getattr(stages.settings, k) for k in stages.settings.__dataclass_fields__},
+        "settings": {k: getattr(executor.settings, k) for k in executor.settings.__dataclass_fields__},
     }
     if the_plan.part is not None:
         extra["part"] = str(the_plan.part)
@@ -127,9 +103,8 @@ def regenerate(spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any, shard
     """
     capture = _Capture(shards)
     store = _Replay(Layout(spec.out, spec.split), the_plan.label_map, shards)
-    stages = make_stages(spec, generator, scorer)
-    executor = make_executor(spec, the_plan, stages, [capture], NullProgress(), threading.Event(), store)
-    executor.run(Ledger(the_plan.slots()))
+    executor = make_local(spec, the_plan, generator, scorer)  # here, whatever executor made the run
+    make_driver(spec, the_plan, executor, [capture], NullProgress(), threading.Event(), store).run(Ledger(the_plan.slots()))
     return capture.images
 
 

@@ -1,10 +1,12 @@
 """Execute: a task and the loaded stages (generator, scorer, filter, encoder) to records.
 
-``execute(task, stages)`` is the whole of it, a plain function a worker
-process or a Ray actor can run with nothing but the task and the models. The
-local executor runs its two halves, ``generate`` (the device) and ``score``
-(the scorer and the filter), in two threads so that they overlap, and
-``encode`` (PNG) in a pool.
+``batches(task, stages, batch)`` is the one batch loop every executor runs:
+a task's units, a batch at a time, through ``generate`` (the device). Each
+batch then goes through ``score`` (the scorer and the filter) and ``encode``
+(PNG): ``execute(task, stages)`` does all three in turn, a plain function a
+worker process or a Ray actor can run with nothing but the task and the
+models; the local executor lets the driver score a batch while it generates
+the next (on an accelerator) and encode in its writer pool.
 
 The records that come out are drafts: each carries its filter verdict
 (``kept`` or ``rejected``), not yet whether it is ``surplus``; the ledger
@@ -18,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -75,11 +78,16 @@ class Stages:
 
     def unit_id(self, plan: SlotPlan, prompt: PromptItem, seed: int, sources: tuple[Source, ...]) -> str:
         """The record id of a unit: a hash of everything that decides its image."""
-        s = self.settings
-        unit = Unit(plan.key, 0, prompt, seed, sources)
-        return record_id(self.generator.model, plan.mode, plan.label, prompt.prompt, seed, s.width, s.height,
-                         s.num_inference_steps, s.prior_num_inference_steps, s.guidance_scale, s.prior_guidance_scale,
-                         *id_parts(unit, self.image_options))
+        return unit_id(self.generator.model, self.settings, self.image_options, plan, prompt, seed, sources)
+
+
+def unit_id(model: str, s: GenerationSettings, image_options: ImageOptions, plan: SlotPlan, prompt: PromptItem,
+            seed: int, sources: tuple[Source, ...]) -> str:
+    """The record id of a unit made by ``model`` with settings ``s`` (the same wherever the model runs)."""
+    unit = Unit(plan.key, 0, prompt, seed, sources)
+    return record_id(model, plan.mode, plan.label, prompt.prompt, seed, s.width, s.height,
+                     s.num_inference_steps, s.prior_num_inference_steps, s.guidance_scale, s.prior_guidance_scale,
+                     *id_parts(unit, image_options))
 
 
 @dataclass
@@ -256,21 +264,54 @@ def encode(record: Record, picture: Any) -> Record:
     return record.replace(image=png, sha256=hashlib.sha256(png).hexdigest())
 
 
-# --- the whole of it, for one worker -------------------------------------------------------
+# --- the batch loop, and the whole of it for one worker ---------------------------------------------
 
 
-def execute(task: Task, stages: Stages, batch: BatchSize | int = 8) -> list[Draft]:
-    """Every draft of a task, batch by batch (pictures encoded; surplus is the ledger's to decide)."""
-    size = batch if isinstance(batch, BatchSize) else BatchSize(batch)
-    drafts: list[Draft] = []
+@dataclass
+class Generated:
+    """One batch of a task, generated: its units, one output per unit, the image modes' inputs."""
+
+    units: list[Unit]
+    outputs: list[Any]
+    prepared: dict[int, Prepared]
+    last: bool  # the task's last batch
+    seconds: float  # spent generating it
+
+
+def batches(task: Task, stages: Stages, batch: BatchSize) -> Iterator[Generated]:
+    """The one batch loop: a task's units ``batch.value`` at a time, generated one batch per step.
+
+    Out of memory halves ``batch`` for the rest of the run. Every executor runs its tasks through here.
+    """
     units = list(task.units)
     start = 0
     while start < len(units):
-        chunk = units[start : start + size.value]
-        outputs, prepared = generate(stages, chunk, size)
-        drafts += score(stages, task, chunk, outputs, prepared)
+        chunk = units[start : start + batch.value]
+        t = time.perf_counter()
+        outputs, prepared = generate(stages, chunk, batch)
+        seconds = time.perf_counter() - t
         start += len(chunk)
-    return [Draft(encode(d.record, d.picture), d.unit) for d in drafts]
+        yield Generated(chunk, outputs, prepared, start >= len(units), seconds)
+
+
+def execute(task: Task, stages: Stages, batch: BatchSize | int = 8,
+            times: dict[str, float] | None = None) -> list[Draft]:
+    """Every draft of a task, batch by batch (pictures encoded; surplus is the ledger's to decide).
+
+    ``times`` adds up the seconds spent generating, scoring and encoding.
+    """
+    size = batch if isinstance(batch, BatchSize) else BatchSize(batch)
+    times = times if times is not None else {}
+    drafts: list[Draft] = []
+    for done in batches(task, stages, size):
+        t = time.perf_counter()
+        drafts += score(stages, task, done.units, done.outputs, done.prepared)
+        times["generate"] = times.get("generate", 0.0) + done.seconds
+        times["score"] = times.get("score", 0.0) + time.perf_counter() - t
+    t = time.perf_counter()
+    encoded = [Draft(encode(d.record, d.picture), d.unit) for d in drafts]
+    times["encode"] = times.get("encode", 0.0) + time.perf_counter() - t
+    return encoded
 
 
 def check(task: CheckTask, stages: Stages) -> list[Record]:

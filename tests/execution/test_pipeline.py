@@ -1,4 +1,4 @@
-"""The local executor: the same records as one stage after another, stages overlapping, bounded memory."""
+"""The driver on the local executor: the same records as one stage after another, stages overlapping, bounded memory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from dalle_data.config import build_spec
-from dalle_data.execution import Ledger, LocalExecutor, Stages, execute, plan_wave
+from dalle_data.execution import Driver, Ledger, LocalExecutor, Stages, execute, plan_wave
 from dalle_data.planning import plan
 from dalle_data.scoring.filters import ClipFilter
 from dalle_data.writers import NoopWriter
@@ -42,8 +42,8 @@ def test_the_pipeline_gives_the_records_of_one_stage_after_another() -> None:
     """Every shard: the same ids, statuses (surplus included) and image hashes as execute() + the ledger in order."""
     the_plan, ledger = setup(per_class=6, shard_size=3)
     capture = Capture()
-    LocalExecutor(stages_for(the_plan), [capture], None, batch_size=2, shard_size=3,
-                  overlap_scoring=True).run(ledger)
+    Driver(LocalExecutor(stages_for(the_plan), batch_size=2, overlap_scoring=True), [capture], None,
+           shard_size=3).run(ledger)
     _, reference = setup(per_class=6, shard_size=3)
     stages = stages_for(the_plan)
     expected: dict[str, list] = {}
@@ -77,7 +77,8 @@ class SlowScorer(RuleScorer):
 def test_scoring_and_writing_overlap_generation() -> None:
     the_plan, ledger = setup(per_class=8, filter="none")
     stages = stages_for(the_plan, SlowGenerator(), SlowScorer(the_plan.zero_shot_labels()))
-    executor = LocalExecutor(stages, [Capture(delay=0.08)], None, batch_size=2, shard_size=2, overlap_scoring=True)
+    executor = Driver(LocalExecutor(stages, batch_size=2, overlap_scoring=True), [Capture(delay=0.08)], None,
+                      shard_size=2)
     t = time.perf_counter()
     stats = executor.run(ledger)
     wall = time.perf_counter() - t
@@ -106,8 +107,8 @@ def test_a_slow_writer_holds_the_generator_back_memory_stays_bounded() -> None:
                 in_flight[0] -= 1  # one shard (one batch here) leaves memory
             super().write(shard, records)
 
-    executor = LocalExecutor(stages_for(the_plan, Gauge()), [SlowWriter()], None, batch_size=1, shard_size=1,
-                             overlap_scoring=True, workers=1, depth=1)
+    executor = Driver(LocalExecutor(stages_for(the_plan, Gauge()), batch_size=1, overlap_scoring=True), [SlowWriter()],
+                      None, shard_size=1, workers=1, depth=1)
     executor.run(ledger)
     # queue (1) + scorer (1) + shards waiting for the writer (2 x workers) + the one being written
     assert most[0] <= 6, most[0]
@@ -121,7 +122,7 @@ def test_an_error_in_a_writer_stops_the_run_with_that_error() -> None:
             raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError, match="No space left"):
-        LocalExecutor(stages_for(the_plan), [Broken()], None, batch_size=2, shard_size=2).run(ledger)
+        Driver(LocalExecutor(stages_for(the_plan), batch_size=2), [Broken()], None, shard_size=2).run(ledger)
 
 
 def test_a_stop_abandons_the_shard_in_flight_and_keeps_those_finished() -> None:
@@ -138,6 +139,6 @@ def test_a_stop_abandons_the_shard_in_flight_and_keeps_those_finished() -> None:
             return super().__call__(prompt, seeds, settings)
 
     with pytest.raises(Interrupted):
-        LocalExecutor(stages_for(the_plan, StopAfter()), [capture], None, batch_size=2, shard_size=4,
-                      stop=stop).run(ledger)
+        Driver(LocalExecutor(stages_for(the_plan, StopAfter()), batch_size=2), [capture], None, shard_size=4,
+               stop=stop).run(ledger)
     assert list(capture.records) == ["r001-s0000"]  # shard 1 (batches 3 and 4) was cut off: nothing of it written

@@ -9,7 +9,7 @@ from PIL import Image
 
 from dalle_data.config import build_spec
 from dalle_data.generators.base import GenerationSettings
-from dalle_data.execution import Ledger, LocalExecutor, Stages
+from dalle_data.execution import Driver, Ledger, LocalExecutor, Stages
 from dalle_data.planning import plan
 from dalle_data.summary import summarize
 from dalle_data.scoring.clip import ScoreBatch
@@ -65,7 +65,7 @@ def run(spec_values: dict, batch_size: int = 4):
     writer = NoopWriter()
     stages = Stages(generator, RuleScorer(the_plan.zero_shot_labels()), ClipFilter(zero_shot=True), SETTINGS)
     ledger = Ledger(the_plan.slots())
-    stats = LocalExecutor(stages, [writer], None, batch_size=batch_size, shard_size=64).run(ledger)
+    stats = Driver(LocalExecutor(stages, batch_size=batch_size), [writer], None, shard_size=64).run(ledger)
     return (ledger, stats), generator, writer
 
 

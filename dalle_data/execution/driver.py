@@ -42,10 +42,8 @@ from dalle_data.progress import NullProgress, Progress
 from dalle_data.records import Record
 
 if TYPE_CHECKING:
-    from dalle_data.config import RunSpec
     from dalle_data.execution.plan import SlotPlan
     from dalle_data.generators.base import GenerationSettings
-    from dalle_data.planning import Plan
     from dalle_data.prompts import PromptItem
     from dalle_data.sources import Source
 

@@ -28,6 +28,7 @@ import.
 from __future__ import annotations
 
 import importlib
+import logging
 from importlib.metadata import EntryPoint, entry_points
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dalle_data.errors import PluginError
 from dalle_data.modes import MODES
 from dalle_data.presets import DIFFUSERS_PRESETS, GUIDANCE_FREE_PRESETS, IP_ADAPTER_PRESETS
+
+log = logging.getLogger(__name__)
 
 OPENAI_DEFAULT_MODEL = "gpt-image-1.5"
 DEFAULT_SCORER = "ViT-L-14/openai"
@@ -315,11 +318,14 @@ def _load_point(point: Any, dist: str) -> Backend:
     return record
 
 
-def discover(points: Any = None) -> tuple[dict[str, Backend], dict[str, str]]:
-    """Every registered backend (the built-ins first, then plug-ins by name) and the distribution of each.
+def discover(points: Any = None) -> tuple[dict[str, Backend], dict[str, str], dict[str, PluginError]]:
+    """Every registered backend (the built-ins first, then plug-ins by name), the distribution of each, and
+    the plug-ins that cannot be used, by the name they register.
 
     ``points``: the entry points to read (default: those installed in the group). A broken plug-in, or two
-    that register one name, raise ``PluginError`` with one line that names the distribution."""
+    that register one name, is a ``PluginError`` of one line that names the distribution: raised when its
+    backend is asked for, a warning otherwise, so one broken package does not stop every command (a plug-in
+    that takes a built-in's name is left out; the built-in stays)."""
     installed = [(p, _distribution(p)) for p in (entry_points(group=GROUP) if points is None else points)]
     builtin_names = {name for name, _ in BUILTIN_ENTRY_POINTS}
     ours = {p.name: (p, d) for p, d in installed if _same(d) == DISTRIBUTION and p.name in builtin_names}
@@ -328,14 +334,25 @@ def discover(points: Any = None) -> tuple[dict[str, Backend], dict[str, str]]:
                     key=lambda item: (item[0].name, item[1]))
     backends: dict[str, Backend] = {}
     origin: dict[str, str] = {}
+    problems: dict[str, PluginError] = {}
     for point, dist in builtin + others:
-        if point.name in origin:
-            raise PluginError(f"the backend plug-in {point.name!r} of the distribution {dist} clashes with the "
-                              f"backend of that name from {origin[point.name]}; uninstall one of them "
-                              f"(pip uninstall {dist})")
-        backends[point.name] = _load_point(point, dist)
+        if point.name in origin or point.name in problems:
+            first = origin.get(point.name) or problems[point.name].distribution
+            problems[point.name] = PluginError(
+                f"the backend plug-in {point.name!r} of the distribution {dist} clashes with the backend of that "
+                f"name from {first}; uninstall one of them (pip uninstall {dist})", distribution=dist)
+            if origin.get(point.name) != DISTRIBUTION:
+                backends.pop(point.name, None)  # two plug-ins of one name: neither is used
+                origin.pop(point.name, None)
+            continue
+        try:
+            backends[point.name] = _load_point(point, dist)
+        except PluginError as err:
+            err.distribution = dist
+            problems[point.name] = err
+            continue
         origin[point.name] = dist
-    return backends, origin
+    return backends, origin, problems
 
 
 class Registry(MutableMapping[str, Backend]):
@@ -345,15 +362,26 @@ class Registry(MutableMapping[str, Backend]):
     def __init__(self) -> None:
         self._backends: dict[str, Backend] | None = None
         self._origin: dict[str, str] = {}
+        self._problems: dict[str, PluginError] = {}
+        self._clashes: list[PluginError] = []
 
     def _all(self) -> dict[str, Backend]:
         if self._backends is None:
-            self._backends, self._origin = discover()
+            self._backends, self._origin, problems = discover()
+            self._problems = {k: v for k, v in problems.items() if k not in self._backends}
+            self._clashes = [v for k, v in problems.items() if k in self._backends]  # a built-in's name taken
+            for problem in [*self._problems.values(), *self._clashes]:
+                log.warning("%s", problem)
         return self._backends
+
+    def problems(self) -> list[PluginError]:
+        """The plug-ins that cannot be used: broken, or registering a name another backend has."""
+        self._all()
+        return [*self._clashes, *self._problems.values()]
 
     def reload(self) -> None:
         """Read the entry points again (after a package was installed in this process)."""
-        self._backends, self._origin = None, {}
+        self._backends, self._origin, self._problems, self._clashes = None, {}, {}, []
 
     def distribution(self, name: str) -> str:
         """The distribution that registered backend ``name`` (``dalle-data`` for the built-ins)."""
@@ -361,7 +389,10 @@ class Registry(MutableMapping[str, Backend]):
         return self._origin.get(name, "(registered in-process)")
 
     def __getitem__(self, name: str) -> Backend:
-        return self._all()[name]
+        backends = self._all()
+        if name not in backends and name in self._problems:
+            raise self._problems[name]  # the broken plug-in asked for: its one line
+        return backends[name]
 
     def __setitem__(self, name: str, value: Backend) -> None:
         self._all()[name] = value

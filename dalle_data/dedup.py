@@ -40,7 +40,7 @@ def dedup(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, undo: bool =
                         "count as near-duplicates")
     out = Path(out)
     with RunLock(out, "dalle-data dedup"):
-        recover(out)  # a cut-off review --apply first (commands do this, the reader does not)
+        recover(out, locked=True)  # a cut-off review --apply first, under the lock held here (the reader does not)
         run = load_run(out)
         path = run.review_dir / DEDUP_FILE
         groups: list[Any] = []

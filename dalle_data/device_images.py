@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dalle_data.generators.base import Defect
-from dalle_data.quality import BLACK_MAX, FLAT_RANGE
+from dalle_data.quality import BLACK_MAX, FLAT_RANGE, Defect
 
 if TYPE_CHECKING:
     import torch

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dalle_data.records import Record
-from dalle_data.writers.base import WriterContext, atomic_write_bytes, ensure_dir
+from dalle_data.files import atomic_write_bytes, ensure_dir
 
 if TYPE_CHECKING:
     from dalle_data.rundir.layout import Layout
+    from dalle_data.writers.base import WriterContext
 
 log = logging.getLogger(__name__)
 

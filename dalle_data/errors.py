@@ -28,3 +28,7 @@ class OutputDirError(DalleDataError):
 class PluginError(DalleDataError):
     """An installed backend plug-in (entry point group ``dalle_data.backends``) is broken or clashes with
     another; the message names its distribution."""
+
+    def __init__(self, message: str, distribution: str = "") -> None:
+        super().__init__(message)
+        self.distribution = distribution

@@ -42,7 +42,7 @@ from dalle_data.review.apply import recover
 from dalle_data.rundir import RunDir
 from dalle_data.scoring import load_scorer
 from dalle_data.scoring.registry import check_scorer_name, hub_pieces as scorer_pieces, resolve_scorer_name
-from dalle_data.shards import ShardStore
+from dalle_data.rundir.shards import ShardStore
 from dalle_data.verify import quick_check, repair_locked
 from dalle_data.writers.parquet import ParquetWriter, renumber
 
@@ -294,6 +294,7 @@ def regenerate(spec: RunSpec, shards: set[str], *, generator: Any = None, scorer
     for shard in shards:
         by_part.setdefault(Part.of_shard(shard), set()).add(shard)
     saved = RunDir(spec.out, spec.split).saved_hash()
+    finish_source_apply(spec.from_dir)  # its sources as the run saw them
     images: dict[str, bytes] = {}
     for part, some in sorted(by_part.items(), key=lambda item: str(item[0])):
         the_plan = plan(spec, part=part)
@@ -314,6 +315,7 @@ def regenerate_shards(run: Any, shards: set[str]) -> dict[str, bytes]:
 
 def dry_run(spec: RunSpec, *, price_per_image: float | None = None, llm_cache: bool = True) -> dict[str, Any]:
     """What ``spec`` would make and cost, without loading a model or making a request."""
+    executor_kind(spec.executor)  # an unknown executor is refused here too, as by the run
     _, counts = _source_counts(spec)
     targets = spec.slot_targets(counts)
     images, most = sum(t for t, _ in targets.values()), sum(b for _, b in targets.values())

@@ -26,7 +26,7 @@ from dalle_data.review.run import with_applied
 from dalle_data.rundir import RunDir, open_run, read_records
 from dalle_data.rundir.directory import atomic_write_text, read_json_object
 from dalle_data.rundir.lock import RunLock, RunLocked
-from dalle_data.shards import ShardStore
+from dalle_data.rundir.shards import ShardStore
 from dalle_data.summary import rebuild
 from dalle_data.writers import outputs_of
 from dalle_data.writers.base import remove_file
@@ -41,7 +41,7 @@ class PartsUnfinished(DalleDataError):
 def merge(out: Path | str, *, locked: bool = False) -> dict[str, Any]:
     """Join the finished parts in ``out``; returns the merged summary (see the module docstring)."""
     out = Path(out)
-    recover(out)  # a cut-off review --apply is finished first (commands do this, the reader does not)
+    recover(out, locked=locked)  # a cut-off review --apply is finished first (the reader does not)
     run = open_run(out)
     rundir = RunDir(out, run.spec.split)
     parts = rundir.parts()

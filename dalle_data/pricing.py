@@ -51,7 +51,7 @@ def _row(square: float, wide: float) -> dict[str, float]:
 
 PRICES_CHECKED = "2026-11-30"  # when the tables below were last checked against the provider's price page
 
-# Models the provider has retired: a run naming one is refused, naming the replacement.
+# (Retired models: backends.RETIRED_MODELS, refused when the spec is checked.)
 # USD per million tokens: model → text input, image input, image output.
 TOKEN_PRICES_USD: dict[str, dict[str, float]] = {
     "gpt-image-1.5": {"text_input": 5.0, "image_input": 8.0, "image_output": 32.0},

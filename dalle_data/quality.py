@@ -8,6 +8,7 @@ a new seed within the attempt budget, never scored or written.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +19,13 @@ if TYPE_CHECKING:
 BLACK_MAX = 8  # brightest pixel at most this (of 255): a black frame, not a dark photo
 FLAT_RANGE = 2  # max - min at most this in every channel: one flat colour
 
+
+
+@dataclass(frozen=True, slots=True)
+class Defect:
+    """An image the backend produced but that is unusable (NaN output, a safety filter)."""
+
+    reason: str
 
 def image_defect(image: Image) -> str | None:
     """Why ``image`` is unusable, or None if it is fine."""

@@ -36,7 +36,7 @@ from dalle_data.rundir import Run, open_run
 from dalle_data.rundir.directory import atomic_write_text
 from dalle_data.rundir.layout import WHERES
 from dalle_data.rundir.lock import RunLock
-from dalle_data.shards import ShardStore
+from dalle_data.rundir.shards import ShardStore
 from dalle_data.summary import Summary, rebuild
 from dalle_data.writers import FORMATS, outputs_of
 from dalle_data.writers.base import ReadBack, WriterContext, destination, remove_file, write_jsonl

@@ -20,7 +20,7 @@ from dalle_data import faults
 from dalle_data.records import Record
 
 if TYPE_CHECKING:
-    from dalle_data.shards import ShardStore
+    from dalle_data.rundir.shards import ShardStore
     from dalle_data.writers import Writer
 
 

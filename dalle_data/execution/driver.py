@@ -259,8 +259,8 @@ class _Pipeline:
             except BaseException as err:  # noqa: BLE001 - the first error wins
                 self.error = self.error or err
         self.pool.shutdown(wait=True)
-        if exc[0] is None:
-            self._raise()
+        if exc[0] is None or (exc[0] is Interrupted and self.error is not None):
+            self._raise()  # an error wins over the stop it caused (a full disk is not "interrupted")
             if stop.is_set():
                 raise Interrupted("interrupted")
 
@@ -294,7 +294,7 @@ class _Pipeline:
             if part is None:
                 return
             if in_flight is None:
-                self._begin()
+                self._begin(check_stop=False)  # generated already: it goes through, a stop abandons what follows
                 in_flight = part.task
             for stage, seconds in part.times.items():
                 self.driver.stats.add(stage, seconds)
@@ -320,8 +320,11 @@ class _Pipeline:
                 self._put(("abandon", in_flight, None))
             raise Interrupted("interrupted")
 
-    def _begin(self) -> None:
-        self._check(None)
+    def _begin(self, check_stop: bool = True) -> None:
+        if check_stop:
+            self._check(None)
+        else:
+            self._raise()
         with self.cond:
             self.fed += 1
 
@@ -332,6 +335,8 @@ class _Pipeline:
     def _put(self, item: Any) -> None:
         while True:
             if self.error is not None and item is not _DONE:
+                return
+            if item is _DONE and not self.thread.is_alive():  # the finalizer died (its error is kept): no one reads
                 return
             try:
                 self.score_q.put(item, timeout=0.1)

@@ -20,7 +20,7 @@ from dalle_data.progress import NullProgress
 from dalle_data.records import Record
 from dalle_data.remote import MirrorStore
 from dalle_data.rundir import Layout
-from dalle_data.shards import ShardStore
+from dalle_data.rundir.shards import ShardStore
 from dalle_data.summary import summarize
 from dalle_data.writers import WriterContext, make_writers, outputs_of
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from dalle_data.quality import Defect  # re-exported: the outputs a backend returns
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
@@ -29,13 +31,6 @@ class GenerationSettings:
     prior_num_inference_steps: int
     guidance_scale: float = 4.0
     prior_guidance_scale: float = 4.0
-
-
-@dataclass(frozen=True, slots=True)
-class Defect:
-    """An image the backend produced but that is unusable (NaN output, a safety filter)."""
-
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,19 +24,17 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from dalle_data import embeddings
 from dalle_data.analysis import DEFAULT_THRESHOLD
-from dalle_data.planning import template_pack, zero_shot_labels
+from dalle_data.planning import template_pack
 from dalle_data.report import card as card_mod, figures as fig_mod, html as html_mod
 from dalle_data.report.html import extremes
 from dalle_data.review.apply import recover
 from dalle_data.review.images import ImageStore, parquet_candidates, png_candidates
 from dalle_data.review.run import review_run_of
+from dalle_data.review.vectors import load_embeddings
 from dalle_data.rundir.directory import atomic_write_text, read_json_object
 from dalle_data.rundir.lock import RunLock
 from dalle_data.rundir.reader import open_run
-from dalle_data.scoring import load_scorer
-from dalle_data.scoring.registry import resolve_scorer_name
 from dalle_data.writers.base import ensure_dir
 
 log = logging.getLogger(__name__)
@@ -66,32 +64,6 @@ def run_versions(runlog: Path) -> dict[str, str]:
     return versions
 
 
-def load_embeddings(review_run: Any, spec: Any, *, compute: bool = True, scorer: Any = None,
-                    device: str = "cpu", fetch: Any = None) -> tuple[Any, int, int]:
-    """The stored embeddings of the run's scored images, computing those of shards without a file when
-    ``compute``; returns (embedding set or None, images computed now, images still without one)."""
-    records = [r for r in review_run.records if r.status in ("kept", "rejected")]
-    wanted = {r.id for r in records}
-    shards = sorted({r.shard for r in records})
-    layout = review_run.layout
-    if fetch is not None:
-        fetch([layout.embeddings(s) for s in shards])
-    emb, missing = embeddings.load(layout, shards, wanted)
-    computed = 0
-    if missing and compute:
-        if scorer is None:
-            log.info("embedding the images of %d shard(s) made before embeddings were kept", len(missing))
-            scorer = load_scorer(resolve_scorer_name(spec.scorer, spec.model, spec.backend), device=device)
-        store = ImageStore(review_run, wanted={r.id for r in records if r.shard in missing})
-        labels = list(emb.labels) if emb is not None else zero_shot_labels(spec)
-        computed = embeddings.compute_missing(
-            layout, records, missing, scorer, labels,
-            lambda group: {r.id: data for r in group if (data := store.png(r)) is not None})
-        emb, missing = embeddings.load(layout, shards, wanted)
-    have = set(emb.ids) if emb is not None else set()
-    return emb, computed, sum(r.id not in have for r in records if r.status == "kept")
-
-
 def build_report(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, compute: bool = True,
                  write: bool = True, locked: bool = False, scorer: Any = None, fetch: Any = None) -> dict[str, Any]:
     """Figures of the run in ``out``; with ``write``, the card, page and JSON written too (see above).
@@ -100,8 +72,8 @@ def build_report(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, compu
     run's mirror downloads those it lacks: the embeddings, then the images shown)."""
     out = Path(out)
     with nullcontext() if locked or not write else RunLock(out, "dalle-data report"):
-        if not locked:
-            recover(out)  # a cut-off review --apply is finished first (commands do this, the reader does not)
+        if not locked:  # a cut-off review --apply is finished first (commands do this, the reader does not)
+            recover(out, locked=write)  # under the lock taken above when writing
         run = open_run(out)
         review_run = review_run_of(run)
         emb, computed, missing = load_embeddings(review_run, run.spec, compute=compute, scorer=scorer, fetch=fetch)

@@ -30,9 +30,9 @@ import numpy as np
 from dalle_data import embeddings
 from dalle_data.analysis import duplicate_groups
 from dalle_data.records import Record
-from dalle_data.report import load_embeddings
 from dalle_data.review.images import ImageStore
 from dalle_data.review.run import ReviewRun
+from dalle_data.review.vectors import load_embeddings
 from dalle_data.scoring import load_scorer
 from dalle_data.scoring.registry import check_scorer_name
 

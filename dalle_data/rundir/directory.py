@@ -44,6 +44,7 @@ from dalle_data.errors import OutputDirError
 from dalle_data.files import append_jsonl, atomic_write_bytes, remove_file, remove_temporaries
 from dalle_data.rundir.layout import LOCK_FILE, Layout, shard_part
 from dalle_data.rundir.lock import RunLock, RunLocked, describe_holder
+from dalle_data.rundir.shards import ShardStore
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,6 @@ class RunDir:
 
     def _unsharded_shards(self) -> bool:
         """Whether an unsharded run began shards here (markers or intents without a part's prefix)."""
-        # shards reads OUT through rundir.layout, whose package imports this module
-        from dalle_data.shards import ShardStore
-
         return any(shard_part(shard) is None for shard in ShardStore(self.layout).recorded())
 
     @contextlib.contextmanager
@@ -316,9 +314,6 @@ class RunDir:
 
     def _sweep_part_temporaries(self) -> None:
         """A part sweeps only its own leftovers: other parts may be writing beside it."""
-        # shards reads OUT through rundir.layout, whose package imports this module
-        from dalle_data.shards import ShardStore
-
         prefix = self.part.prefix
         ids = {i for shard, shard_ids in ShardStore(self.layout).recorded().items() if shard.startswith(prefix)
                for i in shard_ids}
@@ -360,9 +355,6 @@ class RunDir:
                 lock.release()
 
     def _clear(self) -> int:
-        # shards reads OUT through rundir.layout, whose package imports this module
-        from dalle_data.shards import ShardStore
-
         saved = self.saved_content()
         old = Layout(self.path, str(saved.get("split") or "train"))
         formats = set(saved.get("formats") or ["parquet"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dalle_data.embeddings import EmbeddingWriter
 from dalle_data.errors import SpecError
 from dalle_data.writers.base import Format, Writer, WriterContext, atomic_write_bytes
 from dalle_data.writers.formats import FORMATS, outputs_of, register
@@ -49,9 +50,6 @@ def make_writers(formats: Sequence[str], ctx: WriterContext) -> list[Writer]:
     if unknown:
         choices = ", ".join(sorted(FORMATS))
         raise SpecError(f"unknown output format {unknown[0]!r}; choose from {choices}")
-    # embeddings uses writers.base, whose package imports this module
-    from dalle_data.embeddings import EmbeddingWriter
-
     writers: list[Writer] = [FORMATS[name].writer(ctx) for name in dict.fromkeys(formats)]
     writers += [EmbeddingWriter(ctx), ManifestWriter(ctx)]
     return writers

@@ -69,7 +69,7 @@ from dalle_data.writers.base import (
     json_line,
     remove_file,
 )
-from dalle_data.shards import ShardStore
+from dalle_data.rundir.shards import ShardStore
 
 logger = logging.getLogger(__name__)
 
@@ -287,8 +287,10 @@ def repair(ctx: WriterContext, records: Sequence[Record], found: ReadBack, relab
 
 
 def read_images(layout: Layout, records: Sequence[Record], where: Where) -> list[tuple[str, bytes | None]] | None:
-    """Each record's PNG path (read when used), or None when the tree holds nothing there."""
-    if not layout.images_dir(where).is_dir():
+    """Each record's PNG path (read when used), or None when the tree holds nothing there (the dataset's tree
+    counts once its metadata.jsonl is written: before, its PNGs are a run's leftovers, and ``--from`` paths
+    enter the spec hash)."""
+    if not layout.images_dir(where).is_dir() or (where == "dataset" and not exists(layout)):
         return None
     return [(str(layout.png(r.class_dir, r.id, where)), None) for r in records]
 

@@ -49,7 +49,7 @@ from dalle_data.writers.base import (
     hf_features,
     remove_file,
 )
-from dalle_data.shards import ShardStore
+from dalle_data.rundir.shards import ShardStore
 
 
 def read_part(path: Path) -> list[dict[str, Any]]:

@@ -82,3 +82,32 @@ def test_an_unknown_executor_is_a_one_line_error_naming_the_executors(tmp_path: 
     assert result.exit_code == 2
     assert "unknown executor 'nope'; choose one of: local, ray" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+class StoppedAfterFirstTask(PoolExecutor):
+    """A whole-task executor on which Ctrl-C arrives while its first task is being made."""
+
+    ahead = 0
+
+    def map(self, tasks: Iterable[Task]) -> Iterator[Part]:
+        import os
+        import signal
+
+        for i, part in enumerate(super().map(tasks)):
+            if i == 0:
+                os.kill(os.getpid(), signal.SIGINT)  # the run's handler sets its stop event (a first Ctrl-C)
+            yield part
+
+
+def test_a_task_made_when_a_stop_arrives_is_committed_not_dropped(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop abandons the task in flight, never one whose images are all made: that shard gets its marker
+    (a Ray task, a Batch API shard and any shard no bigger than a batch are one part)."""
+    monkeypatch.setitem(executors.EXECUTORS, "stopped", ExecutorKind(
+        lambda spec, the_plan, generator, scorer: StoppedAfterFirstTask(
+            make_stages(spec, generator, scorer), batch_size=2)))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["generate", *SPEC, "--out", str(out), "--executor", "stopped"],
+                                catch_exceptions=False)
+    assert result.exit_code == 130, result.stderr
+    assert list((out / "shards").glob("*.jsonl")), "the finished task's shard was dropped"

@@ -97,7 +97,7 @@ def test_a_marker_from_a_run_numbered_in_class_order_is_renumbered_on_replay(tmp
     """Runs made before labels.json numbered labels in the order given; their markers still replay right."""
     from dalle_data.labels import LabelMap
     from dalle_data.rundir import Layout
-    from dalle_data.shards import ShardStore
+    from dalle_data.rundir.shards import ShardStore
     from tests.writers.helpers import make_record
 
     labels = LabelMap.build(["zeta", "alpha"])

@@ -226,7 +226,7 @@ def test_close_rebuilds_metadata_whole_not_appended(tmp_path: Path) -> None:
 def test_close_removes_images_no_record_accounts_for(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, keep_rejected=True)
     split, rejected = ctx.out_dir / "imagefolder" / "train", ctx.out_dir / "rejected" / "imagefolder"
-    from dalle_data.shards import ShardStore
+    from dalle_data.rundir.shards import ShardStore
 
     writer = ImageFolderWriter(ctx)
     # First attempt at S1 kept rec0002 and rec0003, then was cut off; redone, rec0002 is rejected

@@ -221,7 +221,7 @@ def test_redoing_a_shard_replaces_its_file(tmp_path: Path) -> None:
 def test_close_removes_shard_files_no_finished_shard_accounts_for(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, keep_rejected=True)
     train, rejected = ctx.out_dir / "parquet" / "train", ctx.out_dir / "rejected" / "parquet"
-    from dalle_data.shards import ShardStore
+    from dalle_data.rundir.shards import ShardStore
 
     writer = ParquetWriter(ctx)
     # An earlier, interrupted attempt left shard files that the finished run no longer has

@@ -95,7 +95,8 @@ def classes_from_sources(values: dict[str, Any]) -> None:
 @dataclass(frozen=True)
 class Flag:
     """One option of ``generate``: its parameter, type and Typer option, and the spec field it sets as it is
-    (None: the command maps it by hand, as ``--size`` sets both width and height)."""
+    when that is named otherwise (a parameter named as a spec field sets that field; the others, such as
+    ``--size`` for both width and height, the command maps by hand)."""
 
     param: str
     annotation: Any
@@ -108,57 +109,57 @@ class Flag:
 FLAGS: tuple[Flag, ...] = (
     Flag("classes", Optional[list[str]], typer.Option(None, "--classes", "-c", metavar="NAME", help="Class name; repeat or comma-separate (a,b,c).")),
     Flag("classes_file", Optional[Path], typer.Option(None, "--classes-file", metavar="FILE", help="File with one class per line (# comments allowed).")),
-    Flag("per_class", Optional[int], typer.Option(None, "--per-class", "-n", metavar="N", help="Kept images wanted per class (quota)."), field="per_class"),
+    Flag("per_class", Optional[int], typer.Option(None, "--per-class", "-n", metavar="N", help="Kept images wanted per class (quota).")),
     Flag("mode", Optional[list[str]], typer.Option(None, "--mode", metavar="MODE", help="vanilla | style | adversarial | variation | fuse | inpaint; repeat, or give shares: vanilla=0.7,adversarial=0.3. [default: vanilla]")),
-    Flag("model", Optional[str], typer.Option(None, "--model", metavar="MODEL", envvar="DALLE_DATA_MODEL", help="Preset (kandinsky-2-2; shapes-demo, the bundled offline model; tiny, random weights), hub id of a Kandinsky 2.2 decoder, or a local model directory. [default: kandinsky-2-2]"), field="model"),
-    Flag("prior", Optional[str], typer.Option(None, "--prior", metavar="PRIOR", help="Prior hub id or folder for a hub decoder. [default: kandinsky-community/kandinsky-2-2-prior]"), field="prior"),
-    Flag("scorer", Optional[str], typer.Option(None, "--scorer", metavar="SCORER", envvar="DALLE_DATA_SCORER", help="CLIP scorer: auto (the model's own for shapes-demo and tiny, else ViT-L-14/openai), shapes-demo, tiny, open_clip ARCH/TAG, hf-hub:org/repo or a folder. [default: auto]"), field="scorer"),
-    Flag("out", Optional[str], typer.Option(None, "--out", "-o", metavar="DIR|URL", help="Output directory of the run: a folder, or an fsspec URL such as s3://bucket/run (pip install dalle-data[s3]). [default: out]"), field="out"),
+    Flag("model", Optional[str], typer.Option(None, "--model", metavar="MODEL", envvar="DALLE_DATA_MODEL", help="Preset (kandinsky-2-2; shapes-demo, the bundled offline model; tiny, random weights), hub id of a Kandinsky 2.2 decoder, or a local model directory. [default: kandinsky-2-2]")),
+    Flag("prior", Optional[str], typer.Option(None, "--prior", metavar="PRIOR", help="Prior hub id or folder for a hub decoder. [default: kandinsky-community/kandinsky-2-2-prior]")),
+    Flag("scorer", Optional[str], typer.Option(None, "--scorer", metavar="SCORER", envvar="DALLE_DATA_SCORER", help="CLIP scorer: auto (the model's own for shapes-demo and tiny, else ViT-L-14/openai), shapes-demo, tiny, open_clip ARCH/TAG, hf-hub:org/repo or a folder. [default: auto]")),
+    Flag("out", Optional[str], typer.Option(None, "--out", "-o", metavar="DIR|URL", help="Output directory of the run: a folder, or an fsspec URL such as s3://bucket/run (pip install dalle-data[s3]). [default: out]")),
     Flag("fmt", Optional[list[str]], typer.Option(None, "--format", "-f", metavar="FORMAT", help="parquet | imagefolder; repeat for both. [default: parquet]")),
-    Flag("seed", Optional[int], typer.Option(None, "--seed", metavar="INT", help="Run seed; the same spec and seed give the same images. [default: 0]"), field="seed"),
-    Flag("min_clip", Optional[float], typer.Option(None, "--min-clip", metavar="COSINE", help="Also reject images whose CLIP cosine to their prompt is below this (-1..1; off by default)."), field="min_clip"),
+    Flag("seed", Optional[int], typer.Option(None, "--seed", metavar="INT", help="Run seed; the same spec and seed give the same images. [default: 0]")),
+    Flag("min_clip", Optional[float], typer.Option(None, "--min-clip", metavar="COSINE", help="Also reject images whose CLIP cosine to their prompt is below this (-1..1; off by default).")),
     Flag("filter_", Optional[str], typer.Option(None, "--filter", metavar="FILTER", help="zero-shot (keep when the image's own class wins) or none. [default: zero-shot]"), field="filter"),
-    Flag("max_attempts", Optional[int], typer.Option(None, "--max-attempts", metavar="N", help="Most images generated per class to meet its quota. [default: 5 x --per-class]"), field="max_attempts"),
-    Flag("keep_rejected", Optional[bool], typer.Option(None, "--keep-rejected/--no-keep-rejected", help="Store rejected images apart (OUT/rejected/) for audit and review."), field="keep_rejected"),
-    Flag("templates", Optional[str], typer.Option(None, "--templates", metavar="PACK.yaml", help="YAML template pack to use instead of the model's (templates/default.yaml; shapes-demo: templates/shapes.yaml)."), field="templates"),
-    Flag("prompts", Optional[str], typer.Option(None, "--prompts", metavar="FILE.jsonl", help="JSONL prompt list (from `dalle-data prompts`, edited) used as is."), field="prompts"),
+    Flag("max_attempts", Optional[int], typer.Option(None, "--max-attempts", metavar="N", help="Most images generated per class to meet its quota. [default: 5 x --per-class]")),
+    Flag("keep_rejected", Optional[bool], typer.Option(None, "--keep-rejected/--no-keep-rejected", help="Store rejected images apart (OUT/rejected/) for audit and review.")),
+    Flag("templates", Optional[str], typer.Option(None, "--templates", metavar="PACK.yaml", help="YAML template pack to use instead of the model's (templates/default.yaml; shapes-demo: templates/shapes.yaml).")),
+    Flag("prompts", Optional[str], typer.Option(None, "--prompts", metavar="FILE.jsonl", help="JSONL prompt list (from `dalle-data prompts`, edited) used as is.")),
     Flag("config", Optional[Path], typer.Option(None, "--config", metavar="SPEC.yaml", help="YAML run spec (e.g. a saved OUT/spec.yaml); flags override it.")),
-    Flag("from_dir", Optional[str], typer.Option(None, "--from", metavar="DIR", help="Source images for variation/fuse/inpaint: an ImageFolder tree (<class>/<image>), a dalle-data output, or a flat folder with --classes NAME."), field="from_dir"),
-    Flag("per_source", Optional[int], typer.Option(None, "--per-source", metavar="K", help="Image modes: K kept images per source image (instead of --per-class)."), field="per_source"),
-    Flag("prompt_weight", Optional[float], typer.Option(None, "--prompt-weight", metavar="W", help="Variation/fuse: mix the class prompt into the CLIP embedding with this weight (0..1). [default: 0]"), field="prompt_weight"),
-    Flag("fuse_weight", Optional[float], typer.Option(None, "--fuse-weight", metavar="W", help="Fuse: weight of the first image of each pair; the second gets 1-W. [default: 0.5]"), field="fuse_weight"),
-    Flag("mask", Optional[str], typer.Option(None, "--mask", metavar="KIND", help="Inpaint: border (new background, 64 percent repainted), center (25 percent) or random-box. [default: border]"), field="mask"),
-    Flag("mask_dir", Optional[str], typer.Option(None, "--mask-dir", metavar="DIR", help="Inpaint: masks with the same relative path and stem as each source (white = repaint)."), field="mask_dir"),
+    Flag("from_dir", Optional[str], typer.Option(None, "--from", metavar="DIR", help="Source images for variation/fuse/inpaint: an ImageFolder tree (<class>/<image>), a dalle-data output, or a flat folder with --classes NAME.")),
+    Flag("per_source", Optional[int], typer.Option(None, "--per-source", metavar="K", help="Image modes: K kept images per source image (instead of --per-class).")),
+    Flag("prompt_weight", Optional[float], typer.Option(None, "--prompt-weight", metavar="W", help="Variation/fuse: mix the class prompt into the CLIP embedding with this weight (0..1). [default: 0]")),
+    Flag("fuse_weight", Optional[float], typer.Option(None, "--fuse-weight", metavar="W", help="Fuse: weight of the first image of each pair; the second gets 1-W. [default: 0.5]")),
+    Flag("mask", Optional[str], typer.Option(None, "--mask", metavar="KIND", help="Inpaint: border (new background, 64 percent repainted), center (25 percent) or random-box. [default: border]")),
+    Flag("mask_dir", Optional[str], typer.Option(None, "--mask-dir", metavar="DIR", help="Inpaint: masks with the same relative path and stem as each source (white = repaint).")),
     Flag("resume", Optional[str], typer.Option(None, "--resume", metavar="OUT", help="Continue the run in OUT with its saved spec (same as rerunning its command).")),
     Flag("overwrite", bool, typer.Option(False, "--overwrite", help="Delete what an earlier run wrote in --out (nothing else) and start over.")),
     Flag("shard", Optional[str], typer.Option(None, "--shard", metavar="I/N", help="Make part I of N (0 <= I < N) of the run: a disjoint part whose quotas close inside it, for Slurm arrays, Kubernetes indexed jobs or a shell loop; then `dalle-data merge OUT`.")),
-    Flag("executor", Optional[str], typer.Option(None, "--executor", metavar="EXECUTOR", help="local (this machine's device) or ray (an actor pool; pip install dalle-data[ray]). [default: local]"), field="executor"),
-    Flag("ray_address", Optional[str], typer.Option(None, "--ray-address", metavar="ADDRESS", envvar="RAY_ADDRESS", help="--executor ray: an existing cluster (ray://host:10001 or auto). [default: a local instance]"), field="ray_address"),
-    Flag("ray_actors", Optional[int], typer.Option(None, "--ray-actors", metavar="N", help="--executor ray: actors, each loading the models once. [default: 2]"), field="ray_actors"),
-    Flag("ray_gpus", Optional[float], typer.Option(None, "--ray-gpus", metavar="G", help="--executor ray: GPUs per actor (0 on CPUs). [default: 1 when the cluster has GPUs, else 0]"), field="ray_gpus"),
+    Flag("executor", Optional[str], typer.Option(None, "--executor", metavar="EXECUTOR", help="local (this machine's device) or ray (an actor pool; pip install dalle-data[ray]). [default: local]")),
+    Flag("ray_address", Optional[str], typer.Option(None, "--ray-address", metavar="ADDRESS", envvar="RAY_ADDRESS", help="--executor ray: an existing cluster (ray://host:10001 or auto). [default: a local instance]")),
+    Flag("ray_actors", Optional[int], typer.Option(None, "--ray-actors", metavar="N", help="--executor ray: actors, each loading the models once. [default: 2]")),
+    Flag("ray_gpus", Optional[float], typer.Option(None, "--ray-gpus", metavar="G", help="--executor ray: GPUs per actor (0 on CPUs). [default: 1 when the cluster has GPUs, else 0]")),
     Flag("allow_short", bool, typer.Option(False, "--allow-short", help="Exit 0 even when a quota is not met (the dataset is short; summary.json says so). Without it a short run exits 3.")),
-    Flag("batch_size", Optional[str], typer.Option(None, "--batch-size", "-b", metavar="N|auto", help="Images per generator call; auto probes for the fastest batch that fits, once per model and machine. [default: auto]"), field="batch_size"),
-    Flag("device", Optional[str], typer.Option(None, "--device", metavar="DEVICE", envvar="DALLE_DATA_DEVICE", help="auto, cpu, cuda, cuda:N or mps. [default: auto]"), field="device"),
-    Flag("dtype", Optional[str], typer.Option(None, "--dtype", metavar="DTYPE", help="auto (fp16 on a GPU, fp32 on the CPU), fp16, bf16 or fp32. [default: auto]"), field="dtype"),
+    Flag("batch_size", Optional[str], typer.Option(None, "--batch-size", "-b", metavar="N|auto", help="Images per generator call; auto probes for the fastest batch that fits, once per model and machine. [default: auto]")),
+    Flag("device", Optional[str], typer.Option(None, "--device", metavar="DEVICE", envvar="DALLE_DATA_DEVICE", help="auto, cpu, cuda, cuda:N or mps. [default: auto]")),
+    Flag("dtype", Optional[str], typer.Option(None, "--dtype", metavar="DTYPE", help="auto (fp16 on a GPU, fp32 on the CPU), fp16, bf16 or fp32. [default: auto]")),
     Flag("compile_", Optional[bool], typer.Option(None, "--compile/--no-compile", help="torch.compile the prior and decoder (fixed batch shapes: compiled once; worth it for long GPU runs)."), field="compile"),
-    Flag("steps", Optional[int], typer.Option(None, "--steps", metavar="N", help="Decoder denoising steps. [default: the model's]"), field="steps"),
-    Flag("prior_steps", Optional[int], typer.Option(None, "--prior-steps", metavar="N", help="Prior denoising steps. [default: the model's]"), field="prior_steps"),
-    Flag("guidance_scale", Optional[float], typer.Option(None, "--guidance-scale", metavar="G", help="Classifier-free guidance of the denoiser (turbo models: 0; a negative prompt needs more than 1). [default: the model's]"), field="guidance_scale"),
-    Flag("shard_size", Optional[int], typer.Option(None, "--shard-size", metavar="N", help="Work units per resumable shard (the most work a crash can lose). [default: 64]"), field="shard_size"),
+    Flag("steps", Optional[int], typer.Option(None, "--steps", metavar="N", help="Decoder denoising steps. [default: the model's]")),
+    Flag("prior_steps", Optional[int], typer.Option(None, "--prior-steps", metavar="N", help="Prior denoising steps. [default: the model's]")),
+    Flag("guidance_scale", Optional[float], typer.Option(None, "--guidance-scale", metavar="G", help="Classifier-free guidance of the denoiser (turbo models: 0; a negative prompt needs more than 1). [default: the model's]")),
+    Flag("shard_size", Optional[int], typer.Option(None, "--shard-size", metavar="N", help="Work units per resumable shard (the most work a crash can lose). [default: 64]")),
     Flag("size", Optional[int], typer.Option(None, "--size", metavar="PX", help="Image width and height in pixels. [default: the model's]")),
     Flag("quiet", bool, typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")),
     Flag("json_output", bool, typer.Option(False, "--json", help="Print the run summary as JSON on stdout (for CI).")),
-    Flag("backend", Optional[str], typer.Option(None, "--backend", metavar="BACKEND", help="diffusers (local models), openai (the hosted images API) or a plug-in's backend; `dalle-data backends` lists what each can do. [default: diffusers]"), field="backend"),
+    Flag("backend", Optional[str], typer.Option(None, "--backend", metavar="BACKEND", help="diffusers (local models), openai (the hosted images API) or a plug-in's backend; `dalle-data backends` lists what each can do. [default: diffusers]")),
     Flag("option", Optional[list[str]], typer.Option(None, "--option", metavar="KEY=VALUE", help="A backend option, e.g. negative_prompt=blurry; repeat for more. `dalle-data backends` lists each backend's options. Part of the spec: other options make another run.")),
-    Flag("quality", Optional[str], typer.Option(None, "--quality", metavar="Q", help="--backend openai: low, medium, high or auto. [default: medium]"), field="quality"),
-    Flag("base_url", Optional[str], typer.Option(None, "--base-url", metavar="URL", help="--backend openai: images API base URL. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"), field="base_url"),
-    Flag("max_concurrency", Optional[int], typer.Option(None, "--max-concurrency", metavar="N", help="Hosted API: most requests in flight at once (a batch holds at least N). [default: 4]"), field="max_concurrency"),
-    Flag("openai_batch", Optional[bool], typer.Option(None, "--openai-batch/--no-openai-batch", help="--backend openai: send text-to-image requests through the Batch API (half price, results within 24 h; a rerun finds a submitted batch again)."), field="openai_batch"),
-    Flag("timeout", Optional[float], typer.Option(None, "--timeout", metavar="SECONDS", help="Hosted API: most seconds one request may take in all (connect, send, answer) before it is retried. [default: 120]"), field="timeout"),
-    Flag("max_retries", Optional[int], typer.Option(None, "--max-retries", metavar="N", help="Hosted API: retries of a 429, 5xx or timeout (exponential backoff, Retry-After honoured). [default: 5]"), field="max_retries"),
-    Flag("llm", Optional[str], typer.Option(None, "--llm", metavar="MODEL", help="Have this chat model write the vanilla scene prompts (any OpenAI-compatible server)."), field="llm"),
-    Flag("llm_base_url", Optional[str], typer.Option(None, "--llm-base-url", metavar="URL", help="Chat server for --llm. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"), field="llm_base_url"),
-    Flag("llm_prompts", Optional[int], typer.Option(None, "--llm-prompts", metavar="N", help="Distinct scene prompts --llm writes per class. [default: 50]"), field="llm_prompts"),
+    Flag("quality", Optional[str], typer.Option(None, "--quality", metavar="Q", help="--backend openai: low, medium, high or auto. [default: medium]")),
+    Flag("base_url", Optional[str], typer.Option(None, "--base-url", metavar="URL", help="--backend openai: images API base URL. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]")),
+    Flag("max_concurrency", Optional[int], typer.Option(None, "--max-concurrency", metavar="N", help="Hosted API: most requests in flight at once (a batch holds at least N). [default: 4]")),
+    Flag("openai_batch", Optional[bool], typer.Option(None, "--openai-batch/--no-openai-batch", help="--backend openai: send text-to-image requests through the Batch API (half price, results within 24 h; a rerun finds a submitted batch again).")),
+    Flag("timeout", Optional[float], typer.Option(None, "--timeout", metavar="SECONDS", help="Hosted API: most seconds one request may take in all (connect, send, answer) before it is retried. [default: 120]")),
+    Flag("max_retries", Optional[int], typer.Option(None, "--max-retries", metavar="N", help="Hosted API: retries of a 429, 5xx or timeout (exponential backoff, Retry-After honoured). [default: 5]")),
+    Flag("llm", Optional[str], typer.Option(None, "--llm", metavar="MODEL", help="Have this chat model write the vanilla scene prompts (any OpenAI-compatible server).")),
+    Flag("llm_base_url", Optional[str], typer.Option(None, "--llm-base-url", metavar="URL", help="Chat server for --llm. [default: $OPENAI_BASE_URL or https://api.openai.com/v1]")),
+    Flag("llm_prompts", Optional[int], typer.Option(None, "--llm-prompts", metavar="N", help="Distinct scene prompts --llm writes per class. [default: 50]")),
     Flag("no_cache", bool, typer.Option(False, "--no-cache", help="Ask the LLM afresh instead of reusing its cached answers.")),
     Flag("dry_run", bool, typer.Option(False, "--dry-run", help="Print the plan and a cost estimate; load no model, call no API, write nothing.")),
     Flag("price_per_image", Optional[float], typer.Option(None, "--price-per-image", metavar="USD", help="--dry-run: price one image at this (else the table in dalle_data/pricing.py, or $DALLE_DATA_PRICES).")),
@@ -193,7 +194,10 @@ def generate(**given: Any) -> None:
     names = split_list(classes)
     if classes_file is not None:
         names += read_classes_file(classes_file)
-    flags: dict[str, Any] = {f.field: given[f.param] for f in FLAGS if f.field is not None}
+    from dalle_data.config import RunSpec
+
+    flags: dict[str, Any] = {f.field or f.param: given[f.param] for f in FLAGS
+                             if f.field or f.param in RunSpec.model_fields}
     flags.update({"classes": names or None, "modes": split_list(mode) or None, "formats": split_list(fmt) or None,
                   "width": size, "height": size, "options": parse_options(option)})
     from dalle_data.remote import check_storage_url, is_url, local_run

@@ -27,15 +27,13 @@ from dalle_data.errors import OutputDirError
 from dalle_data.labels import LabelMap
 from dalle_data.records import Record
 from dalle_data.rundir import Layout, open_run
-from dalle_data.rundir import layout as layout_names
+from dalle_data.rundir.layout import (  # noqa: F401 - the run directory's file names, under review's names
+    APPLIED_FILE, DECISIONS_FILE, MANIFEST_FILE, ORIGINALS_FILE, REVIEW_DIR,
+)
 from dalle_data.rundir.reader import Run
 
 log = logging.getLogger(__name__)
 
-# The file names are the run directory's (``rundir.layout``), kept here under the names review has used.
-REVIEW_DIR, DECISIONS_FILE, ORIGINALS_FILE, APPLIED_FILE, MANIFEST_FILE = (
-    layout_names.REVIEW_DIR, layout_names.DECISIONS_FILE, layout_names.ORIGINALS_FILE, layout_names.APPLIED_FILE,
-    layout_names.MANIFEST_FILE)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/analysis.py
 	$(BIN)/python benchmarks/review_orderings.py
 	$(BIN)/python benchmarks/backends.py
+	$(BIN)/python benchmarks/usefulness.py
 
 # Deterministic (seeded) training of the bundled offline model; see dalle_data/demo/train.py.
 demo-model: $(STAMP)

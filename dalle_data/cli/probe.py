@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from dalle_data.cli.common import cli_errors, epilog
+from dalle_data.cli.common import cli_errors, console, epilog
 from dalle_data.errors import SpecError
 
 EPILOG = epilog(
@@ -16,7 +16,13 @@ EPILOG = epilog(
         'dalle-data probe --train out --test real_val/',
         'dalle-data probe --train out --test real_val/ --real-train real_train/ --ablate filter --json',
         'dalle-data probe --train out --test real_val/ --scorer ViT-B-32/laion2b_s34b_b79k',
+        'dalle-data probe --train demo-out --real-train real-few --test real-test --learner cnn --sizes 0,8',
+        'dalle-data probe --train out --test real_val/ --groups auto',
     ],
+    'Groups (for per-group and worst-group accuracy) come from the test folder\'s metadata.jsonl when it has one '
+    '(dalle-data demo-real writes it), from --groups FILE (JSONL: file_name and group fields per line), or from '
+    '--groups auto (the scorer tags each test image with the run\'s template-pack slot values). '
+    'The report is kept in OUT/report/probe.json; its schema is in docs/probe.md.',
 )
 
 
@@ -26,15 +32,21 @@ def probe(
     test: Path = typer.Option(..., "--test", metavar="DIR", help="Real labeled images: an ImageFolder (<class>/<image>)."),
     real_train: Optional[Path] = typer.Option(None, "--real-train", metavar="DIR", help="Real training images (ImageFolder): adds a real baseline and a real+synthetic mix."),
     ablate: Optional[str] = typer.Option(None, "--ablate", metavar="WHAT", help="filter: also train on all generated images (kept + rejected; needs --keep-rejected)."),
+    learner: str = typer.Option("linear", "--learner", metavar="LEARNER", help="linear: a linear probe on the scorer's embeddings (fast anywhere); cnn: a small CNN trained from scratch on the pixels."),
+    seeds: int = typer.Option(1, "--seeds", metavar="K", help="Train every setting with K seeds; figures are mean ± sd."),
+    sizes: Optional[str] = typer.Option(None, "--sizes", metavar="N,N,...", help="Also train on real + N synthetic images for each N (a class-balanced subset per seed): a data-scaling curve."),
+    groups: Optional[str] = typer.Option(None, "--groups", metavar="FILE|auto", help="Test images' groups: a JSONL file (file_name or path, and group fields), or auto. Default: the test folder's metadata.jsonl."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", metavar="PX", help="cnn: the side images are resized to, 32 to 128 (default: the test images' median side, to a power of two)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", help="cnn: passes over each training set (default 60; at least 300 updates)."),
     scorer: str = typer.Option("auto", "--scorer", envvar="DALLE_DATA_SCORER", metavar="SCORER", help="CLIP that embeds the images (auto: the one that matches the run's model)."),
     device: str = typer.Option("auto", "--device", envvar="DALLE_DATA_DEVICE", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Train a linear probe on CLIP embeddings of a generated dataset; report accuracy on real images."""
+    """Train a classifier on a generated dataset (and real images); report accuracy, per class and per group, on real images."""
     if ablate not in (None, "filter"):
         raise SpecError(f"--ablate {ablate}: the only ablation is 'filter'")
     from dalle_data.device import resolve_device
-    from dalle_data.probe import run_probe
+    from dalle_data.probe import LEARNERS, MAX_SEEDS, parse_sizes, run_probe
     from dalle_data.scoring import load_scorer, resolve_scorer_name
 
     from dalle_data.errors import OutputDirError
@@ -46,14 +58,55 @@ def probe(
         run = open_run(train)
     except OutputDirError as err:
         raise SpecError(f"--train {train}: {err}") from None
-    the_scorer = load_scorer(resolve_scorer_name(scorer, run.spec.model, run.spec.backend), device=resolve_device(device))
+    if learner not in LEARNERS:
+        raise SpecError(f"--learner {learner}: choose one of {', '.join(LEARNERS)}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise SpecError(f"--seeds {seeds}: give from 1 to {MAX_SEEDS} (each seed trains every setting again)")
+    if learner != "cnn" and (image_size is not None or epochs is not None):
+        raise SpecError("--image-size and --epochs shape the CNN: add --learner cnn")
+    if groups is not None and groups != "auto" and not Path(groups).is_file():
+        raise SpecError(f"--groups {groups}: no such file (give a JSONL file, or auto)")
+    the_sizes = parse_sizes(sizes)
+    resolved = resolve_device(device)
+    the_scorer = load_scorer(resolve_scorer_name(scorer, run.spec.model, run.spec.backend), device=resolved)
+    fields = _pack_fields(run) if groups == "auto" else None
+    say = None if json_output else (lambda line: console(stderr=True).print(line, soft_wrap=True))
     report = run_probe(train, test, scorer=the_scorer, classes=list(run.spec.classes), real_train=real_train,
-                       ablate_filter=ablate == "filter")
+                       ablate_filter=ablate == "filter", learner=learner, seeds=seeds, sizes=the_sizes,
+                       groups=groups, tag_fields=fields, image_size=image_size, epochs=epochs, device=resolved,
+                       progress=say)
     _keep(run, report)
     if json_output:
         typer.echo(json.dumps(report, indent=2))
     else:
         print_report(report)
+
+
+def _pack_fields(run: Any) -> dict[str, dict[str, list[str]]]:
+    """What ``--groups auto`` tags test images with: each slot of the run's template pack (its values, as
+    "a {cls} VALUE"), and, when the run used two or more template modes, the mode (its templates filled)."""
+    from dalle_data.planning import template_pack
+
+    pack = template_pack(run.spec)
+    modes = [m for m in pack.modes if m in run.spec.modes and m != "adversarial"] or list(pack.modes)
+    fields: dict[str, dict[str, list[str]]] = {}
+    for mode in modes:
+        for name, values in pack.slots(mode).items():
+            for v in values:
+                fields.setdefault(name, {})[v] = ["a {cls} " + v]
+    if len(modes) > 1:
+        fields["mode"] = {m: _filled(pack.templates(m), pack.slots(m)) for m in modes}
+    return fields
+
+
+def _filled(templates: tuple[str, ...], slots: dict[str, tuple[str, ...]], most: int = 16) -> list[str]:
+    """Up to ``most`` prompts from ``templates``, slot values taken in turn, ``{cls}`` left to fill."""
+    width = max((len(v) for v in slots.values()), default=1)
+    out = []
+    for t in templates:
+        for k in range(width):
+            out.append(t.format(cls="{cls}", **{n: v[k % len(v)] for n, v in slots.items()}))
+    return out[:most] if len(out) <= most else out[:: max(1, len(out) // most)][:most]
 
 
 def _keep(run: Any, report: dict[str, Any]) -> None:
@@ -78,18 +131,49 @@ def print_report(report: dict[str, Any]) -> None:
 
     from dalle_data.cli.common import console
 
-    table = Table(title=f"linear probe on {report['scorer']}: top-1 on {report['test_images']} real images",
-                  title_justify="left")
+    seeds = report.get("seeds", 1)
+    grouped = bool(report.get("group_fields"))
+    title = (f"{report.get('learner_detail', 'linear probe on ' + report['scorer'])}: top-1 on "
+             f"{report['test_images']} real images" + (f", mean ± sd over {seeds} seeds" if seeds > 1 else ""))
+    table = Table(title=title, title_justify="left")
     table.add_column("trained on")
     table.add_column("images", justify="right")
     table.add_column("top-1", justify="right")
+    if grouped:
+        table.add_column("worst group", justify="right")
     for name in report["classes"]:
         table.add_column(name, justify="right")
     for setting, row in report["results"].items():
-        per_class = [f"{row['per_class'].get(c, float('nan')):.0%}" for c in report["classes"]]
-        table.add_row(setting, str(row["train_images"]), f"{row['top1']:.1%}", *per_class)
+        per_class = [_pct(row["per_class"].get(c)) for c in report["classes"]]
+        cells = [setting, str(row["train_images"]), _pct(row["top1"], row.get("top1_sd"))]
+        if grouped:
+            cells.append(_pct(row.get("worst_group"), row.get("worst_group_sd")))
+        table.add_row(*cells, *per_class)
     out = console()
     out.print(table)
+    if grouped:
+        fields = ", ".join(report["group_fields"])
+        out.print(f"groups: {fields} (from {report.get('groups_source')}); the lowest group per setting"
+                  + (" (by its mean over the seeds)" if seeds > 1 else "") + ":", soft_wrap=True)
+        for setting, row in report["results"].items():
+            worst = row.get("worst")
+            if worst:
+                out.print(f"  {setting}: {worst['group']} ({worst['field']}) {worst['accuracy']:.0%}", soft_wrap=True)
+    for slot, agree in report.get("tagging_agreement", {}).items():
+        out.print(f"--groups auto: {slot} agrees with the test set's {agree['field']} on {agree['agreement']:.0%} "
+                  f"of {agree['images']} images", soft_wrap=True)
+    best = [s for s in report["results"] if s != "zero-shot"]
+    if best:
+        pairs = report["results"][best[-1]].get("confused_pairs", [])
+        if pairs:
+            out.print(f"most confused ({best[-1]}): " + ", ".join(
+                f"{p['true']} → {p['predicted']} {p['count']}" for p in pairs), soft_wrap=True)
     skipped = {k: v for k, v in report.get("skipped", {}).items() if v}
     if skipped:
         out.print("skipped unreadable files: " + ", ".join(f"{k} {v}" for k, v in skipped.items()), soft_wrap=True)
+
+
+def _pct(value: float | None, sd: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1%}" + (f" ± {sd:.1%}" if sd else "")

@@ -12,7 +12,6 @@ dataset through it.
 from __future__ import annotations
 
 import html
-import json
 import re
 import unicodedata
 from typing import TYPE_CHECKING, Any
@@ -144,9 +143,7 @@ def card(run: Run, figures: dict[str, Any], fingerprint: str, versions: dict[str
               f"{dup['set_aside']} ({dup['share']:.1%}).", ""]
     probe = figures.get("probe")
     if probe:
-        lines += ["## Probe", "", "A linear probe on the scorer's embeddings, trained on this data and tested on "
-                  "real images (`dalle-data probe`):", "", "```json", json.dumps(_probe_brief(probe), indent=2,
-                                                                                   ensure_ascii=False), "```", ""]
+        lines += probe_lines(probe)
     lines += ["## Known limitations", "",
               "- Every label comes from the generator and the scorer, not from a person: images the scorer "
               "misjudges carry wrong labels. `dalle-data review OUT --lowest-prob 50` shows the likeliest.",
@@ -161,5 +158,21 @@ def card(run: Run, figures: dict[str, Any], fingerprint: str, versions: dict[str
     return "\n".join(lines)
 
 
-def _probe_brief(probe: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in probe.items() if not isinstance(v, (list, dict)) or k in ("accuracy", "results")}
+def probe_lines(probe: dict[str, Any]) -> list[str]:
+    """The card's probe section: each training set's accuracy and worst group on real images."""
+    seeds = probe.get("seeds", 1)
+    learner = probe.get("learner_detail") or f"A linear probe on {probe.get('scorer')} embeddings"
+    lines = ["## Probe", "", f"{md_text(learner[:1].upper() + learner[1:])}, trained on this data and tested on "
+             f"{probe.get('test_images')} real images (`dalle-data probe`)"
+             + (f", mean ± sd over {seeds} seeds" if seeds > 1 else "") + ":", "",
+             "| trained on | images | top-1 | worst group |", "|---|---:|---:|---:|"]
+    for name, row in probe.get("results", {}).items():
+        lines.append(f"| {md_text(name)} | {row.get('train_images')} | {_pm(row.get('top1'), row.get('top1_sd'))} | "
+                     f"{_pm(row.get('worst_group'), row.get('worst_group_sd'))} |")
+    return lines + [""]
+
+
+def _pm(value: Any, sd: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "–"
+    return f"{value:.1%}" + (f" ± {sd:.1%}" if sd else "")

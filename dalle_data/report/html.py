@@ -192,12 +192,77 @@ def page(title: str, figures: dict[str, Any], records: Sequence[Record], labels:
 
     probe = figures.get("probe")
     if probe:
-        import json
-
-        out.append('<section id="probe"><h2>Probe</h2><pre>' + esc(json.dumps(probe, indent=2, ensure_ascii=False))
-                   + "</pre></section>")
+        out.append(probe_section(probe))
     out.append("</body></html>\n")
     return "\n".join(out)
+
+
+def probe_section(probe: dict[str, Any]) -> str:
+    """``dalle-data probe``'s results: the table, accuracy and worst group against synthetic images added,
+    the most confused pairs, and the whole report as JSON (folded)."""
+    import json
+
+    seeds = probe.get("seeds", 1)
+    head = (f"<p>{esc(probe.get('learner_detail', 'linear probe on ' + str(probe.get('scorer'))))}, tested on "
+            f"{esc(probe.get('test_images'))} real images" + (f"; mean ± sd over {seeds} seeds" if seeds > 1 else "")
+            + (f"; groups from {esc(probe['groups_source'])}" if probe.get("groups_source") else "") + ".</p>")
+    rows = ["<table><tr><th>trained on</th><th>images</th><th>top-1</th><th>worst group</th><th>lowest group (mean)</th></tr>"]
+    for name, row in probe.get("results", {}).items():
+        worst = row.get("worst") or {}
+        rows.append(f"<tr><td>{esc(name)}</td><td>{esc(row.get('train_images'))}</td>"
+                    f"<td>{_pm(row.get('top1'), row.get('top1_sd'))}</td>"
+                    f"<td>{_pm(row.get('worst_group'), row.get('worst_group_sd'))}</td>"
+                    f"<td>{esc(worst.get('group', '–'))}"
+                    + (f" {worst['accuracy']:.0%}" if isinstance(worst.get('accuracy'), (int, float)) else "")
+                    + "</td></tr>")
+    rows.append("</table>")
+    curve = probe.get("curve") or []
+    plot = f"<div>{svg_curve(curve)}</div>" if len(curve) > 1 else ""
+    pairs = []
+    results = [r for n, r in probe.get("results", {}).items() if n != "zero-shot"]
+    if results and results[-1].get("confused_pairs"):
+        pairs = ["<p>Most confused (" + esc(list(probe["results"])[len(results) - 1]) + "): "
+                 + ", ".join(f"{esc(p['true'])} → {esc(p['predicted'])} ({p['count']}, {p['rate']:.0%})"
+                             for p in results[-1]["confused_pairs"]) + "</p>"]
+    raw = ("<details><summary>probe.json</summary><pre>" + esc(json.dumps(probe, indent=2, ensure_ascii=False))
+           + "</pre></details>")
+    return '<section id="probe"><h2>Probe</h2>' + head + "".join(rows) + plot + "".join(pairs) + raw + "</section>"
+
+
+def svg_curve(points: Sequence[dict[str, Any]], width: int = 320, height: int = 160) -> str:
+    """Top-1 (blue) and worst-group accuracy (orange) against synthetic images added, 0–100%."""
+    title = "accuracy (blue) and worst-group accuracy (orange) against synthetic images added"
+    most = max(p["synthetic_images"] for p in points) or 1
+    left, bottom = 30, height - 18
+
+    def xy(p: dict[str, Any], key: str) -> tuple[float, float]:
+        return (left + p["synthetic_images"] / most * (width - left - 8), bottom - p[key] * (bottom - 8))
+
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{esc(title)}"><title>{esc(title)}</title>',
+             f'<line x1="{left}" y1="{bottom}" x2="{width}" y2="{bottom}" stroke="#999"/>',
+             f'<line x1="{left}" y1="8" x2="{left}" y2="{bottom}" stroke="#999"/>',
+             f'<text x="{left - 3}" y="12" font-size="10" text-anchor="end">100%</text>',
+             f'<text x="{left - 3}" y="{bottom}" font-size="10" text-anchor="end">0%</text>',
+             f'<text x="{left}" y="{height - 4}" font-size="10">0</text>',
+             f'<text x="{width - 8}" y="{height - 4}" font-size="10" text-anchor="end">{most} synthetic</text>']
+    for key, colour in (("top1", "#1f77b4"), ("worst_group", "#ff7f0e")):
+        pts = [xy(p, key) for p in points if p.get(key) is not None]
+        if len(pts) > 1:
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                         + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
+        for p in points:
+            if p.get(key) is not None:
+                x, y = xy(p, key)
+                parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>'
+                             f'{esc(p["setting"])}: {key.replace("_", " ")} {p[key]:.1%}</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _pm(value: Any, sd: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1%}" + (f" ± {sd:.1%}" if sd else "")
 
 
 def _num(value: Any, digits: int) -> str:

@@ -148,3 +148,84 @@ def test_probe_runs_on_a_shapes_run_against_demo_real(cli, tmp_path: Path, one_t
     assert report["classes"] == ["red circle", "blue star"] and report["test_images"] == 8
     assert report["results"]["synthetic"]["train_images"] == 6
     assert set(report["results"]["zero-shot"]["per_class"]) == {"red circle", "blue star"}
+
+
+# -- groups, the balanced test set and the biased few-shot training set (issue 23) -----------------
+
+
+def _metadata(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+
+
+def test_every_set_writes_each_images_groups_beside_it(cli, tmp_path: Path) -> None:
+    from collections import Counter
+
+    from dalle_data.demo.world import BACKGROUNDS, STYLES
+
+    out = tmp_path / "held"
+    assert cli("demo-real", out, "--per-class", "3").exit_code == 0
+    rows = _metadata(out)
+    assert sorted(r["file_name"] for r in rows) == sorted(f"{d}/{f}" for d, fs in _tree(out).items() for f in fs)
+    renders = dataset("test", 3 * len(CLASSES))  # the held-out set itself is unchanged: its groups are the renders'
+    by_name = {r["file_name"]: r for r in rows}
+    for k, cls in enumerate(CLASSES):
+        for i in range(3):
+            row, render = by_name[f"{safe_dir_name(cls)}/{i:05d}.png"], renders[i * len(CLASSES) + k]
+            assert row == {"file_name": row["file_name"], "label": cls, "background": render.background,
+                           "style": STYLES[int(render.outlined)]}
+    grid = tmp_path / "grid"
+    assert cli("demo-real", grid, "--set", "balanced-test", "--per-class", "16").exit_code == 0
+    cells = Counter((r["label"], r["background"], r["style"]) for r in _metadata(grid))
+    assert set(cells.values()) == {2} and len(cells) == len(CLASSES) * len(BACKGROUNDS) * len(STYLES)
+    for r in _metadata(grid)[:12]:  # the groups are what the picture shows
+        with Image.open(grid / r["file_name"]) as im:
+            dark = np.asarray(im.convert("L")).mean() < 100
+        assert dark == (r["background"] == "night"), r
+
+
+def test_biased_train_puts_a_fraction_of_each_class_in_its_own_context(cli, tmp_path: Path) -> None:
+    from collections import Counter
+
+    out = tmp_path / "few"
+    result = cli("demo-real", out, "--set", "biased-train", "--per-class", "8", "--bias", "0.75")
+    assert result.exit_code == 0, result.stderr
+    marker = json.loads((out / "demo-real.json").read_text())
+    own = marker["context_map"]
+    assert marker["set"] == "biased-train" and marker["seed"] == 3 and set(own) == set(CLASSES)
+    assert Counter(own.values()) == {b: 2 for b in ("plain", "striped", "dotted", "night")}, "a seeded deal"
+    rows = _metadata(out)
+    for cls in CLASSES:
+        mine = [r for r in rows if r["label"] == cls]
+        assert len(mine) == 8 and sum(r["background"] == own[cls] for r in mine) == 6
+    assert all(f"{c}={v}" in result.stdout for c, v in own.items())
+    # Configurable: by style, with a map given; deterministic bytes.
+    args = ["--set", "biased-train", "--per-class", "4", "--classes", "red circle,blue star", "--context", "style",
+            "--context-map", "red circle=line drawing, blue star=filled"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli("demo-real", a, *args).exit_code == 0 and cli("demo-real", b, *args).exit_code == 0
+    assert {(r["label"], r["style"]) for r in _metadata(a)} == {("red circle", "line drawing"), ("blue star", "filled")}
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in ("metadata.jsonl", "red_circle/00003.png"))
+    # An earlier output with its metadata is still replaced.
+    assert cli("demo-real", a, "--per-class", "1").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--set", "biased-train", "--bias", "1.5"], "--bias 1.5: give a fraction from 0 to 1"),
+        (["--bias", "0.5"], "add --set biased-train"),
+        (["--set", "mixed"], "--set mixed: choose one of held-out, balanced-test, biased-train"),
+        (["--set", "biased-train", "--context", "colour"], "--context colour: choose one of background, style"),
+        (["--set", "biased-train", "--context-map", "red circle"], "write CLASS=VALUE"),
+        (["--set", "biased-train", "--classes", "red circle", "--context-map", "red circle=beach"],
+         "'beach' is not a background"),
+        (["--set", "biased-train", "--classes", "red circle,blue star", "--context-map", "red circle=night"],
+         "names no background for blue star"),
+        (["--set", "biased-train", "--classes", "red circle", "--context-map", "red circle=night,blue star=plain"],
+         "blue star is not one of the classes rendered"),
+        (["--set", "balanced-test", "--per-class", "12"], "a balanced test set needs a multiple of 8"),
+    ],
+)
+def test_bad_set_options_are_one_line_errors_and_write_nothing(cli, tmp_path: Path, args, needle) -> None:
+    _one_line_error(cli("demo-real", tmp_path / "x", *args), needle)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,216 @@
+"""The classifiers ``probe`` trains: a linear probe on scorer embeddings, or a small CNN from scratch.
+
+A learner turns a set's images into features once (``features``, cached on
+the set) and fits a classifier on rows of them (``fit``: features, labels,
+number of classes, seed → a function from features to predicted class ids).
+
+* ``linear``: multinomial logistic regression on the scorer's L2-normalized
+  image embeddings (full batch, L-BFGS: deterministic, and the same for every
+  seed; seeds still change which synthetic images a ``--sizes`` subset draws).
+  Cheap anywhere, and what a user without a GPU probes their own data with.
+* ``cnn``: a small convolutional network (conv–BatchNorm–ReLU blocks, one
+  pooling stage per doubling of the input side, global average pooling as a plain mean)
+  trained from scratch on the pixels, resized to one square side (32 to 128;
+  by default the test images' median side, rounded down to a power of two),
+  augmented with horizontal flips and small shifts; seeded (weights, batches,
+  augmentation), on the GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dalle_data.errors import SpecError
+
+LEARNERS = ("linear", "cnn")
+MIN_SIDE, MAX_SIDE = 32, 128
+
+Predictor = Callable[[Any], Any]
+
+
+def make_learner(name: str, *, scorer: Any = None, image_size: int | None = None, epochs: int | None = None,
+                 device: str = "cpu", test_images: Sequence[Any] = ()) -> Any:
+    """The learner ``name`` (one of ``LEARNERS``); raises ``SpecError`` for another name or a bad size."""
+    if name == "linear":
+        return LinearLearner(scorer)
+    if name == "cnn":
+        return CnnLearner(image_size or auto_side(test_images), epochs=epochs, device=device)
+    raise SpecError(f"--learner {name}: choose one of {', '.join(LEARNERS)}")
+
+
+def auto_side(images: Sequence[Any]) -> int:
+    """The median side of ``images`` rounded down to a power of two, within [MIN_SIDE, MAX_SIDE]."""
+    if not images:
+        return MIN_SIDE
+    sides = sorted(min(im.size) for im in images)
+    median = sides[len(sides) // 2]
+    side = 2 ** int(math.log2(max(median, 1)))
+    return max(MIN_SIDE, min(MAX_SIDE, side))
+
+
+class LinearLearner:
+    name = "linear"
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+        self.key = f"linear:{getattr(scorer, 'name', 'scorer')}"
+
+    def describe(self) -> str:
+        return f"linear probe on {self.scorer.name} embeddings"
+
+    def features(self, images: list[Any], batch: int = 64) -> Any:
+        import torch
+
+        chunks = [self.scorer.encode_images(images[s : s + batch]).float().cpu() for s in range(0, len(images), batch)]
+        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+
+    def fit(self, x: Any, y: Any, n_classes: int, seed: int) -> Predictor:
+        return fit_linear(x, y, n_classes)
+
+
+def fit_linear(x: Any, y: Any, n_classes: int, steps: int = 300, weight_decay: float = 1e-3) -> Predictor:
+    """Multinomial logistic regression (full batch, L-BFGS, deterministic)."""
+    import torch
+
+    w = torch.zeros(x.shape[1], n_classes, requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + weight_decay * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return lambda z: (z.float() @ w + b).argmax(-1).detach()
+
+
+@dataclass(frozen=True)
+class CnnConfig:
+    epochs: int = 60
+    min_steps: int = 300  # a few-shot set still gets this many updates
+    batch: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    width: int = 16
+
+
+class CnnLearner:
+    name = "cnn"
+
+    def __init__(self, side: int, *, epochs: int | None = None, device: str = "cpu",
+                 config: CnnConfig = CnnConfig()) -> None:
+        if not MIN_SIDE <= side <= MAX_SIDE:
+            raise SpecError(f"--image-size {side}: give a side from {MIN_SIDE} to {MAX_SIDE} pixels")
+        if epochs is not None and epochs < 1:
+            raise SpecError(f"--epochs {epochs}: give at least 1")
+        self.side = side
+        self.device = device
+        self.config = config if epochs is None else CnnConfig(**{**config.__dict__, "epochs": epochs})
+        self.key = f"cnn:{side}"
+
+    def describe(self) -> str:
+        return f"small CNN from scratch at {self.side}x{self.side} px, {self.config.epochs} epochs"
+
+    def features(self, images: list[Any]) -> Any:
+        """The images as uint8 tensors, N×3×side×side (resized; any size and mode in)."""
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        arrays = [np.asarray(im.convert("RGB").resize((self.side, self.side), Image.Resampling.BILINEAR))
+                  for im in images]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+    def network(self, n_classes: int) -> Any:
+        from torch import nn
+
+        def block(cin: int, cout: int) -> list[Any]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        w = self.config.width
+        stem: list[Any] = []
+        side = self.side
+        while side > MIN_SIDE:  # one cheap stage per doubling above 32 px: the cost stays near a 32 px net's
+            stem += [*block(3 if not stem else w, w), nn.MaxPool2d(2)]
+            side //= 2
+        return nn.Sequential(
+            *stem, *block(w if stem else 3, w), *block(w, w), nn.MaxPool2d(2),
+            *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),
+            *block(2 * w, 4 * w), GlobalMean(), nn.Linear(4 * w, n_classes),
+        )
+
+    def fit(self, x: Any, y: Any, n_classes: int, seed: int) -> Predictor:
+        import torch
+
+        cfg = self.config
+        if str(self.device).startswith("cuda"):  # the same seed, the same classifier: no racing kernels
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        net = self.network(n_classes).to(self.device)
+        n = len(y)
+        batch = min(cfg.batch, n)
+        steps = max(cfg.min_steps, cfg.epochs * math.ceil(n / batch))
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+        pad = max(1, self.side // 16)
+        net.train()
+        order = torch.randperm(n, generator=gen)
+        at = 0
+        for _ in range(steps):
+            if at + batch > n:
+                order, at = torch.randperm(n, generator=gen), 0
+            idx = order[at : at + batch]
+            at += batch
+            pixels = _augment(x[idx], gen, pad).to(self.device)
+            loss = torch.nn.functional.cross_entropy(net(_normalize(pixels)), y[idx].to(self.device),
+                                                     label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        net.eval()
+
+        def predict(z: Any) -> Any:
+            out = []
+            with torch.no_grad():
+                for s in range(0, len(z), 256):
+                    out.append(net(_normalize(z[s : s + 256].to(self.device))).argmax(-1).cpu())
+            return torch.cat(out)
+
+        return predict
+
+
+def GlobalMean() -> Any:  # noqa: N802 - a layer, named as torch names layers
+    """Global average pooling as a plain mean (its backward is deterministic on CUDA; AdaptiveAvgPool2d's is not)."""
+    from torch import nn
+
+    class _GlobalMean(nn.Module):
+        def forward(self, x: Any) -> Any:
+            return x.mean((2, 3))
+
+    return _GlobalMean()
+
+
+def _normalize(pixels: Any) -> Any:
+    return pixels.float() / 127.5 - 1.0
+
+
+def _augment(pixels: Any, gen: Any, pad: int) -> Any:
+    """Random horizontal flips and shifts of up to ``pad`` pixels (reflected borders), from ``gen``."""
+    import torch
+
+    n, c, h, w = pixels.shape
+    flip = torch.rand(n, generator=gen) < 0.5
+    pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+    padded = torch.nn.functional.pad(pixels.float(), (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (torch.arange(h)[None, :] + dy[:, None])[:, None, :, None].expand(n, c, h, w + 2 * pad)
+    cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, None, :].expand(n, c, h, w)
+    return padded.gather(2, rows).gather(3, cols)

@@ -36,7 +36,7 @@ def probe(
     seeds: int = typer.Option(1, "--seeds", metavar="K", help="Train every setting with K seeds; figures are mean ± sd."),
     sizes: Optional[str] = typer.Option(None, "--sizes", metavar="N,N,...", help="Also train on real + N synthetic images for each N (a class-balanced subset per seed): a data-scaling curve."),
     groups: Optional[str] = typer.Option(None, "--groups", metavar="FILE|auto", help="Test images' groups: a JSONL file (file_name or path, and group fields), or auto. Default: the test folder's metadata.jsonl."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", metavar="PX", help="cnn: the side images are resized to, 32 to 128 (default: the test images' median side, to a power of two)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", metavar="PX", help="cnn: the side images are resized to, 32 to 256 (default: the test images' median side, to a power of two, at most 128)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", help="cnn: passes over each training set (default 60; at least 300 updates)."),
     scorer: str = typer.Option("auto", "--scorer", envvar="DALLE_DATA_SCORER", metavar="SCORER", help="CLIP that embeds the images (auto: the one that matches the run's model)."),
     device: str = typer.Option("auto", "--device", envvar="DALLE_DATA_DEVICE", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),

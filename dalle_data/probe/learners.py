@@ -10,7 +10,7 @@ number of classes, seed → a function from features to predicted class ids).
   Cheap anywhere, and what a user without a GPU probes their own data with.
 * ``cnn``: a small convolutional network (conv–BatchNorm–ReLU blocks, one
   pooling stage per doubling of the input side, global average pooling as a plain mean)
-  trained from scratch on the pixels, resized to one square side (32 to 128;
+  trained from scratch on the pixels, resized to one square side (32 to 256;
   by default the test images' median side, rounded down to a power of two),
   augmented with horizontal flips and small shifts; seeded (weights, batches,
   augmentation), on the GPU when there is one.
@@ -26,7 +26,8 @@ from typing import Any
 from dalle_data.errors import SpecError
 
 LEARNERS = ("linear", "cnn")
-MIN_SIDE, MAX_SIDE = 32, 128
+MIN_SIDE, MAX_SIDE = 32, 256
+AUTO_MAX_SIDE = 128  # the default side stops here: larger photos are resized down, to train fast on a CPU
 
 Predictor = Callable[[Any], Any]
 
@@ -42,13 +43,13 @@ def make_learner(name: str, *, scorer: Any = None, image_size: int | None = None
 
 
 def auto_side(images: Sequence[Any]) -> int:
-    """The median side of ``images`` rounded down to a power of two, within [MIN_SIDE, MAX_SIDE]."""
+    """The median side of ``images`` rounded down to a power of two, within [MIN_SIDE, AUTO_MAX_SIDE]."""
     if not images:
         return MIN_SIDE
     sides = sorted(min(im.size) for im in images)
     median = sides[len(sides) // 2]
     side = 2 ** int(math.log2(max(median, 1)))
-    return max(MIN_SIDE, min(MAX_SIDE, side))
+    return max(MIN_SIDE, min(AUTO_MAX_SIDE, side))
 
 
 class LinearLearner:

@@ -58,6 +58,10 @@ def test_the_cnn_takes_any_size_and_mode_and_picks_its_side_from_the_test_images
     assert CnnLearner(32).features(images).shape == (3, 3, 32, 32)
     assert auto_side([Image.new("RGB", (500, 375))] * 3) == 128 and auto_side([Image.new("RGB", (40, 40))]) == 32
     assert auto_side([Image.new("RGB", (90, 90))] * 2) == 64
+    import torch
+
+    for side in (32, 64, 256):  # one pooling stage per doubling: any side from 32 to 256 ends in one vector
+        assert CnnLearner(side).network(3)(torch.zeros(2, 3, side, side)).shape == (2, 3)
 
 
 # -- what is measured -------------------------------------------------------------------------------
@@ -181,7 +185,7 @@ def test_groups_file_and_auto(world, cli, tmp_path: Path) -> None:
         (["--sizes", "5000"], "--sizes 5000: --train"),
         (["--sizes", "0,4"], "--sizes 0: zero synthetic images is the real baseline; add --real-train"),
         (["--epochs", "3"], "--image-size and --epochs shape the CNN: add --learner cnn"),
-        (["--learner", "cnn", "--image-size", "16"], "--image-size 16: give a side from 32 to 128"),
+        (["--learner", "cnn", "--image-size", "16"], "--image-size 16: give a side from 32 to 256"),
         (["--groups", "missing.jsonl"], "--groups missing.jsonl: no such file"),
     ],
 )

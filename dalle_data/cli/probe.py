@@ -16,7 +16,7 @@ EPILOG = epilog(
         'dalle-data probe --train out --test real_val/',
         'dalle-data probe --train out --test real_val/ --real-train real_train/ --ablate filter --json',
         'dalle-data probe --train out --test real_val/ --scorer ViT-B-32/laion2b_s34b_b79k',
-        'dalle-data probe --train demo-out --real-train real-few --test real-test --learner cnn --sizes 0,8',
+        'dalle-data probe --train demo-out --real-train real-few --test real-test --learner cnn',
         'dalle-data probe --train out --test real_val/ --groups auto',
     ],
     'Groups (for per-group and worst-group accuracy) come from the test folder\'s metadata.jsonl when it has one '

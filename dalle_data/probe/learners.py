@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dalle_data.errors import SpecError
@@ -90,10 +90,19 @@ def fit_linear(x: Any, y: Any, n_classes: int, steps: int = 300, weight_decay: f
     return lambda z: (z.float() @ w + b).argmax(-1).detach()
 
 
+def _min_steps() -> int:
+    """300 updates at least (a few-shot set still learns); ``DALLE_DATA_CNN_MIN_STEPS`` lowers it for quick
+    looks and for the test that runs every documented command line."""
+    import os
+
+    value = os.environ.get("DALLE_DATA_CNN_MIN_STEPS", "")
+    return int(value) if value.isdecimal() and value.isascii() else 300
+
+
 @dataclass(frozen=True)
 class CnnConfig:
     epochs: int = 60
-    min_steps: int = 300  # a few-shot set still gets this many updates
+    min_steps: int = field(default_factory=_min_steps)
     batch: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4
@@ -104,13 +113,14 @@ class CnnLearner:
     name = "cnn"
 
     def __init__(self, side: int, *, epochs: int | None = None, device: str = "cpu",
-                 config: CnnConfig = CnnConfig()) -> None:
+                 config: CnnConfig | None = None) -> None:
         if not MIN_SIDE <= side <= MAX_SIDE:
             raise SpecError(f"--image-size {side}: give a side from {MIN_SIDE} to {MAX_SIDE} pixels")
         if epochs is not None and epochs < 1:
             raise SpecError(f"--epochs {epochs}: give at least 1")
         self.side = side
         self.device = device
+        config = config or CnnConfig()
         self.config = config if epochs is None else CnnConfig(**{**config.__dict__, "epochs": epochs})
         self.key = f"cnn:{side}"
 

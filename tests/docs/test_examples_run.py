@@ -106,7 +106,10 @@ def workdir(line: str, box: Path, n: int) -> Path:
 
 def run_line(line: str, box: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    # One thread a line: two lines run at a time beside the suite's workers on two cores, and torch's
+    # threads fighting over them made the CNN examples ten times slower.
     env.update(HF_HUB_OFFLINE="1", DALLE_DATA_RETRY_BASE_DELAY="0", DALLE_DATA_HOME=str(box / "home"),
+               OMP_NUM_THREADS="1", DALLE_DATA_CNN_MIN_STEPS="30",  # the CNN lines run as written, briefly
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", BROWSER="true")
     serves = line.split()[1] == "review" and not re.search(r"--apply|--format|--json|--export-html", line)
     if serves:

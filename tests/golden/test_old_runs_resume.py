@@ -24,6 +24,17 @@ def dataset(out: Path) -> dict[str, object]:
             "pngs": {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.glob("**/*.png"))}}
 
 
+def _pixel_gap(x: bytes, y: bytes) -> int:
+    """The largest difference of one channel of one pixel between two encoded images (0: the same picture)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    a, b = (np.asarray(Image.open(io.BytesIO(d)).convert("RGB")).astype(int) for d in (x, y))
+    return 255 if a.shape != b.shape else int(np.abs(a - b).max())
+
+
 def test_a_run_killed_under_the_old_code_resumes_verifies_and_matches_a_fresh_run(cli, tmp_path: Path) -> None:
     old = tmp_path / "old"
     shutil.copytree(FIXTURE, old)
@@ -36,4 +47,11 @@ def test_a_run_killed_under_the_old_code_resumes_verifies_and_matches_a_fresh_ru
     assert checked.exit_code == 0, checked.stdout + checked.stderr
     fresh = tmp_path / "fresh"
     assert cli("generate", *SPEC, "--out", fresh).exit_code == 0
-    assert dataset(old) == dataset(fresh)
+    a, b = dataset(old), dataset(fresh)
+    assert a["records"] == b["records"]
+    for kind in ("images", "pngs"):
+        assert a[kind].keys() == b[kind].keys()
+        off = {k: _pixel_gap(a[kind][k], b[kind][k]) for k in a[kind]}
+        # The old shards' images were made on the machine that made the fixture; torch's CPU kernels may round
+        # a last bit differently on another CPU (measured: one pixel of one image, off by 1 of 255).
+        assert all(gap <= 1 for gap in off.values()), off

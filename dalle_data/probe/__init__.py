@@ -172,6 +172,8 @@ def _pm(mean: float, sd: float) -> str:
 
 
 def _features(learner: Any, s: Loaded) -> Any:
+    if not s.images:
+        return None  # an empty set (no rejected images, say) adds no rows
     if learner.key not in s.cache:
         s.cache[learner.key] = learner.features(s.images)
     return s.cache[learner.key]
@@ -193,6 +195,8 @@ def _training_set(features: dict[str, Any], loaded: dict[str, Loaded], parts: li
 
     xs, ys, counts = [], [], {"real": 0, "synthetic": 0}
     for part in parts:
+        if features[part] is None:
+            continue
         rows = [i for i, c in enumerate(loaded[part].labels) if c in index]
         if part == "train" and subset is not None:
             rows = balanced_subset([loaded[part].labels[i] for i in rows], rows, subset, seed)

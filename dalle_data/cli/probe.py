@@ -46,7 +46,7 @@ def probe(
     if ablate not in (None, "filter"):
         raise SpecError(f"--ablate {ablate}: the only ablation is 'filter'")
     from dalle_data.device import resolve_device
-    from dalle_data.probe import LEARNERS, MAX_SEEDS, parse_sizes, run_probe
+    from dalle_data.probe import check_options, pack_fields, parse_sizes, run_probe
     from dalle_data.scoring import load_scorer, resolve_scorer_name
 
     from dalle_data.errors import OutputDirError
@@ -58,10 +58,7 @@ def probe(
         run = open_run(train)
     except OutputDirError as err:
         raise SpecError(f"--train {train}: {err}") from None
-    if learner not in LEARNERS:
-        raise SpecError(f"--learner {learner}: choose one of {', '.join(LEARNERS)}")
-    if not 1 <= seeds <= MAX_SEEDS:
-        raise SpecError(f"--seeds {seeds}: give from 1 to {MAX_SEEDS} (each seed trains every setting again)")
+    check_options(learner, seeds)
     if learner != "cnn" and (image_size is not None or epochs is not None):
         raise SpecError("--image-size and --epochs shape the CNN: add --learner cnn")
     if groups is not None and groups != "auto" and not Path(groups).is_file():
@@ -69,7 +66,7 @@ def probe(
     the_sizes = parse_sizes(sizes)
     resolved = resolve_device(device)
     the_scorer = load_scorer(resolve_scorer_name(scorer, run.spec.model, run.spec.backend), device=resolved)
-    fields = _pack_fields(run) if groups == "auto" else None
+    fields = pack_fields(run.spec) if groups == "auto" else None
     say = None if json_output else (lambda line: console(stderr=True).print(line, soft_wrap=True))
     report = run_probe(train, test, scorer=the_scorer, classes=list(run.spec.classes), real_train=real_train,
                        ablate_filter=ablate == "filter", learner=learner, seeds=seeds, sizes=the_sizes,
@@ -80,33 +77,6 @@ def probe(
         typer.echo(json.dumps(report, indent=2))
     else:
         print_report(report)
-
-
-def _pack_fields(run: Any) -> dict[str, dict[str, list[str]]]:
-    """What ``--groups auto`` tags test images with: each slot of the run's template pack (its values, as
-    "a {cls} VALUE"), and, when the run used two or more template modes, the mode (its templates filled)."""
-    from dalle_data.planning import template_pack
-
-    pack = template_pack(run.spec)
-    modes = [m for m in pack.modes if m in run.spec.modes and m != "adversarial"] or list(pack.modes)
-    fields: dict[str, dict[str, list[str]]] = {}
-    for mode in modes:
-        for name, values in pack.slots(mode).items():
-            for v in values:
-                fields.setdefault(name, {})[v] = ["a {cls} " + v]
-    if len(modes) > 1:
-        fields["mode"] = {m: _filled(pack.templates(m), pack.slots(m)) for m in modes}
-    return fields
-
-
-def _filled(templates: tuple[str, ...], slots: dict[str, tuple[str, ...]], most: int = 16) -> list[str]:
-    """Up to ``most`` prompts from ``templates``, slot values taken in turn, ``{cls}`` left to fill."""
-    width = max((len(v) for v in slots.values()), default=1)
-    out = []
-    for t in templates:
-        for k in range(width):
-            out.append(t.format(cls="{cls}", **{n: v[k % len(v)] for n, v in slots.items()}))
-    return out[:most] if len(out) <= most else out[:: max(1, len(out) // most)][:most]
 
 
 def _keep(run: Any, report: dict[str, Any]) -> None:

@@ -65,6 +65,41 @@ def parse_sizes(text: str | None) -> list[int]:
     return sorted(set(sizes))
 
 
+def check_options(learner: str, seeds: int) -> None:
+    """``--learner`` and ``--seeds`` as one-line errors, before anything is loaded."""
+    if learner not in LEARNERS:
+        raise SpecError(f"--learner {learner}: choose one of {', '.join(LEARNERS)}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise SpecError(f"--seeds {seeds}: give from 1 to {MAX_SEEDS} (each seed trains every setting again)")
+
+
+def pack_fields(spec: Any) -> dict[str, dict[str, list[str]]]:
+    """What ``--groups auto`` tags test images with: each slot of the run's template pack (its values, as
+    "a {cls} VALUE"), and, when the run used two or more template modes, the mode (its templates filled)."""
+    from dalle_data.planning import template_pack  # deferred: planning loads only for --groups auto
+
+    pack = template_pack(spec)
+    modes = [m for m in pack.modes if m in spec.modes and m != "adversarial"] or list(pack.modes)
+    fields: dict[str, dict[str, list[str]]] = {}
+    for mode in modes:
+        for name, values in pack.slots(mode).items():
+            for v in values:
+                fields.setdefault(name, {})[v] = ["a {cls} " + v]
+    if len(modes) > 1:
+        fields["mode"] = {m: filled(pack.templates(m), pack.slots(m)) for m in modes}
+    return fields
+
+
+def filled(templates: tuple[str, ...], slots: dict[str, tuple[str, ...]], most: int = 16) -> list[str]:
+    """Up to ``most`` prompts from ``templates``, slot values taken in turn, ``{cls}`` left to fill."""
+    width = max((len(v) for v in slots.values()), default=1)
+    out = []
+    for t in templates:
+        for k in range(width):
+            out.append(t.format(cls="{cls}", **{n: v[k % len(v)] for n, v in slots.items()}))
+    return out[:most] if len(out) <= most else out[:: max(1, len(out) // most)][:most]
+
+
 def run_probe(
     train: Path, test: Path, *, scorer: Any, classes: Sequence[str], real_train: Path | None = None,
     ablate_filter: bool = False, learner: str = "linear", seeds: int = 1, sizes: Sequence[int] = (),
@@ -83,10 +118,7 @@ def run_probe(
     import torch
 
     say = progress or (lambda line: None)
-    if not 1 <= seeds <= MAX_SEEDS:
-        raise SpecError(f"--seeds {seeds}: give from 1 to {MAX_SEEDS} (each seed trains every setting again)")
-    if learner not in LEARNERS:
-        raise SpecError(f"--learner {learner}: choose one of {', '.join(LEARNERS)}")
+    check_options(learner, seeds)
     if 0 in sizes and real_train is None:
         raise SpecError("--sizes 0: zero synthetic images is the real baseline; add --real-train DIR or drop the 0")
     classes = list(classes)

@@ -21,7 +21,7 @@ def pattern(cls: str, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def fake_output(root: Path, n: int, swap_rejected: bool = False) -> Path:
+def fake_output(root: Path, n: int, swap_rejected: bool = False, rejected: bool = True) -> Path:
     """A dalle-data output: its run files, kept images in imagefolder, (mislabeled) rejected ones, the manifest."""
     from tests.run_files import write_run_files
     from tests.writers.helpers import make_record
@@ -29,7 +29,8 @@ def fake_output(root: Path, n: int, swap_rejected: bool = False) -> Path:
     write_run_files(root, classes=list(CLASSES), per_class=n, model="tiny", keep_rejected=True,
                     formats=["imagefolder"])
     records = []
-    for where, status, swap in (("imagefolder/train", "kept", False), ("rejected/imagefolder", "rejected", swap_rejected)):
+    sets = [("imagefolder/train", "kept", False), ("rejected/imagefolder", "rejected", swap_rejected)]
+    for where, status, swap in sets[:2 if rejected else 1]:
         rows = []
         for c, cls in enumerate(CLASSES):
             label = CLASSES[1 - c] if swap else cls  # the filter caught these: they show the other class
@@ -74,6 +75,15 @@ def test_probe_learns_a_planted_separable_dataset(planted, cli) -> None:
     assert results["synthetic (unfiltered)"]["train_images"] == 48
     assert results["synthetic (unfiltered)"]["top1"] < results["synthetic"]["top1"]
     assert set(results["zero-shot"]["per_class"]) == set(CLASSES)
+
+
+def test_ablating_the_filter_of_a_run_that_rejected_nothing_adds_the_same_set(tmp_path: Path, cli) -> None:
+    out = fake_output(tmp_path / "out", 6, rejected=False)
+    result = cli("probe", "--train", out, "--test", real_folder(tmp_path / "test", 4), "--ablate", "filter",
+                 "--scorer", "tiny", "--json")
+    assert result.exit_code == 0, result.stderr
+    results = json.loads(result.stdout)["results"]
+    assert results["synthetic (unfiltered)"]["train_images"] == results["synthetic"]["train_images"] == 12
 
 
 def test_probe_table_output_names_every_setting(planted, cli) -> None:

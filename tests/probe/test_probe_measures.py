@@ -230,18 +230,16 @@ def test_a_test_set_of_other_classes_is_refused(world, cli, tmp_path: Path) -> N
 
 def test_groups_auto_names_the_shapes_worlds_background_and_style() -> None:
     """The shapes-demo CLIP tags balanced test renders with the shapes pack's environments and modes."""
-    from dalle_data.demo.world import BACKGROUNDS, balanced_renders
-    from dalle_data.probe import tag_groups, tagging_agreement
+    from dalle_data.config import build_spec
+    from dalle_data.demo.world import BACKGROUNDS, CLASSES, balanced_renders
+    from dalle_data.probe import pack_fields, tag_groups, tagging_agreement
     from dalle_data.probe.sets import Loaded
-    from dalle_data.prompts.templates import load_pack
     from dalle_data.scoring import load_scorer, resolve_scorer_name
 
     renders = balanced_renders(2, 8)  # one per class and context
     scorer = load_scorer(resolve_scorer_name("auto", "shapes-demo"))
-    pack = load_pack(Path(__file__).resolve().parents[2] / "templates" / "shapes.yaml")
-    fields = {"environment": {v: ["a {cls} " + v] for v in pack.slots("vanilla")["environment"]},
-              "mode": {m: [t.format(cls="{cls}", environment=e) for t in pack.templates(m)
-                           for e in BACKGROUNDS.values()] for m in ("vanilla", "style")}}
+    spec = build_spec({"classes": list(CLASSES), "model": "shapes-demo", "modes": ["vanilla", "style"], "per_class": 1, "out": "x"})
+    fields = pack_fields(spec)  # what `probe --groups auto` tags with for a make-demo run
     test_set = Loaded([r.image for r in renders], [r.label for r in renders], [""] * len(renders), 0)
     agreement = tagging_agreement(tag_groups(scorer, test_set, fields), [r.groups() for r in renders])
     assert agreement["environment"]["field"] == "background" and agreement["environment"]["agreement"] >= 0.9

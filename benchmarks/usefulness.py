@@ -155,7 +155,7 @@ def main() -> None:
             t0 = time.monotonic()
             predict = learner.fit(x, y, len(CLASSES), seed)
             times.append(time.monotonic() - t0)
-            runs.append(evaluate(predict(x_test), y_test, CLASSES, groups))
+            runs.append(evaluate(predict(x_test).argmax(-1), y_test, CLASSES, groups))
         row = aggregate(runs, list(range(args.seeds)), CLASSES)
         results[name] = {"images": len(y), "top1": row["top1"], "top1_sd": row["top1_sd"],
                          "worst_group": row["worst_group"], "worst_group_sd": row["worst_group_sd"],

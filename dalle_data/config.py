@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from dalle_data.backends import BACKENDS, check_fields, check_modes
 from dalle_data.errors import SpecError
+from dalle_data.focus import check_focus, class_quotas, load_focus_file
 from dalle_data.llm.client import APIError, check_base_url
 from dalle_data.modes import IMAGE_MODES, NAMES as MODE_NAMES, TEXT_MODES
 from dalle_data.naming import clean_class_names, duplicate_key
@@ -150,6 +151,8 @@ class RunSpec(BaseModel):
     llm_prompts: Annotated[int, CONTENT_SINCE_DEFAULT] = Field(default=50, gt=0, le=5000)
     # The backend's own options (``dalle_data.backends``: --option KEY=VALUE), without their defaults.
     options: Annotated[dict[str, Any], CONTENT_SINCE_DEFAULT] = Field(default_factory=dict)
+    # Where the images go (``dalle_data.focus``): --focus FILE is read into the spec, so its content is hashed.
+    focus: Annotated[dict[str, Any] | None, CONTENT_SINCE_DEFAULT] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -235,6 +238,13 @@ class RunSpec(BaseModel):
             raise ValueError("at least one format is needed")
         return tuple(out)
 
+    @field_validator("focus", mode="before")
+    @classmethod
+    def _focus(cls, value: Any) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        return check_focus(load_focus_file(value) if isinstance(value, str | Path) else value)
+
     @model_validator(mode="after")
     def _checks(self) -> "RunSpec":
         if not self.negative_label.strip():
@@ -256,6 +266,13 @@ class RunSpec(BaseModel):
             raise ValueError(f"mode {image_modes[0]} needs source images: --from DIR")
         if self.max_attempts is not None and self.per_class is not None and self.max_attempts < self.per_class:
             raise ValueError(f"max_attempts ({self.max_attempts}) must be at least per_class ({self.per_class})")
+        if self.focus is not None:
+            check_focus(self.focus, self.classes)
+            if self.per_class is None:
+                raise ValueError("--focus deals --per-class N images by the focus's shares: give --per-class")
+            if self.prompts or self.llm:
+                raise ValueError("--focus weighs the template pack's prompts; it cannot weigh "
+                                 + ("--prompts FILE" if self.prompts else "--llm prompts"))
         self._api_checks()
         return self
 
@@ -285,9 +302,14 @@ class RunSpec(BaseModel):
         is ``--max-attempts`` split the same way, or 5 × the target.
         """
         out: dict[tuple[str, str], tuple[int, int]] = {}
+        quotas = class_quotas(self.per_class, self.classes, self.focus) if self.per_class is not None else {}
         for cls in self.classes:
-            targets = self.mode_targets(self.per_class) if self.per_class is not None else {}
-            budgets = self.mode_targets(self.max_attempts) if self.max_attempts is not None else {}
+            quota = quotas.get(cls)
+            targets = self.mode_targets(quota) if quota is not None else {}
+            attempts = self.max_attempts
+            if attempts is not None and quota is not None and self.per_class:
+                attempts = max(quota, round(attempts * quota / self.per_class))  # a focus scales the budget too
+            budgets = self.mode_targets(attempts) if attempts is not None else {}
             for mode in self.modes:
                 target = targets.get(mode, 0)
                 if self.per_source is not None and mode in IMAGE_MODES and self.per_class is None:

@@ -33,8 +33,9 @@ from dalle_data.llm import make_writer
 from dalle_data.llm.cancel import RequestsCancelled, cancel_requests, reset_cancel
 from dalle_data.llm.writer import PER_REQUEST
 from dalle_data.merge import merge
+from dalle_data.focus import describe as describe_focus
 from dalle_data.modes import MODES
-from dalle_data.planning import Plan, _source_counts, plan
+from dalle_data.planning import Plan, _source_counts, check_focus_slots, plan, prompt_modes, template_pack
 from dalle_data.progress import Progress, make_progress
 from dalle_data.remote import is_url, local_path
 from dalle_data.report import refresh_report
@@ -326,6 +327,9 @@ def dry_run(spec: RunSpec, *, price_per_image: float | None = None, llm_cache: b
         "images": {"target": images, "max": most},
     }
     out.update(BACKENDS[spec.backend].cost(spec, images, most, price_per_image))
+    if spec.focus is not None:
+        check_focus_slots(spec.focus, template_pack(spec), prompt_modes(spec))
+        out["focus"] = describe_focus(spec.focus, list(spec.classes), spec.per_class or 0)
     if spec.llm is not None:
         writer = make_writer(spec.llm, base_url=spec.llm_base_url, seed=spec.seed, cache=llm_cache)
         missing = [c for c in spec.classes if not writer.cached(c, spec.llm_prompts)]

@@ -25,7 +25,7 @@ from dalle_data.generators.registry import default_templates
 from dalle_data.labels import LabelMap
 from dalle_data.llm import write_llm_prompts
 from dalle_data.modes import MODES, TEXT_MODES, makes_hard_negatives
-from dalle_data.prompts import PromptItem, expand_prompts, load_pack, read_prompts_jsonl
+from dalle_data.prompts import PromptItem, expand_focused, expand_prompts, load_pack, read_prompts_jsonl
 from dalle_data.rundir import labels_for
 from dalle_data.scoring.vocabulary import negatives_for
 from dalle_data.sources import Source
@@ -85,14 +85,20 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def prompt_modes(spec: RunSpec) -> list[str]:
+    """The modes whose prompts the run writes: its text modes, and vanilla for inpainting's scenes."""
+    text_modes = [m for m in spec.modes if m in TEXT_MODES]
+    scenes = any(MODES[m].prompts == "scenes" for m in spec.modes)
+    return text_modes + (["vanilla"] if scenes and "vanilla" not in text_modes else [])
+
+
 def _text_prompts(
-    spec: RunSpec, text_modes: list[str], counts: dict[str, int], llm_cache: bool = True,
+    spec: RunSpec, counts: dict[str, int], llm_cache: bool = True,
     classes: frozenset[str] | None = None,
 ) -> tuple[list[PromptItem], dict[str, str]]:
     """Prompts for the text modes, and for inpainting (the vanilla scenes: "A cat on a beach"); of ``classes``
     only when given (a class's template prompts do not depend on the other classes)."""
-    scenes = any(MODES[m].prompts == "scenes" for m in spec.modes)
-    wanted = text_modes + (["vanilla"] if scenes and "vanilla" not in text_modes else [])
+    wanted = prompt_modes(spec)
     if spec.llm is not None and "vanilla" in wanted:
         return _llm_prompts(spec, [m for m in wanted if m != "vanilla"], counts, llm_cache)
     if spec.prompts:
@@ -107,7 +113,31 @@ def _text_prompts(
     pack = template_pack(spec)
     n = max(budget for _, budget in spec.slot_targets(counts).values())
     names = [c for c in spec.classes if classes is None or c in classes]
+    if spec.focus is not None:
+        check_focus_slots(spec.focus, pack, wanted)
+        try:
+            return expand_focused(pack, names, wanted, n, spec.seed, spec.focus), {"templates": pack.digest}
+        except ValueError as err:
+            raise SpecError(str(err)) from None
     return expand_prompts(pack, names, wanted, n, spec.seed), {"templates": pack.digest}
+
+
+def check_focus_slots(focus: dict[str, Any], pack: Any, modes: Sequence[str]) -> None:
+    """Every slot a focus weighs is a slot of the template pack's ``modes``, every value one of its values."""
+    slots: dict[str, set[str]] = {}
+    for mode in modes:
+        for name, values in pack.slots(mode).items():
+            slots.setdefault(name, set()).update(values)
+    for cls, entry in focus["classes"].items():
+        for slot, values in (entry.get("weights") or {}).items():
+            if slot not in slots:
+                raise SpecError(f"focus: classes.{cls}.weights.{slot}: the template pack {pack.name!r} has no slot "
+                                f"{slot!r} in modes {', '.join(modes)}" + (f" (it has: {', '.join(sorted(slots))})"
+                                                                           if slots else ""))
+            unknown = sorted(set(values) - slots[slot])
+            if unknown:
+                raise SpecError(f"focus: classes.{cls}.weights.{slot}: {unknown[0]!r} is not a value of the slot "
+                                f"(values: {', '.join(sorted(slots[slot]))})")
 
 
 def template_pack(spec: RunSpec) -> Any:
@@ -149,7 +179,6 @@ def plan(spec: RunSpec, *, llm_cache: bool = True, part: Part | None = None) -> 
     expands only the prompts of its own classes: its planning stays small however many classes a run has.
     """
     sources, counts = _source_counts(spec)
-    text_modes = [m for m in spec.modes if m in TEXT_MODES]
     here: frozenset[str] | None = None
     if part is not None:
         if spec.llm is not None:
@@ -157,7 +186,7 @@ def plan(spec: RunSpec, *, llm_cache: bool = True, part: Part | None = None) -> 
                             "`dalle-data prompts --llm MODEL -o prompts.jsonl` and pass --prompts prompts.jsonl")
         if spec.per_source is None:
             here = frozenset(classes_of(spec.slot_targets(counts), part))
-    items, inputs = _text_prompts(spec, text_modes, counts, llm_cache, here)
+    items, inputs = _text_prompts(spec, counts, llm_cache, here)
     for mode in spec.modes:
         if MODES[mode].prompts == "scenes":  # inpainting: the vanilla scenes ("A cat on a beach")
             items += [PromptItem(i.cls, mode, i.prompt, i.source) for i in items if i.mode == "vanilla"]

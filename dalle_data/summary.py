@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dalle_data.focus import describe as describe_focus
 from dalle_data.rundir.layout import Layout
 
 SUMMARY_SCHEMA = "dalle-data/summary/v2"
@@ -110,6 +111,7 @@ class Summary(_Strict):
     labels: list[str] = Field(description="ClassLabel names in id order (= OUT/labels.json)")
     labels_file: str
     settings: dict[str, Any]
+    focus: list[str] | None = Field(default=None, description="generate --focus: one line per class the focus names")
 
 
 def validate_summary(data: dict[str, Any]) -> dict[str, Any]:
@@ -225,4 +227,6 @@ def rebuild(run: Any, records: Any, outputs: tuple[dict[str, str], dict[str, str
         "labels": list(run.labels.names), "labels_file": str(Layout(run.out).labels),
         "settings": dict(old.get("settings") or {}),
     }
+    if run.spec.focus is not None:
+        summary["focus"] = describe_focus(run.spec.focus, list(run.spec.classes), run.spec.per_class or 0)
     return validate_summary(summary)

@@ -7,11 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
-from dalle_data.errors import DalleDataError
+from dalle_data.errors import DalleDataError, SpecError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "DALLE_DATA_DEBUG"
@@ -88,3 +89,17 @@ def console(stderr: bool = False) -> Any:
 
     tty = (sys.stderr if stderr else sys.stdout).isatty()
     return Console(highlight=False, stderr=stderr, width=None if tty else 10_000, soft_wrap=not tty)
+
+
+def open_a_run(out: Path, what: str = "") -> Any:
+    """The run in ``out``, read after finishing a cut-off ``review --apply`` (commands do this, the reader
+    does not); not a run is a one-line ``SpecError`` (``what``: the option that named it, such as ``--train``)."""
+    from dalle_data.errors import OutputDirError
+    from dalle_data.review.apply import recover
+    from dalle_data.rundir import open_run
+
+    try:
+        recover(out)
+        return open_run(out)
+    except OutputDirError as err:
+        raise SpecError(f"{what + ' ' if what else ''}{out}: {err}") from None

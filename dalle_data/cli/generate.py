@@ -123,6 +123,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("keep_rejected", Optional[bool], typer.Option(None, "--keep-rejected/--no-keep-rejected", help="Store rejected images apart (OUT/rejected/) for audit and review.")),
     Flag("templates", Optional[str], typer.Option(None, "--templates", metavar="PACK.yaml", help="YAML template pack to use instead of the model's (templates/default.yaml; shapes-demo: templates/shapes.yaml).")),
     Flag("prompts", Optional[str], typer.Option(None, "--prompts", metavar="FILE.jsonl", help="JSONL prompt list (from `dalle-data prompts`, edited) used as is.")),
+    Flag("focus", Optional[str], typer.Option(None, "--focus", metavar="FOCUS.yaml", help="Spend the images where a classifier fails: a focus file from `dalle-data focus` (class shares, slot weights, contrast prompts; read into the spec).")),
     Flag("config", Optional[Path], typer.Option(None, "--config", metavar="SPEC.yaml", help="YAML run spec (e.g. a saved OUT/spec.yaml); flags override it.")),
     Flag("from_dir", Optional[str], typer.Option(None, "--from", metavar="DIR", help="Source images for variation/fuse/inpaint: an ImageFolder tree (<class>/<image>), a dalle-data output, or a flat folder with --classes NAME.")),
     Flag("per_source", Optional[int], typer.Option(None, "--per-source", metavar="K", help="Image modes: K kept images per source image (instead of --per-class).")),
@@ -284,6 +285,8 @@ def print_dry_run(report: dict[str, Any]) -> None:
     for slot in report["slots"]:
         typer.echo(f"  {slot['class']} / {slot['mode']}: {slot['target']} kept wanted, at most {slot['max_attempts']} made")
     typer.echo(f"images: {images['target']} if every image is kept, at most {images['max']}")
+    for line in report.get("focus", []):
+        typer.echo(f"focus: {line}")
     if "llm" in report:
         llm = report["llm"]
         typer.echo(f"prompts: {llm['prompts_per_class']} per class by --llm {llm['model']} at {llm['base_url']}; "

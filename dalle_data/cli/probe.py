@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from dalle_data.cli.common import cli_errors, console, epilog
+from dalle_data.cli.common import cli_errors, console, epilog, open_a_run
 from dalle_data.errors import SpecError
 
 EPILOG = epilog(
@@ -49,15 +49,7 @@ def probe(
     from dalle_data.probe import check_options, pack_fields, parse_sizes, run_probe
     from dalle_data.scoring import load_scorer, resolve_scorer_name
 
-    from dalle_data.errors import OutputDirError
-    from dalle_data.review.apply import recover
-    from dalle_data.rundir import open_run
-
-    try:
-        recover(train)  # a cut-off review --apply is finished first (commands do this, the reader does not)
-        run = open_run(train)
-    except OutputDirError as err:
-        raise SpecError(f"--train {train}: {err}") from None
+    run = open_a_run(train, "--train")
     check_options(learner, seeds)
     if learner != "cnn" and (image_size is not None or epochs is not None):
         raise SpecError("--image-size and --epochs shape the CNN: add --learner cnn")
@@ -67,21 +59,24 @@ def probe(
     resolved = resolve_device(device)
     the_scorer = load_scorer(resolve_scorer_name(scorer, run.spec.model, run.spec.backend), device=resolved)
     fields = pack_fields(run.spec) if groups == "auto" else None
+    predictions: dict[str, list[dict[str, Any]]] = {}
     say = None if json_output else (lambda line: console(stderr=True).print(line, soft_wrap=True))
     report = run_probe(train, test, scorer=the_scorer, classes=list(run.spec.classes), real_train=real_train,
                        ablate_filter=ablate == "filter", learner=learner, seeds=seeds, sizes=the_sizes,
                        groups=groups, tag_fields=fields, image_size=image_size, epochs=epochs, device=resolved,
-                       progress=say)
-    _keep(run, report)
+                       progress=say, predictions=predictions)
+    _keep(run, report, predictions)
     if json_output:
         typer.echo(json.dumps(report, indent=2))
     else:
         print_report(report)
 
 
-def _keep(run: Any, report: dict[str, Any]) -> None:
-    """The probe's results beside the run (``OUT/report/probe.json``), then the card and report refreshed."""
+def _keep(run: Any, report: dict[str, Any], predictions: dict[str, list[dict[str, Any]]]) -> None:
+    """The probe's results beside the run (``OUT/report/probe.json``, its predictions in
+    ``probe-predictions.jsonl``), then the card and report refreshed."""
     import logging
+    import os
 
     from dalle_data.report import refresh_report
     from dalle_data.rundir.directory import atomic_write_text
@@ -91,6 +86,9 @@ def _keep(run: Any, report: dict[str, Any]) -> None:
         with RunLock(run.out, "dalle-data probe (saving its results)"):
             run.layout.report_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run.layout.probe_json, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+            atomic_write_text(run.layout.probe_predictions, "".join(
+                json.dumps({"setting": setting, **line, "path": os.path.abspath(line["path"])}, ensure_ascii=False)
+                + "\n" for setting, lines in predictions.items() for line in lines))
             refresh_report(run.out, locked=True)
     except (RunLocked, OSError) as err:
         logging.getLogger(__name__).warning("the probe's results were not saved in %s: %s", run.out, err)

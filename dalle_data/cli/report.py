@@ -31,6 +31,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
     modes = ", ".join(f"{m}: {r['kept']}/{r['target']} kept of {r['generated']}" for m, r in summary["modes"].items())
     console.print(f"modes: {modes}")
+    for line in summary.get("focus", []):
+        console.print(f"focus: {line}", soft_wrap=True)
     if summary.get("rejections"):
         console.print("not kept because: " + ", ".join(f"{k} ×{v}" for k, v in summary["rejections"].items()))
     stages = summary.get("stage_seconds", {})

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dalle_data.focus import describe as describe_focus
 from dalle_data.execution.driver import Driver, Executor
 from dalle_data.execution.executors import executor_kind
 from dalle_data.execution.ledger import Ledger
@@ -78,6 +79,8 @@ def run(
     }
     if the_plan.part is not None:
         extra["part"] = str(the_plan.part)
+    if spec.focus is not None:
+        extra["focus"] = describe_focus(spec.focus, list(spec.classes), spec.per_class or 0)
     return summarize(ledger, stats, extra)
 
 

@@ -105,7 +105,7 @@ def run_probe(
     ablate_filter: bool = False, learner: str = "linear", seeds: int = 1, sizes: Sequence[int] = (),
     groups: str | Path | None = None, tag_fields: dict[str, dict[str, list[str]]] | None = None,
     image_size: int | None = None, epochs: int | None = None, device: str = "cpu",
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, predictions: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Every comparison the options ask for, over the run's ``classes``; returns the report (``--json``).
 
@@ -113,7 +113,9 @@ def run_probe(
     JSONL file, or ``"auto"``: the scorer tags each test image with one value
     of each of ``tag_fields`` (field → value → prompts with ``{cls}``: the
     run's template-pack slots, and its modes) by zero shot (``tag_groups``).
-    Everything is checked before any training starts.
+    Everything is checked before any training starts. ``predictions``, when
+    given, is filled with each setting's seed-0 predictions on the test images
+    (path, label, pred, probs: what ``dalle-data focus --from-probe`` reads).
     """
     import torch
 
@@ -176,7 +178,10 @@ def run_probe(
         for seed in seed_list:
             x, y, counts = _training_set(features, loaded, parts, index, subset, seed)
             predict = the_learner.fit(x, y, len(classes), seed)
-            runs.append(evaluate(predict(features["test"]), y_test, classes, test_set.groups))
+            probs = predict(features["test"])
+            runs.append(evaluate(probs.argmax(-1), y_test, classes, test_set.groups))
+            if predictions is not None and seed == seed_list[0]:
+                predictions[name] = prediction_lines(test_set, probs, classes)
         row = {"train_images": len(y), "real_images": counts["real"], "synthetic_images": counts["synthetic"],
                **aggregate(runs, seed_list, classes)}
         results[name] = row
@@ -197,6 +202,16 @@ def run_probe(
     if agreement is not None:
         report["tagging_agreement"] = agreement
     return report
+
+
+def prediction_lines(test_set: Loaded, probs: Any, classes: list[str]) -> list[dict[str, Any]]:
+    """One line per test image: its path, label, the predicted class and every class's probability."""
+    lines = []
+    for path, label, row in zip(test_set.paths, test_set.labels, probs.tolist()):
+        p = {c: round(v, 4) for c, v in zip(classes, row)}
+        lines.append({"path": path, "label": label, "pred": classes[max(range(len(row)), key=row.__getitem__)],
+                      "probs": p})
+    return lines
 
 
 def _pm(mean: float, sd: float) -> str:

@@ -29,7 +29,7 @@ LEARNERS = ("linear", "cnn")
 MIN_SIDE, MAX_SIDE = 32, 256
 AUTO_MAX_SIDE = 128  # the default side stops here: larger photos are resized down, to train fast on a CPU
 
-Predictor = Callable[[Any], Any]
+Predictor = Callable[[Any], Any]  # features (N, ...) -> class probabilities (N, classes), on the CPU
 
 
 def make_learner(name: str, *, scorer: Any = None, image_size: int | None = None, epochs: int | None = None,
@@ -87,7 +87,7 @@ def fit_linear(x: Any, y: Any, n_classes: int, steps: int = 300, weight_decay: f
         return loss
 
     opt.step(closure)
-    return lambda z: (z.float() @ w + b).argmax(-1).detach()
+    return lambda z: torch.softmax(z.float() @ w + b, -1).detach()
 
 
 def _min_steps() -> int:
@@ -191,7 +191,7 @@ class CnnLearner:
             out = []
             with torch.no_grad():
                 for s in range(0, len(z), 256):
-                    out.append(net(_normalize(z[s : s + 256].to(self.device))).argmax(-1).cpu())
+                    out.append(torch.softmax(net(_normalize(z[s : s + 256].to(self.device))).float(), -1).cpu())
             return torch.cat(out)
 
         return predict

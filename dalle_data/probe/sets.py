@@ -134,7 +134,7 @@ def read_groups(file: Path, images: LabeledImages, root: Path, *, strict: bool =
     one-line error naming the file and line; images the file does not name get
     no groups (a warning with their count).
     """
-    index = {os.path.normpath(p): i for i, p in enumerate(images.paths)}
+    index = {os.path.abspath(p): i for i, p in enumerate(images.paths)}
     found: list[dict[str, str] | None] = [None] * len(images.paths)
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
@@ -150,7 +150,7 @@ def read_groups(file: Path, images: LabeledImages, root: Path, *, strict: bool =
         if not isinstance(row, dict) or not isinstance(row.get("file_name", row.get("path")), str):
             raise SpecError(f"{file}:{number}: a line needs file_name (relative to {root}) or path")
         name = row.get("file_name")
-        path = os.path.normpath(root / name) if isinstance(name, str) else os.path.normpath(row["path"])
+        path = os.path.abspath(root / name) if isinstance(name, str) else os.path.abspath(row["path"])
         if path not in index:
             if strict:
                 raise SpecError(f"{file}:{number}: {name or row['path']} is not an image of the test set {root}")

@@ -1,7 +1,7 @@
 """Prompts: template packs, their deterministic expansion, and JSONL prompt lists."""
 
 from dalle_data.prompts.jsonl import read_prompts_jsonl, write_prompts_jsonl
-from dalle_data.prompts.expand import expand_prompts
+from dalle_data.prompts.expand import expand_focused, expand_prompts, render_template
 from dalle_data.prompts.templates import (
     KNOWN_MODES,
     PromptItem,
@@ -17,9 +17,11 @@ __all__ = [
     "PromptItem",
     "TemplatePack",
     "builtin_pack_path",
+    "expand_focused",
     "expand_prompts",
     "load_pack",
     "normalize_prompt",
     "read_prompts_jsonl",
+    "render_template",
     "write_prompts_jsonl",
 ]

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
+from dalle_data.focus import item_weight, spread
 from dalle_data.prompts.templates import CLASS_FIELD, PromptItem, TemplatePack, _Mode, _Template, normalize_prompt
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ def _render(template: _Template, cls: str, values: Mapping[str, str]) -> str:
         out.append(literal)
         out.append(value)
     return normalize_prompt("".join(out))
+
+
+def render_template(pack: TemplatePack, mode: str, cls: str, values: Mapping[str, str]) -> list[str]:
+    """Every template of ``mode`` whose fields ``values`` fill, filled with ``cls`` and ``values``."""
+    return [_render(t, cls, values) for t in pack._mode(mode).templates if set(t.fields) <= set(values)]
 
 
 def _derive_seed(*parts: object) -> int:
@@ -135,6 +141,11 @@ class _ModeStream:
                 self.templates.retire(index)
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
+        for index, _, text in self.with_values():
+            yield index, text
+
+    def with_values(self) -> Iterator[tuple[int, dict[str, str], str]]:
+        """The stream, each prompt with its template index and slot values."""
         while True:
             pick = self._balanced_pick() or self._fallback_pick()
             if pick is None:
@@ -152,7 +163,7 @@ class _ModeStream:
                 self.templates.retire(index)
                 for name in self.table.templates[index].fields:
                     self.spent[name].subtract(self.values[name])
-            yield index, text
+            yield index, values, text
 
     def _candidates(self, least_only: bool) -> Iterator[tuple[int, dict[str, str], str]]:
         """Combinations with templates least-used first, then values (least-used only if asked)."""
@@ -227,4 +238,56 @@ def expand_prompts(
                     "template pack %r has only %d distinct %s prompts for %r (asked for %d)",
                     pack.name, len(items) - before, table.name, cls, n,
                 )
+    return items
+
+
+def expand_focused(
+    pack: TemplatePack, classes: Sequence[str], modes: Sequence[str], n: int, seed: int,
+    focus: Mapping[str, object],
+) -> list[PromptItem]:
+    """``expand_prompts`` spent by a focus (``dalle_data.focus``): ``n`` prompts per class and mode.
+
+    A class the focus gives no weights or contrasts gets exactly its
+    ``expand_prompts`` stream. Otherwise the class's distinct prompts (its
+    stream, up to ``max(n, 4 × values)``) are dealt ``n`` times by their
+    weight (the product of their slot values' weights; ``focus.spread``:
+    interleaved, deterministic), so a prompt may repeat (its images still
+    differ: a unit's seed follows its index). The class's contrast prompts
+    join its first text mode (vanilla when it has it), each list with its
+    share of that mode's prompts (style when there is no vanilla; never the
+    hard negatives of adversarial).
+    """
+    entries = focus.get("classes", {})
+    assert isinstance(entries, Mapping)
+    items: list[PromptItem] = []
+    for cls in classes:
+        entry = entries.get(cls) or {}
+        weights = entry.get("weights") or {}
+        contrasts = entry.get("contrasts") or []
+        if not weights and not contrasts:
+            items += expand_prompts(pack, [cls], modes, n, seed)
+            continue
+        contrast_mode = next((m for m in ("vanilla", "style") if m in modes), None)  # never hard negatives
+        for mode in modes:
+            table = pack._mode(mode)
+            stream = _ModeStream(table, cls, seed)
+            width = max((len(v) for v in stream.values.values()), default=1)
+            made = list(itertools.islice(stream.with_values(), max(n, 4 * width)))
+            texts = [PromptItem(cls, mode, text, f"{pack.name}:{mode}#{index}") for index, _, text in made]
+            shares = [item_weight(values, weights) for _, values, _ in made]
+            own = contrasts if mode == contrast_mode else []
+            rest = 1.0 - sum(float(c["share"]) for c in own)
+            whole = sum(shares)
+            if whole <= 0:
+                if not own:
+                    raise ValueError(f"focus: every {mode} prompt of {cls!r} has weight 0")
+                shares, rest = [0.0] * len(shares), 0.0
+            shares = [rest * w / whole if whole > 0 else 0.0 for w in shares]
+            for c in own:
+                other = c.get("mistaken_for")
+                source = "focus:contrast" + (f":{other}" if other else "")
+                for prompt in c["prompts"]:
+                    texts.append(PromptItem(cls, mode, normalize_prompt(prompt), source))
+                    shares.append(float(c["share"]) / len(c["prompts"]))
+            items += spread(texts, shares, n)
     return items

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from dalle_data.focus import describe as describe_focus
 from dalle_data.writers.formats import formats_of
 from dalle_data.writers.imagefolder import _yaml_features
 
@@ -127,6 +128,13 @@ def card(run: Run, figures: dict[str, Any], fingerprint: str, versions: dict[str
         ("command", "`dalle-data generate --config spec.yaml` (the spec beside this card holds every setting)"),
     ]
     lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
+    if spec.focus is not None:
+        lines += ["### Focused", "", "The images were spent where a classifier failed (`generate --focus`; the "
+                  "focus is in spec.yaml):", ""]
+        lines += [f"- {md_text(line)}" for line in describe_focus(spec.focus, list(spec.classes), spec.per_class or 0)]
+        if spec.focus.get("why"):
+            lines += ["", md_text(str(spec.focus["why"]))]
+        lines += [""]
     lines += ["## What it holds", "", "| label | role | target | kept | generated | acceptance | Vendi | "
               "mean distance | prompts |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     div = {d["label"]: d for d in figures["diversity"]}

@@ -171,6 +171,16 @@ class Layout:
     def probe_json(self) -> Path:
         return self.report_dir / "probe.json"
 
+    @property
+    def probe_predictions(self) -> Path:
+        """Each probe setting's predictions on the test images (``focus --from-probe`` reads them)."""
+        return self.report_dir / "probe-predictions.jsonl"
+
+    @property
+    def focus(self) -> Path:
+        """Where ``dalle-data focus OUT`` writes its focus (``generate --focus`` reads it)."""
+        return self.out / "focus.yaml"
+
     # --- review ------------------------------------------------------------------
     @property
     def review(self) -> Path:
@@ -199,10 +209,11 @@ class Layout:
 
     # --- ownership -----------------------------------------------------------------
     def run_files(self) -> list[Path]:
-        """Files at fixed places that a run writes (``--overwrite`` removes them)."""
+        """Files at fixed places that a run writes (``--overwrite`` removes them; not ``focus``: a user may
+        have edited it, and it is not the run's own)."""
         return [self.spec, self.run, self.labels, self.summary, self.success, self.runlog, self.manifest,
                 self.card, self.metadata("dataset"), self.metadata("rejected"), self.dataset_card,
-                self.report_html, self.report_json, self.probe_json, self.dedup]
+                self.report_html, self.report_json, self.probe_json, self.probe_predictions, self.dedup]
 
     def run_dirs(self, folders: Iterable[str] = ()) -> list[Path]:
         """Folders a run creates, deepest first (removed by ``--overwrite`` when left empty)."""

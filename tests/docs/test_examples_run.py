@@ -51,8 +51,8 @@ def help_commands() -> list[str]:
 
     runner = CliRunner()
     commands = []
-    for args in ([], ["generate"], ["prompts"], ["probe"], ["review"], ["verify"], ["demo-real"], ["report"],
-                 ["dedup"], ["backends"]):
+    for args in ([], ["generate"], ["prompts"], ["probe"], ["focus"], ["review"], ["verify"], ["demo-real"],
+                 ["report"], ["dedup"], ["backends"]):
         result = runner.invoke(app, [*args, "--help"], terminal_width=80)
         assert result.exit_code == 0
         assert "%%" not in result.output, f"a literal %% in dalle-data {' '.join(args)} --help"
@@ -88,7 +88,32 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(ROOT / "examples" / "spec.yaml", box / "spec.yaml")
     _cli("prompts", "--classes", "dalmatian", "-n", "5", "-o", "p.jsonl", cwd=box)
     shutil.copy(box / "p.jsonl", box / "prompts.jsonl")  # examples that read it may run before the one that writes it
+    _focus_inputs(box)
     return box
+
+
+def _focus_inputs(box: Path) -> None:
+    """What the focus examples read: a classifier's predictions on real_val (it takes every red circle on
+    the night background for a blue star), their groups, probe's saved predictions and demo-out/focus.yaml."""
+    import csv
+    import json
+
+    from dalle_data.demo.world import BACKGROUNDS
+
+    rows = [json.loads(line) for line in (box / "real_val" / "metadata.jsonl").read_text().splitlines()]
+    preds, groups = [], []
+    for row in rows:
+        path = f"real_val/{row['file_name']}"
+        wrong = row["label"] == "red circle" and row["background"] == "night"
+        preds.append({"path": path, "label": row["label"], "pred": "blue star" if wrong else row["label"]})
+        groups.append({"file_name": path, "environment": BACKGROUNDS[row["background"]]})
+    (box / "preds.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    with open(box / "preds.csv", "w", newline="") as f:
+        csv.DictWriter(f, ["path", "label", "pred"]).writeheader()
+        csv.DictWriter(f, ["path", "label", "pred"]).writerows(preds)
+    (box / "val-groups.jsonl").write_text("".join(json.dumps(g) + "\n" for g in groups))
+    _cli("probe", "--train", "demo-out", "--real-train", "real_train", "--test", "real_val", cwd=box)
+    _cli("focus", "demo-out", "--predictions", "preds.jsonl", cwd=box)
 
 
 def workdir(line: str, box: Path, n: int) -> Path:
@@ -98,8 +123,10 @@ def workdir(line: str, box: Path, n: int) -> Path:
         return box
     fresh = box / f"fresh-{n:03d}"
     fresh.mkdir()
+    reads_demo = "demo-out/" in line and not re.search(r"--out\s+demo-out(\s|$)", line)  # its spec or focus
     for entry in box.iterdir():
-        if entry.name not in ("out", "demo-out") and not entry.name.startswith("fresh-"):
+        if (entry.name not in ("out", "demo-out") or entry.name == "demo-out" and reads_demo) \
+                and not entry.name.startswith("fresh-"):
             (fresh / entry.name).symlink_to(entry)
     return fresh
 

@@ -31,6 +31,17 @@ asked for, and the share of each class's images that are near-duplicates.
 images (real + 576 synthetic, and 576 synthetic alone), to compare generator
 settings; ``--model`` takes a model folder (a copy of models/shapes-demo with
 other sampling defaults in its dalle_data_model.json, say).
+
+``--focus ROUNDS`` (issue 24: spend the images where the learner fails)
+compares, at the same budget of 576 synthetic images, the uniform run with
+focused ones: per seed, the learner trained on what it has so far predicts a
+*validation* set (balanced renders of another seed, never the test set; its
+groups are the world's backgrounds, as ``--groups FILE`` gives them),
+``dalle_data.probe.focus.find_focus`` turns its errors into a focus, and
+``generate --focus`` makes the round's share of the budget; ``3`` is the loop
+of three rounds of 192, ``1`` one round of 576 from the real-only learner.
+
+    .venv/bin/python benchmarks/usefulness.py --focus 1,3
 """
 
 from __future__ import annotations
@@ -77,6 +88,25 @@ def synthetic_set(out: Path) -> tuple[Any, list[str]]:
     return loaded, asked
 
 
+def focus_from(predict: Any, x_val: Any, val: list[Any], target: Path, learner: Any) -> Path:
+    """The focus ``dalle-data focus`` would write from these predictions on the validation renders, whose
+    groups (the environment each shows) the world knows."""
+    import yaml
+
+    from dalle_data.demo.world import BACKGROUNDS, CLASSES
+    from dalle_data.probe.focus import Prediction, find_focus, slot_values
+    from dalle_data.prompts import load_pack
+
+    probs = predict(x_val)
+    preds = [Prediction(f"val/{k}.png", r.label, CLASSES[int(p.argmax())], {c: float(v) for c, v in zip(CLASSES, p)})
+             for k, (r, p) in enumerate(zip(val, probs))]
+    pack = load_pack(REPO / "templates" / "shapes.yaml")
+    groups = [{"environment": BACKGROUNDS[r.background]} for r in val]
+    plan, _ = find_focus(preds, groups, list(CLASSES), pack, slot_values(pack, ["vanilla", "style"]), "vanilla")
+    target.write_text(yaml.safe_dump(plan, sort_keys=False, allow_unicode=True))
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -86,7 +116,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only real + 576 synthetic and 576 synthetic alone")
     parser.add_argument("--model", default="shapes-demo", help="shapes-demo or a model folder")
     parser.add_argument("--generate-args", default="", help="more generate flags, e.g. '--guidance-scale 2'")
+    parser.add_argument("--focus", default="", metavar="ROUNDS",
+                        help="compare uniform with focused rounds at the same budget, e.g. 1,3 (only those settings)")
     args = parser.parse_args()
+    focus_rounds = [int(r) for r in args.focus.split(",") if r.strip()]
 
     import torch
 
@@ -118,6 +151,8 @@ def main() -> None:
     x_few, y_few = tensor([r.image for r in real_few]), torch.tensor([index[r.label] for r in real_few])
     x_many, y_many = tensor([r.image for r in real_many]), torch.tensor([index[r.label] for r in real_many])
     x_syn, y_syn = tensor(loaded.images), torch.tensor([index[c] for c in loaded.labels])
+    val = balanced_renders(4, 40)  # the focus reads the learner's errors here, never on the test set
+    x_val = tensor([r.image for r in val])
     rows_all = list(range(len(loaded.labels)))
     off_context = [i for i in rows_all if asked[i] != context_map[loaded.labels[i]]]
 
@@ -147,17 +182,14 @@ def main() -> None:
     chosen = settings()
     if args.quick:
         chosen = [chosen[3], chosen[5]]
+    if focus_rounds:
+        chosen = [chosen[0], chosen[3]]
     results = {}
-    for name, make in chosen:
-        runs, times = [], []
-        for seed in range(args.seeds):
-            x, y = make(seed)
-            t0 = time.monotonic()
-            predict = learner.fit(x, y, len(CLASSES), seed)
-            times.append(time.monotonic() - t0)
-            runs.append(evaluate(predict(x_test).argmax(-1), y_test, CLASSES, groups))
+    real_only: dict[int, Any] = {}  # seed -> the real-only learner (the focus's first round reads its errors)
+
+    def report(name: str, runs: list[Any], times: list[float], images: int) -> None:
         row = aggregate(runs, list(range(args.seeds)), CLASSES)
-        results[name] = {"images": len(y), "top1": row["top1"], "top1_sd": row["top1_sd"],
+        results[name] = {"images": images, "top1": row["top1"], "top1_sd": row["top1_sd"],
                          "worst_group": row["worst_group"], "worst_group_sd": row["worst_group_sd"],
                          "worst": row["worst"], "train_s_best": round(min(times), 1),
                          "train_s_median": round(statistics.median(times), 1)}
@@ -165,7 +197,51 @@ def main() -> None:
             r = results[name]
             print(f"{name:<72} {r['images']:>4} img  top-1 {r['top1']:.1%} ± {r['top1_sd']:.1%}  worst group "
                   f"{r['worst_group']:.1%} ± {r['worst_group_sd']:.1%}  train {r['train_s_median']}s/seed", flush=True)
+
+    for k, (name, make) in enumerate(chosen):
+        runs, times = [], []
+        for seed in range(args.seeds):
+            x, y = make(seed)
+            t0 = time.monotonic()
+            predict = learner.fit(x, y, len(CLASSES), seed)
+            times.append(time.monotonic() - t0)
+            runs.append(evaluate(predict(x_test).argmax(-1), y_test, CLASSES, groups))
+            if k == 0:
+                real_only[seed] = predict
+        report(name, runs, times, len(y))
+    for rounds in focus_rounds:
+        budget = min(576, len(rows_all)) // len(CLASSES)  # per class, as the uniform run
+        runs, times, curve = [], [], []
+        for seed in range(args.seeds):
+            x, y, predict, spent = x_few, y_few, real_only[seed], []
+            for r in range(rounds):
+                per_class = budget // rounds + (r < budget % rounds)
+                with tempfile.TemporaryDirectory() as tmp:
+                    focus_file = focus_from(predict, x_val, val, Path(tmp) / "focus.yaml", learner)
+                    run = generate(Path(tmp) / "round", per_class, [*args.generate_args.split(), "--focus",
+                                   str(focus_file), "--seed", str(1000 * (seed + 1) + r)], args.model)
+                    made, _ = synthetic_set(run)
+                x = torch.cat([x, tensor(made.images)])
+                y = torch.cat([y, torch.tensor([index[c] for c in made.labels])])
+                t0 = time.monotonic()
+                predict = learner.fit(x, y, len(CLASSES), seed)
+                times.append(time.monotonic() - t0)
+                spent.append((len(y) - len(y_few), evaluate(predict(x_test).argmax(-1), y_test, CLASSES, groups)))
+            runs.append(spent[-1][1])
+            curve.append([(n, round(m["top1"], 4), round(m["worst_group"], 4)) for n, m in spent])
+        name = (f"real + {len(y) - len(y_few)} synthetic, focused: "
+                + ("one round from the real-only learner's errors" if rounds == 1 else f"{rounds} rounds (a loop)"))
+        report(name, runs, times, len(y))
+        results[name]["curve_per_seed"] = curve  # (synthetic images so far, top-1, worst group) after each round
+        if not args.json and rounds > 1:
+            for r in range(rounds):
+                at = [c[r] for c in curve]
+                print(f"    after round {r + 1}: {statistics.mean(n for n, _, _ in at):.0f} synthetic, top-1 "
+                      f"{statistics.mean(t for _, t, _ in at):.1%}, worst group {statistics.mean(w for _, _, w in at):.1%}")
     figures["results"] = results
+    if focus_rounds:
+        print(json.dumps(figures, indent=2) if args.json else "")
+        return
 
     # Why: the judge's class fidelity on the synthetic images, by the background their prompt asked for.
     judge = Judge.load(shapes_demo_dir() / "judge.safetensors")

@@ -141,6 +141,9 @@ def _write(target: Path, plan: dict[str, Any], run: Any, out: Path) -> None:
         raise SpecError(f"-o {target}: cannot write it ({err.strerror or err})") from None
 
 
+SHOWN = 8  # groups and pairs printed (the heaviest); the file has them all
+
+
 def _print(found: dict[str, Any], n: int, target: Path, out: Path) -> None:
     from rich.table import Table
 
@@ -156,15 +159,21 @@ def _print(found: dict[str, Any], n: int, target: Path, out: Path) -> None:
     chased = sorted(found["groups"], key=lambda g: (-g["weight"], g["class"], g["value"]))
     if chased:
         out_console.print("groups (weights: more images where the errors are):", soft_wrap=True)
-        for g in chased[:12]:
+        for g in chased[:SHOWN]:
             out_console.print(f"  {g['class']} {g['value']}: {g['wrong']} of {g['images']} wrong -> weight "
                               f"{g['weight']:g}", soft_wrap=True)
-        if len(chased) > 12:
-            out_console.print(f"  and {len(chased) - 12} more in the file", soft_wrap=True)
-    for p in found["pairs"]:
+        if len(chased) > SHOWN:
+            out_console.print(f"  and {len(chased) - SHOWN} more in the file", soft_wrap=True)
+    pairs = sorted(found["pairs"], key=lambda p: (-p["errors"], p["class"], p["mistaken_for"]))
+    if pairs:
+        out_console.print("confused pairs (contrast prompts: the class where it was taken for the other):", soft_wrap=True)
+    for p in pairs[:SHOWN]:
         where = "; ".join(f"{k}: {', '.join(v)}" for k, v in p["where"].items())
-        out_console.print(f"contrast: {p['class']} taken for {p['mistaken_for']} {p['errors']} times ({where}) -> "
-                          f"{p['prompts']} prompts, {p['share']:.0%} of its images", soft_wrap=True)
+        out_console.print(f"  {p['class']} taken for {p['mistaken_for']} {p['errors']} times"
+                          + (f" ({where})" if where else "")
+                          + f" -> {p['prompts']} prompts, {p['share']:.0%} of its images", soft_wrap=True)
+    if len(pairs) > SHOWN:
+        out_console.print(f"  and {len(pairs) - SHOWN} more in the file", soft_wrap=True)
     out_console.print(f"Focus:       {target}", soft_wrap=True)
     out_console.print(f"Next:        dalle-data generate --config {out}/spec.yaml --focus {target} --out NEW_OUT",
                       soft_wrap=True)

@@ -278,11 +278,9 @@ def expand_focused(
             own = contrasts if mode == contrast_mode else []
             rest = 1.0 - sum(float(c["share"]) for c in own)
             whole = sum(shares)
-            if whole <= 0:
-                if not own:
-                    raise ValueError(f"focus: every {mode} prompt of {cls!r} has weight 0")
-                shares, rest = [0.0] * len(shares), 0.0
-            shares = [rest * w / whole if whole > 0 else 0.0 for w in shares]
+            if whole <= 0 and not own:
+                raise ValueError(f"focus: every {mode} prompt of {cls!r} has weight 0")
+            shares = [rest * w / whole for w in shares] if whole > 0 else [0.0] * len(shares)
             for c in own:
                 other = c.get("mistaken_for")
                 source = "focus:contrast" + (f":{other}" if other else "")

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.warm_cli import warm_path_env  # the script's `dalle-data`, forked warm
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_ci_workflow_example_runs_end_to_end_on_the_bundled_model(tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = warm_path_env({**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable,
+                         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
     # as written: no argument, from a checkout without out/ (the default OUT is out/ci)
     result = subprocess.run(["bash", str(ROOT / "examples" / "ci" / "ci.sh")], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=900)
@@ -36,8 +38,8 @@ def test_the_ci_workflow_fails_the_build_on_a_short_dataset(tmp_path: Path) -> N
     script = tmp_path / "ci.sh"
     script.write_text((ROOT / "examples" / "ci" / "ci.sh").read_text().replace(
         '"$HERE/../train_classifier.py"', f'"{ROOT}/examples/train_classifier.py"'))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = warm_path_env({**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable,
+                         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
     result = subprocess.run(["bash", str(script), str(tmp_path / "ci")], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=900)
     assert result.returncode == 3 and "short" in result.stderr, result.stdout + result.stderr

@@ -17,14 +17,23 @@ SPEC = ["--model", "tiny", "--steps", "2", "--prior-steps", "2", "--classes", "c
 
 
 def run_cli(out: Path, *extra: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "dalle_data", "generate", *SPEC, "--out", str(out), *extra],
+    """`dalle-data generate` as a process of its own (forked warm: tests/warm_cli.py)."""
+    from tests.warm_cli import dalle_data_command
+
+    command, full_env = dalle_data_command({**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.run([*command, "generate", *SPEC, "--out", str(out), *extra],
                           capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
-def popen_cli(out: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "dalle_data", "generate", *SPEC, "--out", str(out), *extra],
+def popen_cli(out: Path, *extra: str, warm: bool = True) -> subprocess.Popen[str]:
+    """Started, not waited for; ``warm=False`` where the test needs the command's own pid (it is the
+    Popen's: a warm command is forked from the server, and the Popen is its client)."""
+    from tests.warm_cli import dalle_data_command
+
+    command, env = dalle_data_command({**os.environ, "HF_HUB_OFFLINE": "1"})
+    if not warm:
+        command, env = [sys.executable, "-m", "dalle_data"], {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([*command, "generate", *SPEC, "--out", str(out), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -88,10 +88,12 @@ def test_rerunning_a_finished_run_does_nothing_and_resume_flag_works(tmp_path: P
     out = tmp_path / "out"
     assert run_cli(out, env={"DALLE_DATA_FAULT": "shard_marker:2"}).returncode == -signal.SIGKILL
     import subprocess
-    import sys
 
-    resumed = subprocess.run([sys.executable, "-m", "dalle_data", "generate", "--resume", str(out), "--json"],
-                             capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    from tests.warm_cli import dalle_data_command
+
+    command, env = dalle_data_command({**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    resumed = subprocess.run([*command, "generate", "--resume", str(out), "--json"],
+                             capture_output=True, text=True, timeout=300, env=env)
     summary = json.loads(resumed.stdout)
     assert resumed.returncode == (0 if summary["complete"] else 3), resumed.stderr  # 3: a quota unmet (exit code)
     assert summary["shards_resumed"] >= 1

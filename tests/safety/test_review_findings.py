@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 
@@ -19,8 +18,11 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def cli_run(*args: object, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dalle_data", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env={**ENV, **(env or {})})
+    from tests.warm_cli import dalle_data_command  # a process of its own, forked warm
+
+    command, full_env = dalle_data_command({**ENV, **(env or {})})
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=full_env)
 
 
 def test_overwrite_with_another_split_removes_the_old_splits_files(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -59,8 +58,10 @@ def test_part_syntax() -> None:
 
 
 def cli_run(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dalle_data", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    from tests.warm_cli import dalle_data_command  # a process of its own, forked warm
+
+    command, full_env = dalle_data_command({**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=600, env=full_env)
 
 
 def ids(out: Path) -> list[str]:

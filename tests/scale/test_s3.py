@@ -51,8 +51,10 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
 
 
 def cli(env: dict[str, str], *args: object, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dalle_data", *map(str, args)], capture_output=True, text=True,
-                          env={**env, **(extra_env or {})}, timeout=600)
+    from tests.warm_cli import dalle_data_command  # a process of its own, forked warm
+
+    command, full_env = dalle_data_command({**env, **(extra_env or {})})
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, env=full_env, timeout=600)
 
 
 def normal(name: str, data: bytes) -> object:

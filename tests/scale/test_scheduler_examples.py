@@ -25,8 +25,10 @@ formats: [parquet, imagefolder]
 
 
 def env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", **extra,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    from tests.warm_cli import warm_path_env  # the scripts' `dalle-data`, forked warm
+
+    return warm_path_env({**os.environ, "HF_HUB_OFFLINE": "1", **extra,
+                          "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
 
 
 def test_the_slurm_array_script_runs_every_part_and_the_merge(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,10 @@ COMPLETE = [*FAST, "--classes", "cat,dog", "--per-class", "2", "--filter", "none
 
 
 def run(args: list[str], out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "dalle_data", "generate", *args, "--out", str(out), *extra],
+    from tests.warm_cli import dalle_data_command  # a process of its own, forked warm
+
+    command, full_env = dalle_data_command({**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.run([*command, "generate", *args, "--out", str(out), *extra],
                           capture_output=True, text=True, env=full_env, timeout=300)
 
 

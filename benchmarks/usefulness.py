@@ -42,6 +42,15 @@ groups are the world's backgrounds, as ``--groups FILE`` gives them),
 of three rounds of 192, ``1`` one round of 576 from the real-only learner.
 
     .venv/bin/python benchmarks/usefulness.py --focus 1,3
+
+``--loop ROUNDS`` runs the product's own ``dalle-data loop`` (``--budget 576
+--rounds ROUNDS --compare uniform``) once per seed on the same biased world
+(the real sets written as ``demo-real`` writes them; the validation set is
+balanced renders of seed 4, the test set those of seed 2) and prints each
+arm's figures after every round, mean ± sd over the seeds, and whether the
+loop reaches uniform's final top-1 with at most half of the images.
+
+    .venv/bin/python benchmarks/usefulness.py --loop 3 --seeds 3
 """
 
 from __future__ import annotations
@@ -118,7 +127,11 @@ def main() -> None:
     parser.add_argument("--generate-args", default="", help="more generate flags, e.g. '--guidance-scale 2'")
     parser.add_argument("--focus", default="", metavar="ROUNDS",
                         help="compare uniform with focused rounds at the same budget, e.g. 1,3 (only those settings)")
+    parser.add_argument("--loop", type=int, default=0, metavar="ROUNDS",
+                        help="run dalle-data loop (budget 576, this many rounds, --compare uniform) once per seed")
     args = parser.parse_args()
+    if args.loop:
+        return loop_benchmark(args)
     focus_rounds = [int(r) for r in args.focus.split(",") if r.strip()]
 
     import torch
@@ -276,6 +289,58 @@ def main() -> None:
           "asked for: " + ", ".join(f"{k} {v:.0%}" for k, v in figures["judge_fidelity_by_asked_background"].items()))
     for target, (value, met) in figures["targets"].items():
         print(f"target {target}: {value:.1%} {'met' if met else 'MISSED'}")
+
+
+def loop_benchmark(args: Any) -> None:
+    """``dalle-data loop`` per seed, both arms; each arm's figures after every round over the seeds."""
+    from dalle_data.demo.world import CLASSES, write_held_out
+
+    budget = args.per_class * len(CLASSES)
+    per_seed: list[dict[str, Any]] = []
+    walls = []
+    with tempfile.TemporaryDirectory() as tmp:
+        world = Path(tmp)
+        write_held_out(world / "few", per_class=8, seed=3, kind="biased-train", bias=1.0)
+        write_held_out(world / "val", per_class=40, seed=4, kind="balanced-test")
+        write_held_out(world / "test", per_class=40, seed=2, kind="balanced-test")
+        for seed in range(args.seeds):
+            extra = ["--epochs", str(args.epochs)] if args.epochs else []
+            if args.model != "shapes-demo":
+                extra += ["--scorer", "shapes-demo"]
+            cmd = [*CLI, "loop", "--real-train", str(world / "few"), "--val", str(world / "val"), "--test",
+                   str(world / "test"), "--model", args.model, "--classes", ",".join(CLASSES), "--mode",
+                   "vanilla=0.75,style=0.25", "--budget", str(budget), "--rounds", str(args.loop), "--seed", str(seed),
+                   "--compare", "uniform", "--out", str(world / f"loop-{seed}"), "--json", *extra]
+            started = time.monotonic()
+            done = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True)
+            walls.append(time.monotonic() - started)
+            per_seed.append(json.loads(done.stdout)["arms"])
+            print(f"seed {seed}: {walls[-1]:.0f}s", file=sys.stderr, flush=True)
+    figures: dict[str, Any] = {"seeds": args.seeds, "budget": budget, "rounds": args.loop, "wall_s": [round(w) for w in walls]}
+    for arm in ("focused", "uniform"):
+        rows = []
+        for r in range(args.loop + 1):
+            steps = [arms[arm][r] for arms in per_seed]
+            top1 = [s["top1"] for s in steps]
+            worst = [s["worst_group"] or 0.0 for s in steps]
+            rows.append({"round": r, "synthetic_images": round(statistics.mean(s["synthetic_images"] for s in steps)),
+                         "top1": round(statistics.mean(top1), 4), "top1_sd": round(statistics.pstdev(top1), 4),
+                         "worst_group": round(statistics.mean(worst), 4),
+                         "worst_group_sd": round(statistics.pstdev(worst), 4)})
+        figures[arm] = rows
+    final_uniform = figures["uniform"][-1]
+    reached = next((row for row in figures["focused"] if row["top1"] >= final_uniform["top1"]), None)
+    figures["loop_reaches_uniform_top1_with"] = reached["synthetic_images"] if reached else None
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    for arm in ("focused", "uniform"):
+        for row in figures[arm]:
+            print(f"{arm:<8} after round {row['round']}: {row['synthetic_images']:>4} synthetic  top-1 "
+                  f"{row['top1']:.1%} ± {row['top1_sd']:.1%}  worst group {row['worst_group']:.1%} ± "
+                  f"{row['worst_group_sd']:.1%}")
+    print(f"the loop reaches uniform's final top-1 ({final_uniform['top1']:.1%}) with "
+          + (f"{reached['synthetic_images']} images" if reached else "no round") + f"; wall per seed {figures['wall_s']}s")
 
 
 if __name__ == "__main__":

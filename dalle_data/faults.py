@@ -7,7 +7,8 @@ kill or a preempted machine would stop it. Unset (always, outside tests),
 
 Points: ``generate`` (before a generator call), ``shard_files`` (between
 the shard's Parquet file and its images), ``shard_marker`` (after all of a
-shard's files, before its completion marker).
+shard's files, before its completion marker), ``loop_trained`` (after a
+loop step's training and focus, before its figures are recorded).
 """
 
 from __future__ import annotations

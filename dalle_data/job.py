@@ -239,6 +239,12 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
+def load_models(spec: RunSpec) -> tuple[Any, Any]:
+    """The generator and scorer ``spec`` runs with, to give ``run_generate`` for several runs of one model
+    (``dalle-data loop``'s rounds) instead of loading them for each."""
+    return _load_models(spec, plan(spec), None, None)
+
+
 def _load_models(spec: RunSpec, the_plan: Plan, generator: Generator | None, scorer: Scorer | None) -> tuple[Any, Any]:
     """The generator and the scorer, checked before anything heavy is loaded; each can be given instead."""
     chosen = BACKENDS[spec.backend]

@@ -17,6 +17,7 @@ from dalle_data.cli import demo as _demo
 from dalle_data.cli import focus as _focus
 from dalle_data.cli import generate as _generate
 from dalle_data.cli import inspect as _inspect
+from dalle_data.cli import loop as _loop
 from dalle_data.cli import merge as _merge
 from dalle_data.cli import probe as _probe
 from dalle_data.cli import prompts as _prompts
@@ -58,6 +59,7 @@ app.command("generate", epilog=_generate.EPILOG, short_help="Make a labeled, CLI
 app.command("prompts", epilog=_prompts.EPILOG, short_help="Expand classes into prompts (JSONL) to read and edit.")(_prompts.prompts)
 app.command("probe", epilog=_probe.EPILOG, short_help="Does the data help? A linear probe on real images.")(_probe.probe)
 app.command("focus", epilog=_focus.EPILOG, short_help="Where a classifier fails: a focus for the next images.")(_focus.focus)
+app.command("loop", epilog=_loop.EPILOG, short_help="Rounds of train, focus, generate: images where it fails.")(_loop.loop)
 app.command("review", epilog=_review.EPILOG, short_help="Look at the weakest images; apply the decisions.")(_review.review)
 app.command("report", epilog=_inspect.REPORT_EPILOG, short_help="Dataset card and visual report; CI gates.")(_inspect.report)
 app.command("dedup", epilog=_inspect.DEDUP_EPILOG, short_help="Set near-duplicate images aside (reversible).")(_inspect.dedup)

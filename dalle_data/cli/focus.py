@@ -108,13 +108,12 @@ def _groups(groups: str, preds: list[Any], source: Path, run: Any, slots: dict[s
     if groups != "auto":
         return read_groups(Path(groups), images, Path(groups).absolute().parent, strict=False)
     from dalle_data.device import resolve_device
-    from dalle_data.probe import tag_groups
+    from dalle_data.probe.focus import tag_slots
     from dalle_data.scoring import load_scorer, resolve_scorer_name
 
     loaded = load_readable(images, f"--predictions {source}")
     the_scorer = load_scorer(resolve_scorer_name(scorer, run.spec.model, run.spec.backend), device=resolve_device(device))
-    fields = {slot: {v: ["a {cls} " + v] for v in values} for slot, values in slots.items()}
-    tagged = dict(zip(loaded.paths, tag_groups(the_scorer, loaded, fields)))
+    tagged = dict(zip(loaded.paths, tag_slots(the_scorer, loaded, slots)))
     return [tagged.get(p.path, {}) for p in preds]
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from dalle_data.errors import SpecError
 from dalle_data.focus import SCHEMA, check_focus
+from dalle_data.probe import tag_groups
 from dalle_data.probe.measure import MIN_GROUP_IMAGES
 from dalle_data.prompts import render_template
 
@@ -153,6 +154,13 @@ def slot_values(pack: Any, modes: Sequence[str]) -> dict[str, list[str]]:
             seen = out.setdefault(name, [])
             seen += [v for v in values if v not in seen]
     return out
+
+
+def tag_slots(scorer: Any, images: Any, slots: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Each image's value of every slot, tagged by the scorer by zero shot ("a {class} VALUE", as ``probe
+    --groups auto`` tags test images); ``images`` is a ``probe.sets.Loaded``."""
+    fields = {slot: {v: ["a {cls} " + v] for v in values} for slot, values in slots.items()}
+    return tag_groups(scorer, images, fields)
 
 
 def find_focus(preds: Sequence[Prediction], groups: Sequence[dict[str, str]] | None, classes: Sequence[str],

@@ -231,12 +231,23 @@ def probe_section(probe: dict[str, Any]) -> str:
 
 def svg_curve(points: Sequence[dict[str, Any]], width: int = 320, height: int = 160) -> str:
     """Top-1 (blue) and worst-group accuracy (orange) against synthetic images added, 0–100%."""
-    title = "accuracy (blue) and worst-group accuracy (orange) against synthetic images added"
-    most = max(p["synthetic_images"] for p in points) or 1
+    series = [(key, colour, "", [(p["synthetic_images"], p[key], f"{p['setting']}: {key.replace('_', ' ')} {p[key]:.1%}")
+                                 for p in points if p.get(key) is not None])
+              for key, colour in (("top1", "#1f77b4"), ("worst_group", "#ff7f0e"))]
+    return svg_lines(series, "accuracy (blue) and worst-group accuracy (orange) against synthetic images added",
+                     "synthetic", width, height)
+
+
+Series = tuple[str, str, str, list[tuple[float, float, str]]]  # name, colour, dash pattern, (x, y 0..1, tooltip)
+
+
+def svg_lines(series: Sequence[Series], title: str, x_label: str, width: int = 320, height: int = 160) -> str:
+    """Lines of 0–100% values against a count from 0, each point with a tooltip."""
+    most = max((x for _, _, _, pts in series for x, _, _ in pts), default=0) or 1
     left, bottom = 30, height - 18
 
-    def xy(p: dict[str, Any], key: str) -> tuple[float, float]:
-        return (left + p["synthetic_images"] / most * (width - left - 8), bottom - p[key] * (bottom - 8))
+    def xy(x: float, y: float) -> tuple[float, float]:
+        return left + x / most * (width - left - 8), bottom - y * (bottom - 8)
 
     parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{esc(title)}"><title>{esc(title)}</title>',
              f'<line x1="{left}" y1="{bottom}" x2="{width}" y2="{bottom}" stroke="#999"/>',
@@ -244,19 +255,52 @@ def svg_curve(points: Sequence[dict[str, Any]], width: int = 320, height: int = 
              f'<text x="{left - 3}" y="12" font-size="10" text-anchor="end">100%</text>',
              f'<text x="{left - 3}" y="{bottom}" font-size="10" text-anchor="end">0%</text>',
              f'<text x="{left}" y="{height - 4}" font-size="10">0</text>',
-             f'<text x="{width - 8}" y="{height - 4}" font-size="10" text-anchor="end">{most} synthetic</text>']
-    for key, colour in (("top1", "#1f77b4"), ("worst_group", "#ff7f0e")):
-        pts = [xy(p, key) for p in points if p.get(key) is not None]
+             f'<text x="{width - 8}" y="{height - 4}" font-size="10" text-anchor="end">{most:g} {esc(x_label)}</text>']
+    for _, colour, dash, pts in series:
+        dashed = f' stroke-dasharray="{dash}"' if dash else ""
         if len(pts) > 1:
-            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
-                         + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
-        for p in points:
-            if p.get(key) is not None:
-                x, y = xy(p, key)
-                parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>'
-                             f'{esc(p["setting"])}: {key.replace("_", " ")} {p[key]:.1%}</title></circle>')
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dashed} points="'
+                         + " ".join("%.1f,%.1f" % xy(x, y) for x, y, _ in pts) + '"/>')
+        for x, y, tip in pts:
+            cx, cy = xy(x, y)
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{colour}"><title>{esc(tip)}</title></circle>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def loop_page(state: dict[str, Any]) -> str:
+    """``dalle-data loop``'s page: accuracy and worst-group accuracy against synthetic images, each arm
+    (focused solid, uniform dashed), and every step's figures."""
+    import json
+
+    arms = state.get("arms", {})
+    settings = state.get("settings", {})
+    series: list[Series] = []
+    for arm, dash in (("focused", ""), ("uniform", "5,4")):
+        for key, colour in (("top1", "#1f77b4"), ("worst_group", "#ff7f0e")):
+            pts = [(s["synthetic_images"], s[key], f"{arm} after round {s['round']}: {key.replace('_', ' ')} {s[key]:.1%}")
+                   for s in arms.get(arm, []) if s.get(key) is not None]
+            if pts:
+                series.append((f"{arm} {key}", colour, dash, pts))
+    out = ['<!doctype html><html lang="en"><head><meta charset="utf-8"><title>dalle-data loop</title>',
+           f"<style>{CSS}</style></head><body><h1>dalle-data loop</h1>",
+           f"<p>{esc(settings.get('rounds'))} rounds, {esc(settings.get('budget'))} synthetic images in all; learner "
+           f"{esc(settings.get('learner'))}, measured on --test {esc(settings.get('test'))}, focused by its errors on "
+           f"--val {esc(settings.get('val'))}.</p>",
+           "<div>" + svg_lines(series, "top-1 (blue) and worst group (orange) against synthetic images; focused "
+                               "solid, uniform dashed", "synthetic images", 480, 220) + "</div>",
+           '<p class="small">blue: top-1; orange: worst group; solid: focused rounds; dashed: uniform rounds.</p>',
+           "<table><tr><th>arm</th><th>after round</th><th>synthetic images</th><th>top-1</th><th>worst group</th>"
+           "<th>lowest group</th></tr>"]
+    for arm, steps in arms.items():
+        for s in steps:
+            worst = s.get("worst") or {}
+            out.append(f"<tr><td>{esc(arm)}</td><td>{s['round']}</td><td>{s['synthetic_images']}</td>"
+                       f"<td>{_pm(s.get('top1'), None)}</td><td>{_pm(s.get('worst_group'), None)}</td>"
+                       f"<td>{esc(worst.get('group', '–'))}</td></tr>")
+    out.append("</table><details><summary>loop.json</summary><pre>"
+               + esc(json.dumps(state, indent=2, ensure_ascii=False)) + "</pre></details></body></html>\n")
+    return "".join(out)
 
 
 def _pm(value: Any, sd: Any) -> str:

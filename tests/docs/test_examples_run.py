@@ -51,7 +51,7 @@ def help_commands() -> list[str]:
 
     runner = CliRunner()
     commands = []
-    for args in ([], ["generate"], ["prompts"], ["probe"], ["focus"], ["review"], ["verify"], ["demo-real"],
+    for args in ([], ["generate"], ["prompts"], ["probe"], ["focus"], ["loop"], ["review"], ["verify"], ["demo-real"],
                  ["report"], ["dedup"], ["backends"]):
         result = runner.invoke(app, [*args, "--help"], terminal_width=80)
         assert result.exit_code == 0
@@ -140,13 +140,28 @@ def workdir(line: str, box: Path, n: int) -> Path:
     return fresh
 
 
-def run_line(line: str, box: Path) -> None:
+def line_env(box: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
     # One thread a line: two lines run at a time beside the suite's workers on two cores, and torch's
     # threads fighting over them made the CNN examples ten times slower.
     env.update(HF_HUB_OFFLINE="1", DALLE_DATA_RETRY_BASE_DELAY="0", DALLE_DATA_HOME=str(box / "home"),
                OMP_NUM_THREADS="1", DALLE_DATA_CNN_MIN_STEPS="30",  # the CNN lines run as written, briefly
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", BROWSER="true")
+    return env
+
+
+@pytest.fixture(scope="module")
+def warm(sandbox: Path):
+    """Every line runs through bash as written; its `dalle-data` is forked from one process that has made
+    the imports once (tests/warm_cli.py): eighty interpreter starts were most of this test's time."""
+    from tests.warm_cli import WarmCli
+
+    with WarmCli(line_env(sandbox)) as server:
+        yield server
+
+
+def run_line(line: str, box: Path, env: dict[str, str] | None = None) -> None:
+    env = env or line_env(box)
     serves = line.split()[1] == "review" and not re.search(r"--apply|--format|--json|--export-html", line)
     if serves:
         proc = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=box, env=env, stdout=subprocess.PIPE,
@@ -164,7 +179,7 @@ def run_line(line: str, box: Path) -> None:
         f"`{line}` exited {result.returncode}:\n{result.stderr[-2000:]}")
 
 
-def test_readme_and_help_examples_run_as_written(sandbox: Path) -> None:
+def test_readme_and_help_examples_run_as_written(sandbox: Path, warm) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     # A line shown twice (in the README and in --help, or with another comment) runs once: the same command.
@@ -179,7 +194,7 @@ def test_readme_and_help_examples_run_as_written(sandbox: Path) -> None:
     def attempt(item: tuple[int, str]) -> str | None:
         n, line = item
         try:
-            run_line(line, workdir(line, sandbox, n))
+            run_line(line, workdir(line, sandbox, n), warm.env)
         except AssertionError as err:
             return str(err)
         return None

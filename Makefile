@@ -42,8 +42,9 @@ test: $(STAMP)
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 		|| echo "could not install chromium; the browser test will be skipped"; fi
-	@# Two workers, a test file each at a time (module fixtures stay in one process): under 15 minutes on two cores.
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	@# Two workers, a test file each at a time (module fixtures stay in one process), one torch thread each:
+	@# two cores, no oversubscription (OpenMP threads spinning against each other made tests several times slower).
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py

@@ -303,13 +303,18 @@ def loop_benchmark(args: Any) -> None:
         write_held_out(world / "few", per_class=8, seed=3, kind="biased-train", bias=1.0)
         write_held_out(world / "val", per_class=40, seed=4, kind="balanced-test")
         write_held_out(world / "test", per_class=40, seed=2, kind="balanced-test")
+        # The rounds' spec, as generate() makes the uniform sets: a model folder names shapes-demo's CLIP and pack.
+        spec = {"model": args.model, "modes": ["vanilla=0.75", "style=0.25"]}
+        if args.model != "shapes-demo":
+            spec |= {"scorer": "shapes-demo", "templates": str(REPO / "templates" / "shapes.yaml")}
+        (world / "spec.yaml").write_text(json.dumps(spec))  # JSON is YAML
+        if args.generate_args:
+            print("--generate-args is not passed to the loop's rounds (put it in the spec)", file=sys.stderr)
         for seed in range(args.seeds):
             extra = ["--epochs", str(args.epochs)] if args.epochs else []
-            if args.model != "shapes-demo":
-                extra += ["--scorer", "shapes-demo"]
             cmd = [*CLI, "loop", "--real-train", str(world / "few"), "--val", str(world / "val"), "--test",
-                   str(world / "test"), "--model", args.model, "--classes", ",".join(CLASSES), "--mode",
-                   "vanilla=0.75,style=0.25", "--budget", str(budget), "--rounds", str(args.loop), "--seed", str(seed),
+                   str(world / "test"), "--config", str(world / "spec.yaml"), "--classes", ",".join(CLASSES),
+                   "--budget", str(budget), "--rounds", str(args.loop), "--seed", str(seed),
                    "--compare", "uniform", "--out", str(world / f"loop-{seed}"), "--json", *extra]
             started = time.monotonic()
             done = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True)

@@ -38,6 +38,7 @@ from typing import Any
 
 from dalle_data.config import build_spec
 from dalle_data.errors import SpecError
+from dalle_data.execution.driver import Interrupted
 from dalle_data.faults import point
 from dalle_data.focus import load_focus_file
 from dalle_data.job import load_models, run_generate
@@ -77,6 +78,7 @@ class LoopSettings:
     image_size: int | None = None
     learner_seed: int = 0
     groups: str = "auto"  # the validation images' slot values: auto (tagged by the scorer), none, or a file
+    scorer: str = "auto"  # the CLIP of --groups auto and the linear learner (as given: a name, or auto)
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -119,6 +121,9 @@ def check_settings(settings: LoopSettings) -> None:
     if os.path.realpath(settings.val) == os.path.realpath(settings.test):
         raise SpecError("--val and --test are the same folder: the focus would be read on the test set; "
                         "give a validation set of its own (dalle-data demo-real VAL --set balanced-test --seed 4)")
+    if os.path.realpath(settings.real_train) in (os.path.realpath(settings.test), os.path.realpath(settings.val)):
+        raise SpecError("--real-train is the --test or --val folder: the learner would train on the images it is "
+                        "measured or focused on; give three sets of their own")
     if settings.groups not in ("auto", "none") and not Path(settings.groups).is_file():
         raise SpecError(f"--groups {settings.groups}: no such file (give a JSONL file, auto or none)")
 
@@ -176,16 +181,25 @@ def run_loop(out: Path, settings: LoopSettings, *, compare: str | None = None, s
     if compare not in (None, "uniform"):
         raise SpecError(f"--compare {compare}: the only comparison is 'uniform'")
     say = progress or (lambda line: None)
-    first = round_spec(settings, Path(out), "focused", 1, 1, None)  # the shared values checked once, up front
+    out = Path(out)
+    first = round_spec(settings, out, "focused", 1, 1, None)
     classes = list(first.classes)
     sizes = per_round(settings.budget, settings.rounds, len(classes))
-    out = Path(out)
+    for size in sorted(set(sizes)):  # every round's spec checked up front, not when its turn comes
+        round_spec(settings, out, "focused", 1, size, None)
+    if settings.budget % len(classes):
+        log.warning("--budget %d: %d classes share %d images (%d each); the rest is not made", settings.budget,
+                    len(classes), settings.budget - settings.budget % len(classes), settings.budget // len(classes))
+    Loop(out, settings, say, quiet)  # a folder that is not this loop is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out, "dalle-data loop"):
         loop = Loop(out, settings, say, quiet)
-        sets = _load_sets(settings, first, classes, scorer_name, device)
-        for arm in ARMS[: 2 if compare else 1]:
-            _run_arm(loop, sets, arm, sizes, first)
+        loop.save()  # at once: a loop killed before its first step is still this loop
+        arms = ARMS[: 2 if compare else 1]
+        if not all(len(loop.steps(a)) == settings.rounds + 1 for a in arms):
+            sets = _load_sets(settings, first, classes, scorer_name, device)
+            for arm in arms:
+                _run_arm(loop, sets, arm, sizes, first)
         loop.state["done"] = all(len(loop.steps(a)) == settings.rounds + 1 for a in loop.state["arms"])
         loop.save()
         atomic_write_text(out / "report.html", loop_page(loop.state))
@@ -241,8 +255,12 @@ def _run_arm(loop: Loop, sets: Sets, arm: str, sizes: list[int], first: Any) -> 
             if loop.models is None:  # loaded once, for every round that still has images to make
                 loop.models = load_models(spec) if spec.executor == "local" else (None, None)
             generator, scorer = loop.models
-            summary = run_generate(spec, quiet=loop.quiet, progress=make_progress(loop.quiet), generator=generator,
-                                   scorer=scorer)
+            try:
+                summary = run_generate(spec, quiet=loop.quiet, progress=make_progress(loop.quiet),
+                                       generator=generator, scorer=scorer)
+            except Interrupted:
+                raise Interrupted(f"stopped in {arm} round {r}; the images made are kept: rerun the same "
+                                  "dalle-data loop command to resume") from None
             if not summary.get("complete"):
                 log.warning("%s round %d is short of its quota; the loop goes on with the images it kept", arm, r)
         step = _train_step(sets, arm, r, out, settings.learner_seed)

@@ -49,6 +49,7 @@ def loop(
     json_output: bool = typer.Option(False, "--json", help="Print the loop's state (every figure) as JSON."),
 ) -> None:
     """Spend a budget of images where a classifier fails: rounds of train, evaluate, focus, generate."""
+    import logging
     import os
 
     from dalle_data.cli.generate import collect_values
@@ -57,17 +58,25 @@ def loop(
     from dalle_data.loop import LoopSettings, run_loop
 
     values = collect_values(config, {"model": model, "classes": split_list(classes) or None,
-                                     "modes": split_list(mode) or None, "seed": seed})
+                                     "modes": split_list(mode) or None, "seed": seed,
+                                     "scorer": None if scorer == "auto" else scorer,
+                                     "device": None if device == "auto" else device})
     if not values.get("classes"):
         raise SpecError("no classes given; pass --classes NAME (repeatable or comma-separated) or --config SPEC.yaml")
-    for key in ("out", "per_class", "focus"):
-        if key in values:
-            raise SpecError(f"--config {config}: {key} is the loop's to set (each round's); remove it from the spec")
+    ignored = [key for key in ("out", "per_class", "focus") if values.pop(key, None) is not None]
+    if ignored:  # a run's own spec.yaml has them: each round sets its own
+        logging.getLogger("dalle_data.loop").warning("--config %s: %s ignored (the loop sets each round's)", config,
+                                                     ", ".join(ignored))
+    try:
+        learner_seed = int(values.get("seed") or 0)
+    except (TypeError, ValueError):
+        raise SpecError(f"--config {config}: seed {values.get('seed')!r} is not a whole number") from None
+    if groups not in ("auto", "none") and not Path(groups).is_file():
+        raise SpecError(f"--groups {groups}: no such file (give a JSONL file, auto or none)")
     settings = LoopSettings(
         real_train=os.path.abspath(real_train), val=os.path.abspath(val), test=os.path.abspath(test), budget=budget,
-        rounds=rounds, spec=values, learner=learner, epochs=epochs, image_size=image_size,
-        learner_seed=int(values.get("seed") or 0),
-        groups=groups if groups in ("auto", "none") else os.path.abspath(groups))
+        rounds=rounds, spec=values, learner=learner, epochs=epochs, image_size=image_size, learner_seed=learner_seed,
+        groups=groups if groups in ("auto", "none") else os.path.abspath(groups), scorer=scorer)
     say = None if quiet or json_output else (lambda line: console(stderr=True).print(line, soft_wrap=True))
     state = run_loop(out, settings, compare=compare, scorer_name=scorer, device=resolve_device(device),
                      quiet=quiet or json_output, progress=say)

@@ -35,6 +35,7 @@ from dalle_data.errors import SpecError
 from dalle_data.focus import SCHEMA, check_focus
 from dalle_data.probe import tag_groups
 from dalle_data.probe.measure import MIN_GROUP_IMAGES
+from dalle_data.probe.sets import jsonl_objects
 from dalle_data.prompts import render_template
 
 MIN_PAIR_ERRORS = 3
@@ -71,7 +72,8 @@ def read_predictions(file: Path, classes: Sequence[str], text: str | None = None
         raise SpecError(f"--predictions {file}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
     if not text.strip():
         raise SpecError(f"--predictions {file}: the file is empty (one line per validation image: path, label, pred)")
-    rows = _csv_rows(file, text) if file.suffix.lower() == ".csv" else _jsonl_rows(file, text)
+    rows = (_csv_rows(file, text) if file.suffix.lower() == ".csv"
+            else jsonl_objects(file, text, "with path, label, pred and optionally probs"))
     known = set(classes)
     out = []
     for number, row in rows:
@@ -87,21 +89,6 @@ def read_predictions(file: Path, classes: Sequence[str], text: str | None = None
             raise SpecError(f"{where}: {row['path']}: no such image (relative paths are from {file.parent})")
         out.append(Prediction(path, row["label"], row["pred"], _probs(row.get("probs"), known, where)))
     return out
-
-
-def _jsonl_rows(file: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise SpecError(f"{file}:{number}: not a JSON object (one per line: path, label, pred, probs)") from None
-        if not isinstance(row, dict):
-            raise SpecError(f"{file}:{number}: not a JSON object (one per line: path, label, pred, probs)")
-        rows.append((number, row))
-    return rows
 
 
 def _csv_rows(file: Path, text: str) -> list[tuple[int, dict[str, Any]]]:

@@ -140,14 +140,8 @@ def read_groups(file: Path, images: LabeledImages, root: Path, *, strict: bool =
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"{file}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise SpecError(f"{file}:{number}: not a JSON object (one per line, with file_name and group fields)") from None
-        if not isinstance(row, dict) or not isinstance(row.get("file_name", row.get("path")), str):
+    for number, row in jsonl_objects(file, "\n".join(lines), "with file_name and group fields"):
+        if not isinstance(row.get("file_name", row.get("path")), str):
             raise SpecError(f"{file}:{number}: a line needs file_name (relative to {root}) or path")
         name = row.get("file_name")
         path = os.path.abspath(root / name) if isinstance(name, str) else os.path.abspath(row["path"])
@@ -169,6 +163,23 @@ def read_groups(file: Path, images: LabeledImages, root: Path, *, strict: bool =
     if wide:
         log.warning("%s: %s not group field(s): more than %d distinct values", file, ", ".join(wide), MAX_GROUP_VALUES)
     return [{k: v for k, v in g.items() if k not in wide} for g in groups]
+
+
+def jsonl_objects(file: Path, text: str, fields: str) -> list[tuple[int, dict[str, Any]]]:
+    """The JSON object on each non-blank line of ``text`` (read from ``file``), with its line number; anything
+    else is a one-line error naming the file, the line and what a line holds (``fields``)."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            raise SpecError(f"{file}:{number}: not a JSON object (one per line, {fields})")
+        rows.append((number, row))
+    return rows
 
 
 def load_readable(images: LabeledImages, what: str) -> Loaded:

@@ -120,7 +120,9 @@ def test_killed_during_a_round_and_between_rounds_it_resumes_to_the_same_figures
     out = tmp_path / "killed"
     command, env = dalle_data_command({**os.environ, **ENV})
     cmd = [*command, *loop_args(world, out, "--compare", "uniform", "--quiet")]
-    for fault in ("generate:2", "loop_trained:2"):  # in round 1's images; after round 1's training, unrecorded
+    # 1: after step 0's training and the focus it wrote, before its figures are recorded; 2: in round 1's
+    # images; 3: after round 2's training, unrecorded; 4: after the uniform arm's round 1 training, unrecorded.
+    for fault in ("loop_trained:1", "generate:2", "loop_trained:2", "loop_trained:2"):
         killed = subprocess.run(cmd, env={**env, "DALLE_DATA_FAULT": fault}, capture_output=True, text=True,
                                 timeout=600)
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -135,7 +137,7 @@ def test_killed_during_a_round_and_between_rounds_it_resumes_to_the_same_figures
     (["--budget", "3"], "--budget 3: 2 round(s) of 2 classes need at least 4 images"),
     (["--learner", "svm"], "--learner svm: choose one of"),
     (["--compare", "focused"], "--compare focused: the only comparison is 'uniform'"),
-    (["--groups", "nowhere.jsonl"], "nowhere.jsonl: no such file"),
+    (["--groups", "nowhere.jsonl"], "--groups nowhere.jsonl: no such file"),
 ])
 def test_bad_options_are_one_line_errors_before_anything_is_written(world: Path, tmp_path: Path, extra: list[str],
                                                                     message: str) -> None:
@@ -146,11 +148,16 @@ def test_bad_options_are_one_line_errors_before_anything_is_written(world: Path,
     assert not out.exists()
 
 
-def test_the_test_set_is_never_the_validation_set(world: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag, same, message", [
+    ("--val", "test", "--val and --test are the same folder"),
+    ("--real-train", "test", "--real-train is the --test or --val folder"),
+    ("--real-train", "val", "--real-train is the --test or --val folder"),
+])
+def test_the_three_sets_are_three(world: Path, tmp_path: Path, flag: str, same: str, message: str) -> None:
     args = loop_args(world, tmp_path / "never")
-    args[args.index("--val") + 1] = str(world / "test")
+    args[args.index(flag) + 1] = str(world / same)
     code, output = run_in_process(args)
-    assert code == 2 and "--val and --test are the same folder" in output
+    assert code == 2 and message in output, output
 
 
 def test_another_loop_in_the_same_out_is_refused(world: Path, finished: Path) -> None:
@@ -165,4 +172,4 @@ def test_a_folder_that_is_not_a_loop_is_refused(world: Path, tmp_path: Path) -> 
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     code, output = run_in_process(loop_args(world, tmp_path / "busy"))
     assert code == 2 and "is not a dalle-data loop" in output, output
-    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"], "nothing written into it, not even a lock"

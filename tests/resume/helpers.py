@@ -16,11 +16,15 @@ SPEC = ["--model", "tiny", "--steps", "2", "--prior-steps", "2", "--classes", "c
         "--format", "parquet", "--format", "imagefolder", "--quiet", "--allow-short"]
 
 
-def run_cli(out: Path, *extra: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    """`dalle-data generate` as a process of its own (forked warm: tests/warm_cli.py)."""
+def run_cli(out: Path, *extra: str, env: dict[str, str] | None = None, timeout: int = 300,
+            warm: bool = True) -> subprocess.CompletedProcess[str]:
+    """`dalle-data generate` as a process of its own (forked warm: tests/warm_cli.py; ``warm=False``: a fresh
+    interpreter, for the reference a determinism test compares with)."""
     from tests.warm_cli import dalle_data_command
 
     command, full_env = dalle_data_command({**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    if not warm:
+        command = [sys.executable, "-m", "dalle_data"]
     return subprocess.run([*command, "generate", *SPEC, "--out", str(out), *extra],
                           capture_output=True, text=True, env=full_env, timeout=timeout)
 

@@ -43,7 +43,7 @@ def loop(
     epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", help="cnn: passes over each training set (default 60; at least 300 updates)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", metavar="PX", help="cnn: the side images are resized to (default: from the test images)."),
     groups: str = typer.Option("auto", "--groups", metavar="FILE|auto|none", help="The validation images' slot values (their environment, say): auto (tagged by the scorer), a JSONL file, or none."),
-    scorer: str = typer.Option("auto", "--scorer", envvar="DALLE_DATA_SCORER", metavar="SCORER", help="CLIP for --groups auto and the linear learner (auto: the model's)."),
+    scorer: str = typer.Option("auto", "--scorer", envvar="DALLE_DATA_SCORER", metavar="SCORER", help="CLIP that filters the rounds' images, tags --groups auto and embeds for the linear learner (auto: the model's)."),
     device: str = typer.Option("auto", "--device", envvar="DALLE_DATA_DEVICE", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
     json_output: bool = typer.Option(False, "--json", help="Print the loop's state (every figure) as JSON."),

@@ -153,7 +153,15 @@ def test_a_negative_prompt_changes_the_images_and_keeps_them_batch_invariant(sav
     batch = make(generator, [0, 1])
     assert all(png(a) != png(b) for a, b in zip(plain, batch)), f"{family}: the negative prompt changed nothing"
     alone = make(generator, [1])[0]
-    assert np.abs(np.asarray(alone, dtype=np.int16) - np.asarray(batch[1], dtype=np.int16)).max() <= 2
+
+    def differ(a, b):  # noqa: ANN001, ANN202
+        return np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
+
+    # Image 1 alone and in the batch differ by float reassociation only (a few levels in a few pixels on one
+    # thread, through random tiny weights); a negative prompt mixed up across the batch moves it as far as the
+    # negative prompt itself does.
+    drift, effect = differ(alone, batch[1]), differ(plain[1], batch[1])
+    assert drift.max() <= max(2, effect.max() // 10) and drift.mean() < 0.1 * effect.mean(), (drift.max(), effect.max())
     assert [png(im) for im in make(generator, [0, 1])] == [png(im) for im in batch]
 
 

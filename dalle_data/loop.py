@@ -146,6 +146,8 @@ class Loop:
         self.state = self._load()
 
     def _load(self) -> dict[str, Any]:
+        if self.out.exists() and not self.out.is_dir():
+            raise SpecError(f"--out {self.out}: is a file; give a folder for the loop")
         if not self.path.is_file():
             if self.out.exists() and any(p.name != LOCK_FILE for p in self.out.iterdir()):
                 raise SpecError(f"--out {self.out}: exists and is not a dalle-data loop (no loop.json); "

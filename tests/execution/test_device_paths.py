@@ -109,15 +109,16 @@ def parquet_images(out) -> dict:
 def test_compile_flag_runs_and_makes_the_same_images(tmp_path) -> None:
     import os
     import subprocess
-    import sys
 
     from tests.conftest import FAST
+    from tests.warm_cli import dalle_data_command  # processes of their own, forked warm
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DALLE_DATA_COMPILE_BACKEND": "eager"}  # inductor needs minutes
+    command, env = dalle_data_command({**os.environ, "HF_HUB_OFFLINE": "1",
+                                       "DALLE_DATA_COMPILE_BACKEND": "eager"})  # inductor needs minutes
     outs = []
     for name, extra in (("plain", []), ("compiled", ["--compile"])):
         out = tmp_path / name
-        result = subprocess.run([sys.executable, "-m", "dalle_data", "generate", *FAST, "--classes", "cat",
+        result = subprocess.run([*command, "generate", *FAST, "--classes", "cat",
                                  "--per-class", "3", "--filter", "none", "--batch-size", "2", "--out", str(out),
                                  "--json", *extra], capture_output=True, text=True, env=env, timeout=600)
         assert result.returncode == 0, result.stderr

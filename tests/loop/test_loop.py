@@ -121,8 +121,9 @@ def test_killed_during_a_round_and_between_rounds_it_resumes_to_the_same_figures
     command, env = dalle_data_command({**os.environ, **ENV})
     cmd = [*command, *loop_args(world, out, "--compare", "uniform", "--quiet")]
     # 1: after step 0's training and the focus it wrote, before its figures are recorded; 2: in round 1's
-    # images; 3: after round 2's training, unrecorded; 4: after the uniform arm's round 1 training, unrecorded.
-    for fault in ("loop_trained:1", "generate:2", "loop_trained:2", "loop_trained:2"):
+    # images; 3: the fourth training of that process (focused rounds 1 and 2, uniform 1 and 2): after the
+    # uniform arm's last, unrecorded.
+    for fault in ("loop_trained:1", "generate:2", "loop_trained:4"):
         killed = subprocess.run(cmd, env={**env, "DALLE_DATA_FAULT": fault}, capture_output=True, text=True,
                                 timeout=600)
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -165,6 +166,12 @@ def test_another_loop_in_the_same_out_is_refused(world: Path, finished: Path) ->
     args[args.index("--budget") + 1] = "12"
     code, output = run_in_process(args)
     assert code == 2 and "holds a loop with other settings (budget differ)" in output, output
+
+
+def test_an_out_that_is_a_file_is_refused(world: Path, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("mine")
+    code, output = run_in_process(loop_args(world, tmp_path / "a-file"))
+    assert code == 2 and "is a file" in output, output
 
 
 def test_a_folder_that_is_not_a_loop_is_refused(world: Path, tmp_path: Path) -> None:

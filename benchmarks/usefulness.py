@@ -329,9 +329,9 @@ def loop_benchmark(args: Any) -> None:
             top1 = [s["top1"] for s in steps]
             worst = [s["worst_group"] or 0.0 for s in steps]
             rows.append({"round": r, "synthetic_images": round(statistics.mean(s["synthetic_images"] for s in steps)),
-                         "top1": round(statistics.mean(top1), 4), "top1_sd": round(statistics.pstdev(top1), 4),
+                         "top1": round(statistics.mean(top1), 4), "top1_sd": round(statistics.stdev(top1), 4) if len(top1) > 1 else 0.0,
                          "worst_group": round(statistics.mean(worst), 4),
-                         "worst_group_sd": round(statistics.pstdev(worst), 4)})
+                         "worst_group_sd": round(statistics.stdev(worst), 4) if len(worst) > 1 else 0.0})
         figures[arm] = rows
     final_uniform = figures["uniform"][-1]
     reached = next((row for row in figures["focused"] if row["top1"] >= final_uniform["top1"]), None)

@@ -42,10 +42,8 @@ from dalle_data.execution.driver import Interrupted
 from dalle_data.faults import point
 from dalle_data.focus import load_focus_file
 from dalle_data.job import load_models, run_generate
-from dalle_data.modes import TEXT_MODES
-from dalle_data.planning import template_pack
 from dalle_data.probe import check_options, prediction_lines
-from dalle_data.probe.focus import Prediction, find_focus, slot_values, tag_slots
+from dalle_data.probe.focus import Prediction, find_focus, focus_inputs, tag_slots
 from dalle_data.probe.learners import make_learner
 from dalle_data.probe.measure import confused_pairs, evaluate
 from dalle_data.probe.sets import Loaded, from_imagefolder, from_output, load_readable, read_groups
@@ -94,6 +92,7 @@ class Sets:
     test: Loaded
     learner: Any
     val_tags: list[dict[str, str]] | None
+    focus_inputs: tuple[Any, dict[str, list[str]], str | None]  # the rounds' pack, slots and contrast mode
     features: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,7 +200,7 @@ def run_loop(out: Path, settings: LoopSettings, *, compare: str | None = None, s
         if not all(len(loop.steps(a)) == settings.rounds + 1 for a in arms):
             sets = _load_sets(settings, first, classes, scorer_name, device)
             for arm in arms:
-                _run_arm(loop, sets, arm, sizes, first)
+                _run_arm(loop, sets, arm, sizes)
         loop.state["done"] = all(len(loop.steps(a)) == settings.rounds + 1 for a in loop.state["arms"])
         loop.save()
         atomic_write_text(out / "report.html", loop_page(loop.state))
@@ -221,7 +220,8 @@ def _load_sets(settings: LoopSettings, spec: Any, classes: list[str], scorer_nam
         scorer = load_scorer(resolve_scorer_name(scorer_name, spec.model, spec.backend), device=device)
     learner = make_learner(settings.learner, scorer=scorer, image_size=settings.image_size, epochs=settings.epochs,
                            device=device, test_images=loaded["test"].images)
-    slots = _slots(spec)
+    inputs = focus_inputs(spec)
+    slots = inputs[1]
     tags: list[dict[str, str]] | None = None
     if settings.groups == "auto" and slots:
         tags = tag_slots(scorer, loaded["val"], slots)
@@ -229,18 +229,13 @@ def _load_sets(settings: LoopSettings, spec: Any, classes: list[str], scorer_nam
         tags = read_groups(Path(settings.groups), val, Path(settings.groups).absolute().parent, strict=False)
         by_path = dict(zip(val.paths, tags))
         tags = [by_path.get(p, {}) for p in loaded["val"].paths]
-    sets = Sets(classes, loaded["real"], loaded["val"], loaded["test"], learner, tags)
+    sets = Sets(classes, loaded["real"], loaded["val"], loaded["test"], learner, tags, inputs)
     for name in ("real", "val", "test"):
         sets.features[name] = learner.features(getattr(sets, name).images)
     return sets
 
 
-def _slots(spec: Any) -> dict[str, list[str]]:
-    modes = [m for m in spec.modes if m in TEXT_MODES and m != "adversarial"] or ["vanilla"]
-    return slot_values(template_pack(spec), modes)
-
-
-def _run_arm(loop: Loop, sets: Sets, arm: str, sizes: list[int], first: Any) -> None:
+def _run_arm(loop: Loop, sets: Sets, arm: str, sizes: list[int]) -> None:
     """The steps of one arm still to do: round ``r``'s images (made, or resumed), then the learner trained on
     the real images and rounds 1..r, measured, and (focused) its validation errors written as the next focus."""
     settings, out = loop.settings, loop.out
@@ -268,7 +263,7 @@ def _run_arm(loop: Loop, sets: Sets, arm: str, sizes: list[int], first: Any) -> 
         step = _train_step(sets, arm, r, out, settings.learner_seed)
         probs_val = step.pop("_probs_val")
         if arm == "focused" and r < settings.rounds:
-            _write_focus(out / arm / f"focus-{r + 1}.yaml", sets, probs_val, first, r)
+            _write_focus(out / arm / f"focus-{r + 1}.yaml", sets, probs_val, r)
         point("loop_trained")
         steps.append(step)
         loop.save()
@@ -312,16 +307,14 @@ def _train_step(sets: Sets, arm: str, r: int, out: Path, seed: int) -> dict[str,
             "_probs_val": predict(sets.features["val"])}
 
 
-def _write_focus(target: Path, sets: Sets, probs: Any, spec: Any, r: int) -> None:
+def _write_focus(target: Path, sets: Sets, probs: Any, r: int) -> None:
     import yaml
 
     lines = prediction_lines(sets.val, probs, sets.classes)
     preds = [Prediction(os.path.abspath(x["path"]), x["label"], x["pred"], x["probs"]) for x in lines]
-    modes = [m for m in spec.modes if m in TEXT_MODES and m != "adversarial"] or ["vanilla"]
-    slots = _slots(spec)
-    contrast = next((m for m in ("vanilla", "style") if m in modes), None)
+    pack, slots, contrast = sets.focus_inputs
     wrong = sum(p.pred != p.label for p in preds)
-    plan, _ = find_focus(preds, sets.val_tags, sets.classes, template_pack(spec), slots, contrast,
+    plan, _ = find_focus(preds, sets.val_tags, sets.classes, pack, slots, contrast,
                          made_from=f"dalle-data loop: the learner after round {r} on --val "
                                    f"({len(preds)} images, {wrong} wrong)")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -39,9 +39,7 @@ def focus(
     json_output: bool = typer.Option(False, "--json", help="Print what was found, and where the focus went, as JSON."),
 ) -> None:
     """Find where a classifier's errors concentrate (classes, confused pairs, groups) and write a focus for generate."""
-    from dalle_data.modes import TEXT_MODES
-    from dalle_data.planning import template_pack
-    from dalle_data.probe.focus import find_focus, read_predictions, slot_values
+    from dalle_data.probe.focus import find_focus, focus_inputs, read_predictions
 
     if (predictions is None) == (from_probe is None):
         raise SpecError("give --predictions FILE (your classifier's) or --from-probe OUT (probe's learner), one of them")
@@ -57,10 +55,7 @@ def focus(
         assert from_probe is not None
         source, text = _probe_predictions(from_probe, setting)
         preds = read_predictions(source, classes, text, images=groups == "auto")
-    pack = template_pack(run.spec)
-    modes = [m for m in run.spec.modes if m in TEXT_MODES and m != "adversarial"] or ["vanilla"]
-    slots = slot_values(pack, modes)
-    contrast_mode = next((m for m in ("vanilla", "style") if m in modes), None)
+    pack, slots, contrast_mode = focus_inputs(run.spec)
     tags = _groups(groups, preds, source, run, slots, scorer, device)
     target = output if output is not None else run.layout.focus
     what = f"--from-probe {from_probe} ({setting or 'default setting'})" if from_probe else f"--predictions {predictions}"

@@ -33,6 +33,8 @@ from typing import Any
 
 from dalle_data.errors import SpecError
 from dalle_data.focus import SCHEMA, check_focus
+from dalle_data.modes import TEXT_MODES
+from dalle_data.planning import template_pack
 from dalle_data.probe import tag_groups
 from dalle_data.probe.measure import MIN_GROUP_IMAGES
 from dalle_data.probe.sets import jsonl_objects
@@ -131,6 +133,14 @@ def _probs(value: Any, known: set[str], where: str) -> dict[str, float] | None:
     if abs(total - 1.0) > PROB_TOLERANCE + 5e-5 * len(known) or total <= 0:
         raise SpecError(f"{where}: probs add up to {total:.3f}, not 1 (give every class's probability)")
     return {cls: p / total for cls, p in out.items()}
+
+
+def focus_inputs(spec: Any) -> tuple[Any, dict[str, list[str]], str | None]:
+    """What a focus for ``spec`` is made of: its template pack, the slots of its text modes (adversarial aside;
+    vanilla when it has none) with their values, and the mode contrast prompts are written in (or none)."""
+    modes = [m for m in spec.modes if m in TEXT_MODES and m != "adversarial"] or ["vanilla"]
+    pack = template_pack(spec)
+    return pack, slot_values(pack, modes), next((m for m in ("vanilla", "style") if m in modes), None)
 
 
 def slot_values(pack: Any, modes: Sequence[str]) -> dict[str, list[str]]:

@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 DEMO_OUT ?= demo-out
 DEMO_CLASSES ?= red circle,blue square,green triangle,yellow star,red triangle,blue star,green circle,yellow square
 
@@ -19,13 +20,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# make test: the package with every extra the suite exercises (ray, s3, learner) and the test tools.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test,ray,s3]"
-	@touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,ray,s3,learner]"
+	@touch $(STAMP) $(DEMO_STAMP)
+
+# make demo: only what `generate` needs (no Ray, no browser, no S3 server, no test tools).
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e "."
+	@touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/dalle-data generate --model shapes-demo \
 		--classes "$(DEMO_CLASSES)" --per-class 8 --mode vanilla=0.75,style=0.25 \
 		--format parquet --format imagefolder --out $(DEMO_OUT)

@@ -7,7 +7,9 @@
 (b) the plain loop over the same (prompt, seed) pairs: the diffusers prior and decoder at batch 1, the
 same CLIP scoring the image, the PNG saved, one after the other. Model loading is timed in neither.
 Prints images per second of both, their ratio, the generator-busy share of dalle-data's wall time and
-the batch size it used. A benchmark, not a test: it asserts nothing.
+the batch size it used, and the generator's utilisation by stage (the run's summary: FLOPs per image
+counted once per network and shape, the achieved rate, its share of this device's practical matmul
+limit). A benchmark, not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -100,6 +102,13 @@ def main() -> None:
     print(f"dalle-data generate (batch {summary['batch_size']}, pipelined):  {ours:.2f} img/s")
     print(f"ratio: {ours / plain:.2f}x; generator busy {summary['generator_busy']:.1%} of wall time; "
           f"stage seconds {summary['stage_seconds']}")
+    u = summary.get("utilisation")
+    if u:  # FLOPs per image counted once per network and shape; the limit is a dense matmul at the run's dtype
+        print(f"utilisation ({u['device']}, {u['dtype']}; practical matmul limit {u['limit_gflop_per_s']} GFLOP/s):")
+        for stage, row in u["stages"].items():
+            share = f"{row['share_of_limit']:.0%}" if row.get("share_of_limit") is not None else "-"
+            print(f"  {stage:<14} {row['seconds']:8.2f}s  {row['gflop_per_image'] or 0:8.3f} GFLOP/image  "
+                  f"{row['gflop_per_s'] or 0:8.1f} GFLOP/s  {share} of the limit")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,13 @@ arm's figures after every round, mean ± sd over the seeds, and whether the
 loop reaches uniform's final top-1 with at most half of the images.
 
     .venv/bin/python benchmarks/usefulness.py --loop 3 --seeds 3
+
+``--select K`` adds learner-aware selection to the loop's focused rounds
+(``loop --select uncertain --candidates K``: each round over-generates K
+candidates per kept image and keeps those the learner of the step before is
+least sure of); the uniform arm stays plain.
+
+    .venv/bin/python benchmarks/usefulness.py --loop 3 --seeds 3 --select 4
 """
 
 from __future__ import annotations
@@ -127,6 +134,9 @@ def main() -> None:
     parser.add_argument("--generate-args", default="", help="more generate flags, e.g. '--guidance-scale 2'")
     parser.add_argument("--focus", default="", metavar="ROUNDS",
                         help="compare uniform with focused rounds at the same budget, e.g. 1,3 (only those settings)")
+    parser.add_argument("--select", type=int, default=0, metavar="K",
+                        help="with --loop: the focused rounds keep 1 in K candidates, those the learner before is "
+                             "least sure of (loop --select uncertain --candidates K)")
     parser.add_argument("--loop", type=int, default=0, metavar="ROUNDS",
                         help="run dalle-data loop (budget 576, this many rounds, --compare uniform) once per seed")
     args = parser.parse_args()
@@ -312,6 +322,8 @@ def loop_benchmark(args: Any) -> None:
             print("--generate-args is not passed to the loop's rounds (put it in the spec)", file=sys.stderr)
         for seed in range(args.seeds):
             extra = ["--epochs", str(args.epochs)] if args.epochs else []
+            if args.select:
+                extra += ["--select", "uncertain", "--candidates", str(args.select)]
             cmd = [*CLI, "loop", "--real-train", str(world / "few"), "--val", str(world / "val"), "--test",
                    str(world / "test"), "--config", str(world / "spec.yaml"), "--classes", ",".join(CLASSES),
                    "--budget", str(budget), "--rounds", str(args.loop), "--seed", str(seed),
@@ -320,8 +332,10 @@ def loop_benchmark(args: Any) -> None:
             done = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True)
             walls.append(time.monotonic() - started)
             per_seed.append(json.loads(done.stdout)["arms"])
-            print(f"seed {seed}: {walls[-1]:.0f}s", file=sys.stderr, flush=True)
-    figures: dict[str, Any] = {"seeds": args.seeds, "budget": budget, "rounds": args.loop, "wall_s": [round(w) for w in walls]}
+            print(f"seed {seed}: {walls[-1]:.0f}s " + json.dumps({arm: [{k: s.get(k) for k in ("round", "synthetic_images",
+                  "top1", "worst_group")} for s in steps] for arm, steps in per_seed[-1].items()}), file=sys.stderr, flush=True)
+    figures: dict[str, Any] = {"seeds": args.seeds, "budget": budget, "rounds": args.loop, "select": args.select or None,
+                               "wall_s": [round(w) for w in walls]}
     for arm in ("focused", "uniform"):
         rows = []
         for r in range(args.loop + 1):

@@ -153,6 +153,16 @@ class RunSpec(BaseModel):
     options: Annotated[dict[str, Any], CONTENT_SINCE_DEFAULT] = Field(default_factory=dict)
     # Where the images go (``dalle_data.focus``): --focus FILE is read into the spec, so its content is hashed.
     focus: Annotated[dict[str, Any] | None, CONTENT_SINCE_DEFAULT] = None
+    # Learner-aware selection (``--select uncertain:PATH``): over-generate ``candidates`` per kept image and keep
+    # those the learner (an ONNX classifier, ``scoring.learner``) is least sure of. The learner's file, class
+    # order and preprocessing enter the hash as one input digest (``planning``: inputs["learner"]), not by path.
+    select: Annotated[Literal["uncertain"] | None, CONTENT_SINCE_DEFAULT] = None
+    candidates: Annotated[int, CONTENT_SINCE_DEFAULT] = Field(default=4, ge=2, le=64)
+    learner: Annotated[str | None, EXECUTION] = None
+    learner_labels: Annotated[str | None, EXECUTION] = None
+    learner_size: Annotated[int | None, EXECUTION] = Field(default=None, ge=8, le=4096)
+    learner_mean: Annotated[str | None, EXECUTION] = None
+    learner_std: Annotated[str | None, EXECUTION] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -238,6 +248,23 @@ class RunSpec(BaseModel):
             raise ValueError("at least one format is needed")
         return tuple(out)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _select_path(cls, data: Any) -> Any:
+        """``select: uncertain:PATH`` (the flag's form, also in a spec file) → select and learner. The path
+        given with ``--select`` wins over a saved spec's ``learner`` (the same file moved, or a new learner
+        for a new run: its bytes decide the spec hash either way)."""
+        if isinstance(data, dict) and isinstance(data.get("select"), str) and ":" in data["select"]:
+            method, _, path = data["select"].partition(":")
+            data = {**data, "select": method, "learner": path or data.get("learner")}
+        return data
+
+    @field_validator("learner", "learner_labels")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        """A file the run reads again on resume: named absolutely, so a rerun from elsewhere finds it."""
+        return None if value is None else str(Path(value).expanduser().absolute())
+
     @field_validator("focus", mode="before")
     @classmethod
     def _focus(cls, value: Any) -> dict[str, Any] | None:
@@ -273,8 +300,24 @@ class RunSpec(BaseModel):
             if self.prompts or self.llm:
                 raise ValueError("--focus weighs the template pack's prompts; it cannot weigh "
                                  + ("--prompts FILE" if self.prompts else "--llm prompts"))
+        self._select_checks()
         self._api_checks()
         return self
+
+    def _select_checks(self) -> None:
+        given = self.model_fields_set
+        if self.select is None:
+            extra = [f for f in ("candidates", "learner", "learner_labels", "learner_size", "learner_mean",
+                                 "learner_std") if f in given and getattr(self, f) not in (None, 4)]
+            if extra:
+                raise ValueError(f"--{extra[0].replace('_', '-')} shapes learner-aware selection: "
+                                 "add --select uncertain:PATH (an ONNX classifier)")
+            return
+        if not self.learner:
+            raise ValueError("--select uncertain needs the learner: --select uncertain:PATH (an ONNX classifier)")
+        if self.per_class is None:
+            raise ValueError("--select keeps the images a learner needs among --per-class N candidates: give "
+                             "--per-class (not --per-source)")
 
     def _api_checks(self) -> None:
         values = self.model_dump()
@@ -315,7 +358,8 @@ class RunSpec(BaseModel):
                 if self.per_source is not None and mode in IMAGE_MODES and self.per_class is None:
                     target = self.per_source * sources_per_class.get(cls, 0)
                 if target:
-                    out[(cls, mode)] = (target, max(budgets.get(mode, 5 * target), target))
+                    factor = self.candidates if self.select else 1  # --select: K candidates per kept image
+                    out[(cls, mode)] = (target, max(budgets.get(mode, 5 * factor * target), target))
         return out
 
     def content_dict(self) -> dict[str, Any]:
@@ -400,7 +444,7 @@ def apportion(total: int, shares: dict[str, float]) -> dict[str, int]:
 # Spec fields set only in a spec file (no flag), and flags named otherwise than their field.
 SPEC_FILE_ONLY = frozenset({"negative_label", "split"})
 FLAG_NAMES = {"from_dir": "--from", "formats": "--format", "modes": "--mode", "width": "--size", "height": "--size",
-              "filter": "--filter"}
+              "filter": "--filter", "learner": "--select"}
 
 
 def _one_line(err: ValidationError, as_flags: bool) -> str:

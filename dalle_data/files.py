@@ -133,3 +133,12 @@ def remove_temporaries(root: Path) -> int:
     if removed:
         logger.info("removed %d temporary file(s) left by an interrupted run", removed)
     return removed
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object read from ``path``; None when the file is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

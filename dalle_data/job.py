@@ -42,6 +42,7 @@ from dalle_data.report import refresh_report
 from dalle_data.review.apply import recover
 from dalle_data.rundir import RunDir
 from dalle_data.scoring import load_scorer
+from dalle_data.scoring.learner import learner_of
 from dalle_data.scoring.registry import check_scorer_name, hub_pieces as scorer_pieces, resolve_scorer_name
 from dalle_data.rundir.shards import ShardStore
 from dalle_data.verify import quick_check, repair_locked
@@ -106,7 +107,6 @@ def run_generate(
             return finished_summary(rundir, the_plan)
         generator, scorer = _load_models(spec, the_plan, generator, scorer)
         started = True
-        legacy = state == "incomplete" and not rundir.layout.labels.is_file()
         # only once the new run can start: --overwrite deletes (only what runs wrote) as the run claims OUT
         rundir.prepare(dump_spec(spec, the_plan.spec_hash, __version__, the_plan.inputs), the_plan.spec_hash,
                        spec.content_dict(), the_plan.inputs, the_plan.label_map.to_text(the_plan.spec_hash),
@@ -114,7 +114,8 @@ def run_generate(
         if mirror is not None:  # the run's identity goes first: a rerun elsewhere finds it even after a kill
             layout = rundir.layout
             mirror.push([layout.run, layout.spec, layout.labels])
-        if legacy:  # made before labels.json: its finished Parquet parts number labels in the order given
+        if state == "incomplete":  # a resumed run: its finished Parquet parts numbered as the label map says
+            # (made before labels.json, they numbered labels in the order given) and with today's columns
             for writer in default_writers(spec, the_plan):
                 if isinstance(writer, ParquetWriter):
                     renumber(writer.ctx)
@@ -307,7 +308,7 @@ def regenerate(spec: RunSpec, shards: set[str], *, generator: Any = None, scorer
         the_plan = plan(spec, part=part)
         if saved is not None and the_plan.spec_hash != saved:
             raise OutputDirError(f"{spec.out} was made from other inputs than are here now (its template pack, "
-                                 "prompts file, LLM prompts or source images changed): its lost images cannot be "
+                                 "prompts file, LLM prompts, source images or --select learner changed): its lost images cannot be "
                                  "made again")
         generator, scorer = _load_models(spec, the_plan, generator, scorer)
         images.update(redo(spec, the_plan, generator, scorer, some))
@@ -332,10 +333,18 @@ def dry_run(spec: RunSpec, *, price_per_image: float | None = None, llm_cache: b
         "slots": [{"class": c, "mode": m, "target": t, "max_attempts": b} for (c, m), (t, b) in targets.items()],
         "images": {"target": images, "max": most},
     }
-    out.update(BACKENDS[spec.backend].cost(spec, images, most, price_per_image))
+    least = images * (spec.candidates if spec.select is not None else 1)  # --select: K candidates per kept image
+    if spec.select is not None:
+        out["images"]["least"] = least
+    out.update(BACKENDS[spec.backend].cost(spec, least, most, price_per_image))
     if spec.focus is not None:
         check_focus_slots(spec.focus, template_pack(spec), prompt_modes(spec))
         out["focus"] = describe_focus(spec.focus, list(spec.classes), spec.per_class or 0)
+    learner = learner_of(spec)  # --select: the model checked as the run would, its classes against the run's
+    if learner is not None:
+        out["select"] = {"method": spec.select, "learner": learner.describe(), "candidates_per_image": spec.candidates,
+                         "line": f"keeps 1 in {spec.candidates} of the candidates the filter passes: those "
+                                 f"{learner.describe()} is least sure of"}
     if spec.llm is not None:
         writer = make_writer(spec.llm, base_url=spec.llm_base_url, seed=spec.seed, cache=llm_cache)
         missing = [c for c in spec.classes if not writer.cached(c, spec.llm_prompts)]

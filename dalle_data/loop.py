@@ -9,13 +9,17 @@ budget by that focus, the learner is trained again on the real images and
 every round's kept images so far, measured, and its validation errors focus
 round ``r + 1``. The test set is only ever measured, never read for a focus.
 With ``compare="uniform"`` the same rounds (same sizes, same seeds) are made
-without a focus and measured the same way: the curve to beat.
+without a focus and measured the same way: the curve to beat. With
+``select="uncertain"`` the learner of each focused step is also saved as
+ONNX, and the next round over-generates ``candidates`` per image and keeps
+those that learner is least sure of (``generate --select``).
 
 OUT holds::
 
     loop.json              the loop's settings and every step's figures (rewritten whole after each step)
     focused/focus-R.yaml   the focus round R was made from (the errors of the learner after round R-1)
     focused/round-R/       round R's images: a dalle-data run (resumable, with its card and report)
+    focused/learner-R.onnx --select uncertain: the learner after round R, which picks round R+1's images
     uniform/round-R/       --compare uniform: the same rounds without a focus
     report.html            accuracy and worst-group accuracy against images generated
 
@@ -44,7 +48,7 @@ from dalle_data.focus import load_focus_file
 from dalle_data.job import load_models, run_generate
 from dalle_data.probe import check_options, prediction_lines
 from dalle_data.probe.focus import Prediction, find_focus, focus_inputs, tag_slots
-from dalle_data.probe.learners import make_learner
+from dalle_data.probe.learners import make_learner, save_onnx
 from dalle_data.probe.measure import confused_pairs, evaluate
 from dalle_data.probe.sets import Loaded, from_imagefolder, from_output, load_readable, read_groups
 from dalle_data.progress import make_progress
@@ -54,6 +58,7 @@ from dalle_data.rundir.directory import atomic_write_text
 from dalle_data.rundir.layout import LOCK_FILE
 from dalle_data.rundir.lock import RunLock
 from dalle_data.scoring import load_scorer, resolve_scorer_name
+from dalle_data.scoring.learner import INSTALL
 
 SCHEMA = "dalle-data/loop/1"
 ARMS = ("focused", "uniform")
@@ -77,9 +82,14 @@ class LoopSettings:
     learner_seed: int = 0
     groups: str = "auto"  # the validation images' slot values: auto (tagged by the scorer), none, or a file
     scorer: str = "auto"  # the CLIP of --groups auto and the linear learner (as given: a name, or auto)
+    select: str | None = None  # "uncertain": each focused round keeps the candidates the last learner needs most
+    candidates: int = 4  # with select: candidates that pass the filter per kept image
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        values = asdict(self)
+        if self.select is None:  # added after loops were first saved: a loop without them keeps its key
+            values.pop("select"), values.pop("candidates")
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -110,6 +120,19 @@ def per_round(budget: int, rounds: int, classes: int) -> list[int]:
 def check_settings(settings: LoopSettings) -> None:
     """Every input, as a one-line error, before anything is written."""
     check_options(settings.learner, 1)
+    if settings.select not in (None, "uncertain"):
+        raise SpecError(f"--select {settings.select}: the only selection is 'uncertain' (the loop's own learner)")
+    if settings.select is not None:
+        if settings.learner != "cnn":
+            raise SpecError("--select uncertain asks the loop's learner, saved as ONNX after each step: that is the "
+                            "CNN (--learner cnn, the default)")
+        if not 2 <= settings.candidates <= 64:
+            raise SpecError(f"--candidates {settings.candidates}: give from 2 to 64")
+        try:
+            import onnx  # noqa: F401 - each step's learner is written with it
+            import onnxruntime  # noqa: F401 - and read by the next round with it
+        except ImportError:
+            raise SpecError(f"--select uncertain saves and reads each step's learner as ONNX: {INSTALL}") from None
     if settings.learner != "cnn" and (settings.image_size is not None or settings.epochs is not None):
         raise SpecError("--image-size and --epochs shape the CNN: add --learner cnn (the default)")
     if settings.budget < 1:
@@ -132,7 +155,15 @@ def round_spec(settings: LoopSettings, out: Path, arm: str, r: int, per_class: i
     """Round ``r``'s generate spec: the shared values, its share of the budget, its seed and focus."""
     values = {**settings.spec, "out": str(out / arm / f"round-{r}"), "per_class": per_class,
               "seed": int(settings.spec.get("seed") or 0) + r - 1, "focus": focus}
+    if arm == "focused" and settings.select is not None:  # the learner after round r - 1 picks round r's images
+        values.update(select=settings.select, learner=str(learner_file(out, arm, r - 1)),
+                      candidates=settings.candidates)
     return build_spec(values, source=f"loop round {r}")
+
+
+def learner_file(out: Path, arm: str, r: int) -> Path:
+    """Where ``--select`` keeps the learner trained after round ``r`` (the one round ``r + 1`` asks)."""
+    return Path(out) / arm / f"learner-{r}.onnx"
 
 
 class Loop:
@@ -261,9 +292,12 @@ def _run_arm(loop: Loop, sets: Sets, arm: str, sizes: list[int]) -> None:
             if not summary.get("complete"):
                 log.warning("%s round %d is short of its quota; the loop goes on with the images it kept", arm, r)
         step = _train_step(sets, arm, r, out, settings.learner_seed)
-        probs_val = step.pop("_probs_val")
+        probs_val, predict = step.pop("_probs_val"), step.pop("_predict")
         if arm == "focused" and r < settings.rounds:
             _write_focus(out / arm / f"focus-{r + 1}.yaml", sets, probs_val, r)
+            if settings.select is not None:
+                save_onnx(predict, learner_file(out, arm, r), sets.classes,
+                          f"dalle-data loop: the learner after round {r}, seed {settings.learner_seed}")
         point("loop_trained")
         steps.append(step)
         loop.save()
@@ -304,7 +338,7 @@ def _train_step(sets: Sets, arm: str, r: int, out: Path, seed: int) -> dict[str,
             "top1": figures["top1"], "worst_group": figures["worst_group"], "worst": figures["worst"],
             "per_class": figures["per_class"],
             "confused_pairs": confused_pairs(figures["confusion"], sets.classes),
-            "_probs_val": predict(sets.features["val"])}
+            "_probs_val": predict(sets.features["val"]), "_predict": predict}
 
 
 def _write_focus(target: Path, sets: Sets, probs: Any, r: int) -> None:

@@ -88,7 +88,7 @@ def _merge(out: Path, run: Any, parts: dict[str, Path], n: int) -> dict[str, Any
     writers = default_writers_for(run.spec, run.labels, run.out)
     for writer in writers:
         writer.close(records)
-    summary = rebuild(run, records, outputs_of(run.spec))
+    summary = rebuild(run, records, outputs_of(run.spec), generated)
     summary.update(_timings(summaries), parts=n)
     if records != generated:
         summary["review_applied"] = True

@@ -27,6 +27,7 @@ from dalle_data.llm import write_llm_prompts
 from dalle_data.modes import MODES, TEXT_MODES, makes_hard_negatives
 from dalle_data.prompts import PromptItem, expand_focused, expand_prompts, load_pack, read_prompts_jsonl
 from dalle_data.rundir import labels_for
+from dalle_data.scoring.learner import learner_of
 from dalle_data.scoring.vocabulary import negatives_for
 from dalle_data.sources import Source
 
@@ -50,6 +51,15 @@ class Plan:
     @property
     def spec_hash(self) -> str:
         return self.spec.spec_hash(self.inputs)
+
+    @property
+    def candidates(self) -> int:
+        """Candidates that pass the filter per kept image: ``--candidates`` with ``--select``, else 1."""
+        return self.spec.candidates if self.spec.select is not None else 1
+
+    @property
+    def learner_name(self) -> str | None:
+        return Path(self.spec.learner).name if self.spec.learner else None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -196,6 +206,9 @@ def plan(spec: RunSpec, *, llm_cache: bool = True, part: Part | None = None) -> 
             for mode in spec.modes:
                 if MODES[mode].prompts == "class":
                     items.append(PromptItem(cls, mode, f"a photo of a {cls}", "class-prompt"))
+    learner = learner_of(spec)  # --select uncertain:PATH: checked here, before OUT is touched
+    if learner is not None:
+        inputs["learner"] = learner.identity()
     result = Plan(spec=spec, label_map=labels_for(spec), prompts=items, inputs=inputs, sources=tuple(sources),
                   part=part, classes_here=here)
     result.slots()  # fails early when a class × mode has no prompts or sources

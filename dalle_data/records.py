@@ -69,6 +69,7 @@ class Record:
     created_at: str
     reject_detail: str | None = None  # why a rejected image was rejected, in words (reject_reason is the code)
     sha256: str | None = None  # of the PNG bytes, so verify can check every copy of the image
+    learner_prob: float | None = None  # --select uncertain: the learner's probability of the image's label
     image: bytes | None = dataclasses.field(default=None, repr=False)
     # What the scorer saw (embedding, class probabilities): carried from scoring to the embeddings writer,
     # never part of the metadata (see dalle_data.embeddings).
@@ -86,6 +87,7 @@ class Record:
 # on-disk column order is stable.
 METADATA_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Record) if f.name not in NON_METADATA)
 STATUSES: tuple[str, ...] = ("kept", "rejected", "failed", "refused")
+NOT_SELECTED = "not-selected"
 
 # Why a record is not kept: a small fixed set of codes (the details stay per record).
 REASONS: dict[str, str] = {
@@ -98,6 +100,7 @@ REASONS: dict[str, str] = {
     "refused": "the hosted API refused the prompt (moderation)",
     "review": "a person rejected it in review",
     "duplicate": "a near-duplicate of another image of its class, set aside by dedup",
+    "not-selected": "it passed, but the learner needed other candidates more (--select uncertain)",
     "error": "another failure; see the record's error",
 }
 

@@ -20,11 +20,14 @@ Exit codes of ``dalle-data generate`` (also in README):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dalle_data.focus import describe as describe_focus
+from dalle_data.records import NOT_SELECTED
 from dalle_data.rundir.layout import Layout
 
 SUMMARY_SCHEMA = "dalle-data/summary/v2"
@@ -112,6 +115,14 @@ class Summary(_Strict):
     labels_file: str
     settings: dict[str, Any]
     focus: list[str] | None = Field(default=None, description="generate --focus: one line per class the focus names")
+    utilisation: dict[str, Any] | None = Field(
+        default=None, description="the generator's stages in this process (prior, text_encoder, denoiser, "
+                                  "image_decoder): calls, seconds, GFLOP per image (counted once per network and "
+                                  "shape), achieved GFLOP/s and its share of the device's practical matmul limit")
+    select: dict[str, Any] | None = Field(
+        default=None, description="generate --select uncertain: the learner, candidates per kept image, how many "
+                                  "passed the filter, were kept and not selected, and the learner's mean "
+                                  "probability of the label over the kept and over the not selected")
 
 
 def validate_summary(data: dict[str, Any]) -> dict[str, Any]:
@@ -184,10 +195,13 @@ def _zero() -> dict[str, Any]:
     return {"target": 0, "generated": 0, "kept": 0, "rejected": 0, "failed": 0}
 
 
-def rebuild(run: Any, records: Any, outputs: tuple[dict[str, str], dict[str, str]]) -> dict[str, Any]:
+def rebuild(run: Any, records: Any, outputs: tuple[dict[str, str], dict[str, str]],
+            generated: Sequence[Any] | None = None) -> dict[str, Any]:
     """A summary in this schema from a run's records, for a run whose ``summary.json`` is older or damaged
     (timings and settings are kept from the old one where it has them); ``outputs``: the dataset folders
-    written and why the others are missing (``dalle_data.writers.outputs_of``)."""
+    written and why the others are missing (``dalle_data.writers.outputs_of``). ``generated``: the records as
+    generation left them, when ``records`` has review's decisions applied (``select`` counts what the
+    selection did, as the run's own summary does)."""
     old = run.summary if isinstance(run.summary, dict) else {}
     records = list(records)
     sources: dict[str, set[str]] = {}
@@ -229,4 +243,21 @@ def rebuild(run: Any, records: Any, outputs: tuple[dict[str, str], dict[str, str
     }
     if run.spec.focus is not None:
         summary["focus"] = describe_focus(run.spec.focus, list(run.spec.classes), run.spec.per_class or 0)
+    if run.spec.select is not None:
+        summary["select"] = selection_of(generated if generated is not None else records, run.spec, old.get("select"))
     return validate_summary(summary)
+
+
+def selection_of(records: Sequence[Any], spec: Any, old: Any) -> dict[str, Any]:
+    """The ``select`` section counted from the records as generation left them (as the ledger counts it
+    during the run; review's later decisions do not change it, as they do not change ``generated``)."""
+    kept = [r.learner_prob for r in records if r.status == "kept" and r.learner_prob is not None]
+    dropped = [r.learner_prob for r in records if r.reject_reason == NOT_SELECTED and r.learner_prob is not None]
+    passed = sum(r.status == "kept" or r.reject_reason in ("surplus", NOT_SELECTED) for r in records)
+    name = old.get("learner") if isinstance(old, dict) else None
+    return {"method": spec.select, "learner": name or (Path(spec.learner).name if spec.learner else None),
+            "candidates_per_image": spec.candidates, "passed": passed,
+            "kept": sum(r.status == "kept" for r in records),
+            "not_selected": sum(r.reject_reason == NOT_SELECTED for r in records),
+            "learner_prob_kept": round(sum(kept) / len(kept), 4) if kept else None,
+            "learner_prob_not_selected": round(sum(dropped) / len(dropped), 4) if dropped else None}

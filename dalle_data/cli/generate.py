@@ -124,6 +124,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("templates", Optional[str], typer.Option(None, "--templates", metavar="PACK.yaml", help="YAML template pack to use instead of the model's (templates/default.yaml; shapes-demo: templates/shapes.yaml).")),
     Flag("prompts", Optional[str], typer.Option(None, "--prompts", metavar="FILE.jsonl", help="JSONL prompt list (from `dalle-data prompts`, edited) used as is.")),
     Flag("focus", Optional[str], typer.Option(None, "--focus", metavar="FOCUS.yaml", help="Spend the images where a classifier fails: a focus file from `dalle-data focus` (class shares, slot weights, contrast prompts; read into the spec).")),
+    Flag("select", Optional[str], typer.Option(None, "--select", metavar="uncertain:MODEL.onnx", help="Keep, among the candidates the filter passes, the ones your classifier (an ONNX model, e.g. from `dalle-data probe --save-learner`) is least sure of or gets wrong (pip install dalle-data[learner]).")),
+    Flag("candidates", Optional[int], typer.Option(None, "--candidates", metavar="K", help="--select: candidates that pass the filter per kept image, 2 to 64. [default: 4]")),
+    Flag("learner_labels", Optional[str], typer.Option(None, "--learner-labels", metavar="FILE", help="--select: the classifier's output order (one class a line, or a JSON list), when its metadata has none.")),
+    Flag("learner_size", Optional[int], typer.Option(None, "--learner-size", metavar="PX", help="--select: the side the classifier takes, when its input shape and metadata do not say.")),
+    Flag("learner_mean", Optional[str], typer.Option(None, "--learner-mean", metavar="R,G,B", help="--select: per-channel mean of its preprocessing (pixels in 0..1). [default: the metadata's, else ImageNet's]")),
+    Flag("learner_std", Optional[str], typer.Option(None, "--learner-std", metavar="R,G,B", help="--select: per-channel std of its preprocessing. [default: the metadata's, else ImageNet's]")),
     Flag("config", Optional[Path], typer.Option(None, "--config", metavar="SPEC.yaml", help="YAML run spec (e.g. a saved OUT/spec.yaml); flags override it.")),
     Flag("from_dir", Optional[str], typer.Option(None, "--from", metavar="DIR", help="Source images for variation/fuse/inpaint: an ImageFolder tree (<class>/<image>), a dalle-data output, or a flat folder with --classes NAME.")),
     Flag("per_source", Optional[int], typer.Option(None, "--per-source", metavar="K", help="Image modes: K kept images per source image (instead of --per-class).")),
@@ -284,9 +290,15 @@ def print_dry_run(report: dict[str, Any]) -> None:
     typer.echo(f"model: {what}")
     for slot in report["slots"]:
         typer.echo(f"  {slot['class']} / {slot['mode']}: {slot['target']} kept wanted, at most {slot['max_attempts']} made")
-    typer.echo(f"images: {images['target']} if every image is kept, at most {images['max']}")
+    if "least" in images:
+        typer.echo(f"images: {images['target']} kept, at least {images['least']} made (--candidates per kept image), "
+                   f"at most {images['max']}")
+    else:
+        typer.echo(f"images: {images['target']} if every image is kept, at most {images['max']}")
     for line in report.get("focus", []):
         typer.echo(f"focus: {line}")
+    if "select" in report:
+        typer.echo(f"select: {report['select']['line']}")
     if "llm" in report:
         llm = report["llm"]
         typer.echo(f"prompts: {llm['prompts_per_class']} per class by --llm {llm['model']} at {llm['base_url']}; "

@@ -42,6 +42,8 @@ def loop(
     learner: str = typer.Option("cnn", "--learner", metavar="LEARNER", help="cnn: a small CNN from scratch on the pixels; linear: a linear probe on the scorer's embeddings."),
     epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", help="cnn: passes over each training set (default 60; at least 300 updates)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", metavar="PX", help="cnn: the side images are resized to (default: from the test images)."),
+    select: Optional[str] = typer.Option(None, "--select", metavar="uncertain", help="Each focused round over-generates and keeps the candidates the learner of the step before is least sure of (its CNN saved as OUT/focused/learner-R.onnx; pip install dalle-data[learner])."),
+    candidates: Optional[int] = typer.Option(None, "--candidates", metavar="K", help="--select: candidates that pass the filter per kept image. [default: 4]"),
     groups: str = typer.Option("auto", "--groups", metavar="FILE|auto|none", help="The validation images' slot values (their environment, say): auto (tagged by the scorer), a JSONL file, or none."),
     scorer: str = typer.Option("auto", "--scorer", envvar="DALLE_DATA_SCORER", metavar="SCORER", help="CLIP that filters the rounds' images, tags --groups auto and embeds for the linear learner (auto: the model's)."),
     device: str = typer.Option("auto", "--device", envvar="DALLE_DATA_DEVICE", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
@@ -63,7 +65,12 @@ def loop(
                                      "device": None if device == "auto" else device})
     if not values.get("classes"):
         raise SpecError("no classes given; pass --classes NAME (repeatable or comma-separated) or --config SPEC.yaml")
-    ignored = [key for key in ("out", "per_class", "focus") if values.pop(key, None) is not None]
+    ignored = [key for key in ("out", "per_class", "focus", "select", "learner")
+               if values.pop(key, None) is not None]
+    for key in ("candidates", "learner_labels", "learner_size", "learner_mean", "learner_std"):
+        values.pop(key, None)  # the loop's --select and its own learner decide these
+    if candidates is not None and select is None:
+        raise SpecError("--candidates shapes --select: add --select uncertain")
     if ignored:  # a run's own spec.yaml has them: each round sets its own
         logging.getLogger("dalle_data.loop").warning("--config %s: %s ignored (the loop sets each round's)", config,
                                                      ", ".join(ignored))
@@ -76,7 +83,8 @@ def loop(
     settings = LoopSettings(
         real_train=os.path.abspath(real_train), val=os.path.abspath(val), test=os.path.abspath(test), budget=budget,
         rounds=rounds, spec=values, learner=learner, epochs=epochs, image_size=image_size, learner_seed=learner_seed,
-        groups=groups if groups in ("auto", "none") else os.path.abspath(groups), scorer=scorer)
+        groups=groups if groups in ("auto", "none") else os.path.abspath(groups), scorer=scorer, select=select,
+        candidates=4 if candidates is None else candidates)
     say = None if quiet or json_output else (lambda line: console(stderr=True).print(line, soft_wrap=True))
     state = run_loop(out, settings, compare=compare, scorer_name=scorer, device=resolve_device(device),
                      quiet=quiet or json_output, progress=say)

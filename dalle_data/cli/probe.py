@@ -40,6 +40,7 @@ def probe(
     epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", help="cnn: passes over each training set (default 60; at least 300 updates)."),
     scorer: str = typer.Option("auto", "--scorer", envvar="DALLE_DATA_SCORER", metavar="SCORER", help="CLIP that embeds the images (auto: the one that matches the run's model)."),
     device: str = typer.Option("auto", "--device", envvar="DALLE_DATA_DEVICE", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
+    save_learner: Optional[Path] = typer.Option(None, "--save-learner", metavar="FILE.onnx", help="cnn: save the classifier trained on real + synthetic (synthetic alone without --real-train), seed 0, as ONNX: the learner `generate --select uncertain:FILE.onnx` asks (pip install dalle-data[learner])."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Train a classifier on a generated dataset (and real images); report accuracy, per class and per group, on real images."""
@@ -53,6 +54,10 @@ def probe(
     check_options(learner, seeds)
     if learner != "cnn" and (image_size is not None or epochs is not None):
         raise SpecError("--image-size and --epochs shape the CNN: add --learner cnn")
+    if save_learner is not None:
+        from dalle_data.probe import check_save_learner
+
+        check_save_learner(learner, save_learner)
     if groups is not None and groups != "auto" and not Path(groups).is_file():
         raise SpecError(f"--groups {groups}: no such file (give a JSONL file, or auto)")
     the_sizes = parse_sizes(sizes)
@@ -64,7 +69,7 @@ def probe(
     report = run_probe(train, test, scorer=the_scorer, classes=list(run.spec.classes), real_train=real_train,
                        ablate_filter=ablate == "filter", learner=learner, seeds=seeds, sizes=the_sizes,
                        groups=groups, tag_fields=fields, image_size=image_size, epochs=epochs, device=resolved,
-                       progress=say, predictions=predictions)
+                       progress=say, predictions=predictions, save_learner=save_learner)
     _keep(run, report, predictions)
     if json_output:
         typer.echo(json.dumps(report, indent=2))
@@ -136,6 +141,10 @@ def print_report(report: dict[str, Any]) -> None:
         if pairs:
             out.print(f"most confused ({best[-1]}): " + ", ".join(
                 f"{p['true']} → {p['predicted']} {p['count']}" for p in pairs), soft_wrap=True)
+    saved = report.get("saved_learner")
+    if saved:
+        out.print(f"learner saved: {saved['path']} (trained on {saved['setting']}, seed {saved['seed']}); next: "
+                  f"dalle-data generate ... --select uncertain:{saved['path']}", soft_wrap=True, markup=False)
     skipped = {k: v for k, v in report.get("skipped", {}).items() if v}
     if skipped:
         out.print("skipped unreadable files: " + ", ".join(f"{k} {v}" for k, v in skipped.items()), soft_wrap=True)

@@ -33,6 +33,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(f"modes: {modes}")
     for line in summary.get("focus", []):
         console.print(f"focus: {line}", soft_wrap=True)
+    if summary.get("select"):
+        console.print(f"select: {select_line(summary['select'])}", soft_wrap=True, markup=False)
     if summary.get("rejections"):
         console.print("not kept because: " + ", ".join(f"{k} ×{v}" for k, v in summary["rejections"].items()))
     stages = summary.get("stage_seconds", {})
@@ -42,6 +44,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         + (f"; generator busy {summary['generator_busy']:.0%} of the time" if "generator_busy" in summary else "")
         + ")"
     )
+    if summary.get("utilisation"):
+        console.print(utilisation_line(summary["utilisation"]), soft_wrap=True, markup=False)
     out = summary["out"]
     outputs = summary.get("outputs", {})
     for name, fmt in FORMATS.items():
@@ -60,3 +64,33 @@ def print_summary(summary: dict[str, Any]) -> None:
             warnings = []
         console.print(f"Report:      {out}/report/index.html   (card: {out}/README.md; {len(warnings)} warning(s)"
                       + (f", e.g. {warnings[0]}" if warnings else "") + ")", soft_wrap=True)
+
+
+def select_line(sel: dict[str, Any]) -> str:
+    """``--select``'s result in one line: how many candidates, how many kept, and what the learner made of each."""
+    line = (f"{sel.get('learner')}: kept {sel.get('kept')} of {sel.get('passed')} candidates that passed the filter "
+            f"({sel.get('candidates_per_image')} per image)")
+    if sel.get("learner_prob_kept") is not None:
+        line += f"; its mean p(label) {sel['learner_prob_kept']:.2f} on the kept"
+        if sel.get("learner_prob_not_selected") is not None:
+            line += f", {sel['learner_prob_not_selected']:.2f} on the rest"
+    return line
+
+
+STAGE_NAMES = {"prior": "prior", "text_encoder": "text encoder", "denoiser": "denoiser", "image_decoder": "image decoder"}
+
+
+def utilisation_line(u: dict[str, Any]) -> str:
+    """Where the generator's time went, in one line: each stage's GFLOP per image, rate and share of the limit."""
+    parts = []
+    for stage, row in u.get("stages", {}).items():
+        text = f"{STAGE_NAMES.get(stage, stage)} {row['seconds']:.1f}s"
+        if row.get("gflop_per_image") is not None:
+            text += f", {row['gflop_per_image']:.3g} GFLOP/image"
+        if row.get("gflop_per_s") is not None:
+            text += f" at {row['gflop_per_s']:.3g} GFLOP/s"
+            if row.get("share_of_limit") is not None:
+                text += f" ({row['share_of_limit']:.0%})"
+        parts.append(text)
+    limit = f", matmul limit {u['limit_gflop_per_s']:.4g} GFLOP/s" if u.get("limit_gflop_per_s") else ""
+    return f"generator ({u.get('device')}, {u.get('dtype')}{limit}): " + "; ".join(parts)

@@ -28,6 +28,7 @@ from dalle_data.backends import BACKENDS
 from dalle_data.execution.plan import derive_seed
 from dalle_data.execution.stages import free_accelerator_memory, is_out_of_memory
 from dalle_data.llm.cache import home
+from dalle_data.files import read_json_object
 from dalle_data.writers.base import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -129,11 +130,7 @@ def probe(stages: Stages, limit: int = MAX_BATCH) -> tuple[int, dict[int, float]
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(path) or {}
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:

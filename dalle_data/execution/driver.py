@@ -373,8 +373,16 @@ class _Pipeline:
             else:
                 t = time.perf_counter()
                 drafts = payload.drafts() if callable(payload.drafts) else payload.drafts
-                for draft in drafts:
-                    draft.record = self.ledger.finalize(draft.record, draft.unit)
+                if self.ledger.candidates > 1:  # --select: the task is finalized whole, at its last part
+                    if payload.last:
+                        whole = pending.pop(task.shard, []) + drafts
+                        finals = self.ledger.finalize_selected([(d.record, d.unit, d.need) for d in whole])
+                        for draft, record in zip(whole, finals):
+                            draft.record = record
+                        drafts = whole
+                else:
+                    for draft in drafts:
+                        draft.record = self.ledger.finalize(draft.record, draft.unit)
                 driver.stats.add("score", time.perf_counter() - t)
                 pending.setdefault(task.shard, []).extend(drafts)
                 self._report(task)

@@ -16,11 +16,13 @@ records themselves.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 from dalle_data.execution.plan import Key, SlotPlan, Unit, acceptance, wave_size
-from dalle_data.records import Record, reason_code
+from dalle_data.records import NOT_SELECTED, Record, reason_code
 from dalle_data.sources import Source
 
 
@@ -39,6 +41,12 @@ class SlotCounts:
     kept_by_source: dict[str, int] = field(default_factory=dict)
     tried_by_source: dict[str, int] = field(default_factory=dict)
     next_k: int = 0  # the next unit index; with --per-source, units of finished sources are skipped
+    candidates: int = 1  # --select: candidates that pass the filter per kept image
+    passed: int = 0  # passed the filter (kept, surplus or not selected)
+    selected_prob: float = 0.0  # --select: the learner's probabilities of the label, summed over the kept
+    unselected_prob: float = 0.0  # ... and over the candidates not selected
+    selected: int = 0
+    unselected: int = 0
 
     @classmethod
     def of(cls, plan: SlotPlan) -> SlotCounts:
@@ -65,8 +73,10 @@ class SlotCounts:
         """How many more to ask for: enough to meet the target at the acceptance rate so far, within the budget."""
         if self.done:
             return 0
-        rate = acceptance(self.kept, self.generated)
         left = self.plan.budget - self.generated
+        if self.candidates > 1:  # --select: enough candidates that pass the filter for K per image still wanted
+            return wave_size(self.candidates * (self.target - self.kept), acceptance(self.passed, self.generated), left)
+        rate = acceptance(self.kept, self.generated)
         if self.plan.per_source is not None:
             need = sum(self.plan.per_source - self.kept_by_source.get(s.id, 0)
                        for s in self.sources if self.source_open(s))
@@ -91,6 +101,14 @@ class SlotCounts:
         kept = record.status == "kept"
         self.generated += 1
         self.kept += kept
+        self.passed += kept or record.reject_reason in ("surplus", NOT_SELECTED)
+        if record.learner_prob is not None:
+            if kept:
+                self.selected_prob += record.learner_prob
+                self.selected += 1
+            elif record.reject_reason == NOT_SELECTED:
+                self.unselected_prob += record.learner_prob
+                self.unselected += 1
         if record.source_id is not None:
             self.tried_by_source[record.source_id] = self.tried_by_source.get(record.source_id, 0) + 1
             self.kept_by_source[record.source_id] = self.kept_by_source.get(record.source_id, 0) + kept
@@ -113,8 +131,11 @@ class SlotCounts:
 class Ledger:
     """Every slot's counts, in slot order."""
 
-    def __init__(self, slots: Sequence[SlotPlan]) -> None:
+    def __init__(self, slots: Sequence[SlotPlan], candidates: int = 1) -> None:
         self.slots: dict[Key, SlotCounts] = {s.key: SlotCounts.of(s) for s in slots}
+        self.candidates = candidates  # > 1: --select, tasks are finalized whole (``finalize_selected``)
+        for counts in self.slots.values():
+            counts.candidates = candidates
 
     def __getitem__(self, key: Key) -> SlotCounts:
         return self.slots[key]
@@ -140,6 +161,48 @@ class Ledger:
                                     reject_detail="passed, but the quota was already met")
         counts.count(record)
         return record
+
+    def finalize_selected(self, items: Sequence[tuple[Record, Unit, float]]) -> list[Record]:
+        """A whole task's fresh records, ``--select``; then each is finalized in plan order.
+
+        Per slot, of the ``n`` candidates of this task that passed the filter, those the learner needs most
+        (highest ``need``; ties in plan order) stay kept: as many as bring the slot's kept images to
+        ``ceil(passed so far / K)`` (so small pieces of a slot at the edges of shards still keep one in K
+        overall), within the slot's room; the others are rejected as ``not-selected``. When this task spends
+        the slot's last attempts, every candidate that passed is kept (within the room): nothing is set aside
+        that a later wave could not replace.
+
+        A task is a shard (its units fixed by the plan, not by the batch size) and the ledger's counts are
+        folded in plan order, so the same spec keeps the same images however the batches fell.
+        """
+        passing: dict[Key, list[int]] = {}
+        attempts: dict[Key, int] = {}
+        for i, (record, unit, _) in enumerate(items):
+            attempts[unit.slot] = attempts.get(unit.slot, 0) + 1
+            if record.status == "kept":
+                passing.setdefault(unit.slot, []).append(i)
+        chosen: set[int] = set()
+        dropped: dict[int, str] = {}
+        for key, rows in passing.items():
+            counts = self.slots[key]
+            room = max(0, counts.target - counts.kept)
+            if not room:
+                continue  # quota met: what passed is surplus, as without --select
+            last = counts.generated + attempts[key] >= counts.plan.budget
+            share = math.ceil((counts.passed + len(rows)) / self.candidates) - counts.kept
+            want = min(room, len(rows) if last else max(0, share))
+            ranked = sorted(rows, key=lambda i: (-round(items[i][2], 6), i))
+            chosen.update(ranked[:want])
+            for i in ranked[want:]:
+                dropped[i] = (f"passed, but the learner needed {want} of this shard's {len(rows)} candidates "
+                              "more (--select uncertain)")
+        out = []
+        for i, (record, unit, _) in enumerate(items):
+            if i in dropped:
+                record = record.replace(status="rejected", kept=False, reject_reason=NOT_SELECTED,
+                                        reject_detail=dropped[i])
+            out.append(self.finalize(record, unit))
+        return out
 
     def unusable(self, records: Iterable[Record], users: dict[str, tuple[Key, ...]]) -> None:
         """Fold wave 0: each unusable source is counted once and left out of the slots that used it."""
@@ -172,6 +235,16 @@ class Ledger:
         """(generated, kept) of a class, all its modes."""
         mine = [c for c in self.slots.values() if c.plan.cls == cls]
         return sum(c.generated for c in mine), sum(c.kept for c in mine)
+
+    def selection(self) -> dict[str, Any]:
+        """--select: candidates that passed, kept and not selected, and the learner's mean probability of the
+        label over each (low for the kept: the images it is least sure of)."""
+        c = list(self.slots.values())
+        kept, unsel = sum(x.selected for x in c), sum(x.unselected for x in c)
+        return {"candidates_per_image": self.candidates, "passed": sum(x.passed for x in c),
+                "kept": sum(x.kept for x in c), "not_selected": sum(x.reasons.get(NOT_SELECTED, 0) for x in c),
+                "learner_prob_kept": round(sum(x.selected_prob for x in c) / kept, 4) if kept else None,
+                "learner_prob_not_selected": round(sum(x.unselected_prob for x in c) / unsel, 4) if unsel else None}
 
     def totals(self) -> tuple[int, int]:
         return sum(c.generated for c in self.slots.values()), sum(c.kept for c in self.slots.values())

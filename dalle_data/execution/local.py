@@ -75,5 +75,5 @@ class LocalExecutor:
 
 def make_local(spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any) -> LocalExecutor:
     """``--executor local`` (the default): the loaded generator and scorer, here."""
-    stages = make_stages(spec, generator, scorer)
+    stages = make_stages(spec, generator, scorer, the_plan.inputs.get("learner"))
     return LocalExecutor(stages, batch_size=batch_size_for(spec, stages, the_plan))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from dalle_data.backends import BACKENDS
 from dalle_data.config import RunSpec
 from dalle_data.device import resolve_device
-from dalle_data.errors import DalleDataError
+from dalle_data.errors import DalleDataError, SpecError
 from dalle_data.execution.autobatch import MAX_BATCH, auto_batch_size
 from dalle_data.execution.driver import Part
 from dalle_data.execution.plan import CheckTask, Task
@@ -70,7 +70,8 @@ class Worker:
         g = self.stages.generator
         return {"model": g.model, "backend": g.backend, "scorer": self.stages.scorer.name,
                 "capabilities": sorted(getattr(g, "capabilities", ("text-to-image",))), "pid": os.getpid(),
-                "settings": self.stages.settings}
+                "settings": self.stages.settings,
+                "learner": self.stages.learner.identity() if self.stages.learner is not None else None}
 
     def batch_size(self, limit: int) -> int:
         return auto_batch_size(self.stages, limit)
@@ -173,6 +174,12 @@ class RayExecutor:
 
 def make_ray(spec: RunSpec, the_plan: Plan, models: RayModels, scorer: Any = None) -> RayExecutor:
     """``--executor ray``: ``models`` is the actor pool that ``load_models`` started (the models live there)."""
+    planned = the_plan.inputs.get("learner")
+    if planned is not None:  # --select: the actors read the learner's file themselves; it must be the planned one
+        found = models.ray.get(models.actors[0].describe.remote()).get("learner")
+        if found != planned:
+            raise SpecError(f"--select uncertain:{spec.learner}: the actors read another learner than the run was "
+                            "planned with (the file changed, or differs on their machine)")
     if spec.batch_size == "auto":
         limit = max(1, min(MAX_BATCH, sum(s.target for s in the_plan.slots())))
         batch = models.ray.get(models.actors[0].batch_size.remote(limit))

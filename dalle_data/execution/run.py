@@ -17,6 +17,8 @@ from dalle_data.execution.driver import Driver, Executor
 from dalle_data.execution.executors import executor_kind
 from dalle_data.execution.ledger import Ledger
 from dalle_data.execution.local import make_local
+from dalle_data.generators.utilisation import LIMIT_FILE, MATMUL_SIDE, StageMeter, practical_limit
+from dalle_data.llm.cache import home
 from dalle_data.progress import NullProgress
 from dalle_data.records import Record
 from dalle_data.remote import MirrorStore
@@ -62,8 +64,13 @@ def run(
     store = ShardStore(Layout(spec.out, spec.split), the_plan.label_map)
     driver = make_driver(spec, the_plan, executor, writers, progress, stop,
                          MirrorStore(store, mirror) if mirror is not None else store)
-    ledger = Ledger(the_plan.slots())
-    stats = driver.run(ledger)
+    ledger = Ledger(the_plan.slots(), the_plan.candidates)
+    meter = StageMeter(generator) if spec.executor == "local" else None  # after the batch probe: not counted
+    if meter is not None and meter.modules:
+        with meter:
+            stats = driver.run(ledger)
+    else:
+        stats = driver.run(ledger)
     t = time.perf_counter()
     if the_plan.part is None:  # a part writes its shards only: the indexes are the whole run's (merge)
         records = MarkerRecords(driver.store, driver.shards_planned)
@@ -81,7 +88,33 @@ def run(
         extra["part"] = str(the_plan.part)
     if spec.focus is not None:
         extra["focus"] = describe_focus(spec.focus, list(spec.classes), spec.per_class or 0)
+    if meter is not None and meter.images:
+        extra["utilisation"] = utilisation(meter, generator)
+    if spec.select is not None:
+        extra["select"] = {"method": spec.select, "learner": the_plan.learner_name, **ledger.selection()}
     return summarize(ledger, stats, extra)
+
+
+def utilisation(meter: StageMeter, generator: Any) -> dict[str, Any]:
+    """The summary's ``utilisation``: the device, the networks' dtype, the device's practical matmul limit at
+    it, and each stage's FLOPs per image, achieved rate and share of that limit (``generators.utilisation``)."""
+    device = str(getattr(generator, "device", "cpu"))
+    dtype = network_dtype(meter)
+    limit = practical_limit(device, dtype, home()) if dtype is not None else None
+    return {"device": device, "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+            "images": meter.images, "limit_gflop_per_s": round(limit / 1e9, 1) if limit else None,
+            "limit": f"best of 5 dense {MATMUL_SIDE}x{MATMUL_SIDE} matmuls at this dtype on this device "
+                     f"(remembered in $DALLE_DATA_HOME/{LIMIT_FILE})",
+            "stages": meter.report(limit)}
+
+
+def network_dtype(meter: StageMeter) -> Any:
+    """The dtype of the denoiser's weights (the stage that does most of the work), else any stage's."""
+    for stage in ("denoiser", *meter.modules):
+        for module in meter.modules.get(stage, []):
+            for p in module.parameters():
+                return p.dtype
+    return None
 
 
 class MarkerRecords:
@@ -107,7 +140,7 @@ def regenerate(spec: RunSpec, the_plan: Plan, generator: Any, scorer: Any, shard
     capture = _Capture(shards)
     store = _Replay(Layout(spec.out, spec.split), the_plan.label_map, shards)
     executor = make_local(spec, the_plan, generator, scorer)  # here, whatever executor made the run
-    make_driver(spec, the_plan, executor, [capture], NullProgress(), threading.Event(), store).run(Ledger(the_plan.slots()))
+    make_driver(spec, the_plan, executor, [capture], NullProgress(), threading.Event(), store).run(Ledger(the_plan.slots(), the_plan.candidates))
     return capture.images
 
 

@@ -41,6 +41,7 @@ from dalle_data.prompts import PromptItem
 from dalle_data.quality import image_defect
 from dalle_data.records import Record, record_id
 from dalle_data.scoring.filters import ClipFilter
+from dalle_data.scoring.learner import learner_of
 from dalle_data.sources import Source, SourceError
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class Stages:
     filter: ClipFilter
     settings: GenerationSettings
     image_options: ImageOptions = field(default_factory=ImageOptions)
+    learner: Any = None  # --select uncertain: the user's classifier (scoring.learner.OnnxLearner)
 
     def unit_id(self, plan: SlotPlan, prompt: PromptItem, seed: int, sources: tuple[Source, ...]) -> str:
         """The record id of a unit: a hash of everything that decides its image."""
@@ -97,6 +99,7 @@ class Draft:
     record: Record
     unit: Unit
     picture: Any = None
+    need: float = 0.0  # --select: how much the learner needs this image (``OnnxLearner.uncertainty``)
 
 
 # --- the device half -----------------------------------------------------------------------
@@ -218,11 +221,16 @@ def score(stages: Stages, task: Task, units: Sequence[Unit], outputs: Sequence[A
                                 target=plan.cls, hard_negative=plan.hard_negative)  # a hard negative: the class it imitates
         base = _base(stages, task.shard, plan, unit, mask)
         base.update(width=outputs[i].width, height=outputs[i].height)
+        need, learner_prob = 0.0, None
+        if stages.learner is not None and verdict.passed:  # only a candidate the filter passed is asked about
+            probs = stages.learner.probs([as_pil(outputs[i])])[0]
+            need, learner_prob = stages.learner.uncertainty(probs, plan.label, plan.cls if plan.hard_negative else None)
         record = Record(**base, clip_score=round(scores.clip_score[row], 6), class_prob=round(verdict.class_prob, 6),
                         top_class=verdict.top_class, kept=verdict.passed, status="kept" if verdict.passed else "rejected",
                         reject_reason=verdict.code, error=None, reject_detail=verdict.reason,
-                        vectors=_vectors(stages, scores, row))
-        drafts.append(Draft(record, unit, outputs[i]))
+                        vectors=_vectors(stages, scores, row),
+                        learner_prob=None if learner_prob is None else round(learner_prob, 6))
+        drafts.append(Draft(record, unit, outputs[i], need))
     return drafts
 
 
@@ -309,7 +317,7 @@ def execute(task: Task, stages: Stages, batch: BatchSize | int = 8,
         times["generate"] = times.get("generate", 0.0) + done.seconds
         times["score"] = times.get("score", 0.0) + time.perf_counter() - t
     t = time.perf_counter()
-    encoded = [Draft(encode(d.record, d.picture), d.unit) for d in drafts]
+    encoded = [Draft(encode(d.record, d.picture), d.unit, None, d.need) for d in drafts]
     times["encode"] = times.get("encode", 0.0) + time.perf_counter() - t
     return encoded
 
@@ -349,11 +357,13 @@ def image_options_of(spec: RunSpec) -> ImageOptions:
         mask_dir=Path(spec.mask_dir).expanduser() if spec.mask_dir else None, source_root=source_root(spec.from_dir))
 
 
-def make_stages(spec: RunSpec, generator: Any, scorer: Any) -> Stages:
+def make_stages(spec: RunSpec, generator: Any, scorer: Any, learner: str | None = None) -> Stages:
+    """A worker's stages; ``learner``: the identity of the ``--select`` learner the run was planned with."""
     from dalle_data.generators.registry import resolve_settings  # the loader ladder: heavy, only when building
 
     return Stages(
         generator=generator, scorer=scorer,
         filter=ClipFilter(min_clip=spec.min_clip, zero_shot=spec.filter == "zero-shot"),
         settings=resolve_settings(spec, generator.defaults), image_options=image_options_of(spec),
+        learner=learner_of(spec, learner),
     )

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dalle_data.errors import SpecError
-from dalle_data.probe.learners import LEARNERS, fit_linear, make_learner
+from dalle_data.probe.learners import LEARNERS, ONNX_INSTALL, fit_linear, make_learner, save_onnx
 from dalle_data.probe.measure import aggregate, evaluate
 from dalle_data.probe.sets import (
     LabeledImages,
@@ -106,6 +106,7 @@ def run_probe(
     groups: str | Path | None = None, tag_fields: dict[str, dict[str, list[str]]] | None = None,
     image_size: int | None = None, epochs: int | None = None, device: str = "cpu",
     progress: Callable[[str], None] | None = None, predictions: dict[str, list[dict[str, Any]]] | None = None,
+    save_learner: Path | None = None,
 ) -> dict[str, Any]:
     """Every comparison the options ask for, over the run's ``classes``; returns the report (``--json``).
 
@@ -113,6 +114,9 @@ def run_probe(
     JSONL file, or ``"auto"``: the scorer tags each test image with one value
     of each of ``tag_fields`` (field → value → prompts with ``{cls}``: the
     run's template-pack slots, and its modes) by zero shot (``tag_groups``).
+    ``save_learner``: the seed-0 CNN of ``real + synthetic`` (``synthetic``
+    without real images) saved there as ONNX (``learners.save_onnx``): the
+    learner ``generate --select uncertain:PATH`` asks.
     Everything is checked before any training starts. ``predictions``, when
     given, is filled with each setting's seed-0 predictions on the test images
     (path, label, pred, probs: what ``dalle-data focus --from-probe`` reads).
@@ -121,6 +125,8 @@ def run_probe(
 
     say = progress or (lambda line: None)
     check_options(learner, seeds)
+    if save_learner is not None:
+        check_save_learner(learner, save_learner)
     if 0 in sizes and real_train is None:
         raise SpecError("--sizes 0: zero synthetic images is the real baseline; add --real-train DIR or drop the 0")
     classes = list(classes)
@@ -171,6 +177,7 @@ def run_probe(
         settings.append((f"real + {n} synthetic" if real_train is not None else f"{n} synthetic",
                          (["real-train"] if real_train is not None else []) + ["train"], n))
 
+    saved_setting = "real + synthetic" if real_train is not None else "synthetic"
     results: dict[str, Any] = {}
     for name, parts, subset in settings:
         runs = []
@@ -182,6 +189,8 @@ def run_probe(
             runs.append(evaluate(probs.argmax(-1), y_test, classes, test_set.groups))
             if predictions is not None and seed == seed_list[0]:
                 predictions[name] = prediction_lines(test_set, probs, classes)
+            if save_learner is not None and seed == seed_list[0] and name == saved_setting:
+                save_onnx(predict, save_learner, classes, f"dalle-data probe: {learner} on {name}, seed {seed}")
         row = {"train_images": len(y), "real_images": counts["real"], "synthetic_images": counts["synthetic"],
                **aggregate(runs, seed_list, classes)}
         results[name] = row
@@ -201,7 +210,31 @@ def run_probe(
     }
     if agreement is not None:
         report["tagging_agreement"] = agreement
+    if save_learner is not None:
+        report["saved_learner"] = {"path": str(save_learner), "setting": saved_setting, "seed": seed_list[0]}
     return report
+
+
+def check_save_learner(learner: str, path: Path) -> None:
+    """``--save-learner PATH``, before anything is trained: a CNN, onnx installed, a file that can be written."""
+    if learner != "cnn":
+        raise SpecError("--save-learner saves the CNN: add --learner cnn (a linear probe runs on the scorer's "
+                        "embeddings, which the file would have to carry)")
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise SpecError(f"--save-learner writes ONNX: {ONNX_INSTALL}") from None
+    if Path(path).is_dir():
+        raise SpecError(f"--save-learner {path}: is a folder; give a file name (e.g. learner.onnx)")
+    if Path(path).suffix.lower() != ".onnx":
+        raise SpecError(f"--save-learner {path}: name the file *.onnx (it is an ONNX model)")
+    import os
+
+    parent = Path(path).absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the folders still to make go under the nearest one that exists
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise SpecError(f"--save-learner {path}: cannot write under {parent}")
 
 
 def prediction_lines(test_set: Loaded, probs: Any, classes: list[str]) -> list[dict[str, Any]]:

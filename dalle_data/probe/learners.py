@@ -21,9 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dalle_data.errors import SpecError
+from dalle_data.files import atomic_write_bytes
 
 LEARNERS = ("linear", "cnn")
 MIN_SIDE, MAX_SIDE = 32, 256
@@ -194,6 +196,8 @@ class CnnLearner:
                     out.append(torch.softmax(net(_normalize(z[s : s + 256].to(self.device))).float(), -1).cpu())
             return torch.cat(out)
 
+        predict.net = net  # type: ignore[attr-defined]  # what save_onnx exports
+        predict.side = self.side  # type: ignore[attr-defined]
         return predict
 
 
@@ -225,3 +229,57 @@ def _augment(pixels: Any, gen: Any, pad: int) -> Any:
     rows = (torch.arange(h)[None, :] + dy[:, None])[:, None, :, None].expand(n, c, h, w + 2 * pad)
     cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, None, :].expand(n, c, h, w)
     return padded.gather(2, rows).gather(3, cols)
+
+
+ONNX_INSTALL = "pip install 'dalle-data[learner]' (onnx and onnxruntime)"
+
+
+def save_onnx(predict: Predictor, path: Path | str, classes: Sequence[str], made_by: str) -> Path:
+    """A trained CNN learner as an ONNX image classifier at ``path`` (written whole or not at all): input
+    N×3×side×side float pixels in [0, 1] normalized by mean = std = 0.5 (what the CNN trained on), output
+    N×classes probabilities, and every field ``--select uncertain:PATH`` reads in its metadata (``labels``,
+    ``image_size``, ``mean``, ``std``, ``output``; see ``dalle_data.scoring.learner``)."""
+    import copy
+    import io
+    import json
+    import warnings
+
+    import torch
+
+    net = getattr(predict, "net", None)
+    if net is None:
+        raise SpecError("--save-learner saves the CNN: add --learner cnn (a linear probe runs on the scorer's "
+                        "embeddings, which the file would have to carry)")
+    try:
+        import onnx
+    except ImportError:
+        raise SpecError(f"--save-learner writes ONNX: {ONNX_INSTALL}") from None
+    side = int(getattr(predict, "side"))
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, body: Any) -> None:
+            super().__init__()
+            self.body = body
+
+        def forward(self, x: Any) -> Any:
+            return torch.softmax(self.body(x), -1)
+
+    model = Probabilities(copy.deepcopy(net).cpu().float()).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice: it needs no onnxscript
+        torch.onnx.export(model, (torch.zeros(1, 3, side, side),), buf, dynamo=False, input_names=["image"],
+                          output_names=["probabilities"], dynamic_axes={"image": {0: "n"}, "probabilities": {0: "n"}},
+                          opset_version=17)
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = {"labels": json.dumps(list(classes)), "image_size": str(side), "mean": "[0.5, 0.5, 0.5]",
+            "std": "[0.5, 0.5, 0.5]", "output": "probabilities", "made_by": made_by}
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    target = Path(path)
+    if target.parent != Path(""):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, proto.SerializeToString())
+    return target

@@ -135,6 +135,16 @@ def card(run: Run, figures: dict[str, Any], fingerprint: str, versions: dict[str
         if spec.focus.get("why"):
             lines += ["", md_text(str(spec.focus["why"]))]
         lines += [""]
+    if spec.select is not None:
+        sel = (getattr(run, "summary", None) or {}).get("select") or {}
+        lines += ["### Selected by a learner", "", f"Of the candidates the filter passed, 1 in {spec.candidates} was "
+                  f"kept: those the classifier {md_code(sel.get('learner') or 'learner')} was least sure of "
+                  "(`generate --select uncertain`; each record's `learner_prob` is its probability of the label)."]
+        if sel.get("learner_prob_kept") is not None and sel.get("learner_prob_not_selected") is not None:
+            lines += ["", f"Its mean probability of the label: {sel['learner_prob_kept']:.2f} on the "
+                          f"{sel.get('kept')} kept, {sel['learner_prob_not_selected']:.2f} on the "
+                          f"{sel.get('not_selected')} set aside."]
+        lines += [""]
     lines += ["## What it holds", "", "| label | role | target | kept | generated | acceptance | Vendi | "
               "mean distance | prompts |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     div = {d["label"]: d for d in figures["diversity"]}

@@ -41,7 +41,7 @@ import yaml
 
 from dalle_data.config import content_of, hashed_value
 from dalle_data.errors import OutputDirError
-from dalle_data.files import append_jsonl, atomic_write_bytes, remove_file, remove_temporaries
+from dalle_data.files import append_jsonl, atomic_write_bytes, read_json_object, remove_file, remove_temporaries
 from dalle_data.rundir.layout import LOCK_FILE, Layout, shard_part
 from dalle_data.rundir.lock import RunLock, RunLocked, describe_holder
 from dalle_data.rundir.shards import ShardStore
@@ -51,15 +51,6 @@ log = logging.getLogger(__name__)
 State = Literal["new", "complete", "short", "incomplete"]
 RUN_FORMAT = 1
 CLAIM_WAIT = 10.0  # seconds a part waits for OUT's lock to claim the run (other parts hold it for milliseconds)
-
-
-def read_json_object(path: Path) -> dict[str, Any] | None:
-    """A JSON object read from ``path``; None when the file is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

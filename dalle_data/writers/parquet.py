@@ -63,19 +63,22 @@ def record_of_row(row: dict[str, Any]) -> Record:
     """A dataset row of a dalle-data Parquet file back as a record (image bytes included)."""
     data = {k: v for k, v in row.items() if k in METADATA_FIELDS}
     data.update(label=row["label_name"], label_id=row["label"])
-    return Record(**{**{f: None for f in ("reject_detail", "sha256")}, **data},
+    return Record(**{**{f: None for f in ("reject_detail", "sha256", "learner_prob")}, **data},
                   image=(row.get("image") or {}).get("bytes"))
 
 
 def renumber(ctx: WriterContext) -> int:
     """Rewrite every Parquet part (dataset and rejected) whose ClassLabel names are not the run's label map,
-    each row's label id taken from its class name; returns how many files were rewritten. For runs made
-    before labels.json existed, which numbered labels in the order classes were given."""
+    each row's label id taken from its class name, or whose columns are not today's (a part written before
+    a column was added: the new parts of a resumed run must not give the folder two schemas, which
+    ``datasets`` refuses to load); returns how many files were rewritten. For runs made before labels.json
+    existed, which numbered labels in the order classes were given, and for every resumed run."""
     writer = ParquetWriter(ctx)
+    columns = [f.name for f in arrow_schema(ctx.class_names)]
     rewritten = 0
     for directory in writer.dirs.values():
         for path in sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []:
-            if class_names_of(path) == ctx.class_names:
+            if class_names_of(path) == ctx.class_names and column_names_of(path) == columns:
                 continue
             records = [record_of_row(row) for row in read_part(path)]
             writer.write_part(path, [r.replace(label_id=ctx.class_names.index(r.label),
@@ -83,6 +86,13 @@ def renumber(ctx: WriterContext) -> int:
                                      for r in records])
             rewritten += 1
     return rewritten
+
+
+def column_names_of(path: Path) -> list[str]:
+    """The column names of a Parquet file (its footer only)."""
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
 
 
 def class_names_of(path: Path) -> tuple[str, ...] | None:

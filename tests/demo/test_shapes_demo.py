@@ -58,7 +58,7 @@ def test_make_demo_writes_a_dataset_offline_and_says_where(tmp_path) -> None:
 
     _weights_dir()
     repo = Path(__file__).resolve().parents[2]
-    if shutil.which("make") is None or subprocess.run(["make", "-q", "-C", str(repo), ".venv/.installed-stamp"], check=False).returncode:
+    if shutil.which("make") is None or subprocess.run(["make", "-q", "-C", str(repo), ".venv/.demo-stamp"], check=False).returncode:
         pytest.skip("make demo would (re)install first: run it through `make test`")
     out = tmp_path / "demo"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
@@ -70,3 +70,20 @@ def test_make_demo_writes_a_dataset_offline_and_says_where(tmp_path) -> None:
     assert [p.name for p in folders] == sorted(c.replace(" ", "_") for c in CLASSES)
     assert all(len(list(p.glob("*.png"))) == 8 for p in folders)
     assert (out / "_SUCCESS").is_file()
+
+
+def test_make_demo_installs_only_what_generate_needs_and_make_test_the_extras(tmp_path) -> None:
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    repo = Path(__file__).resolve().parents[2]
+    venv = tmp_path / "venv"  # a venv that does not exist: make prints what a fresh clone would run
+    plan = {target: subprocess.run(["make", "-n", "-C", str(repo), target, f"VENV={venv}"], capture_output=True,
+                                   text=True, check=True).stdout for target in ("demo", "test")}
+    demo = [line for line in plan["demo"].splitlines() if "pip install" in line and "-e" in line]
+    assert demo and all('-e "."' in line for line in demo), plan["demo"]
+    assert "ray" not in plan["demo"] and "playwright" not in plan["demo"] and "[test" not in plan["demo"]
+    assert '-e ".[test,ray,s3,learner]"' in plan["test"], plan["test"]

@@ -45,6 +45,14 @@ def test_a_run_killed_under_the_old_code_resumes_verifies_and_matches_a_fresh_ru
     assert summary["spec_hash"] == saved and summary["shards_resumed"] >= 2  # the same run, its shards kept
     checked = cli("verify", old)
     assert checked.exit_code == 0, checked.stdout + checked.stderr
+    # The old parts were written before a column was added (learner_prob): the resumed run rewrote them with
+    # today's columns, so the folder has one schema and datasets loads it.
+    schemas = {tuple(pq.read_schema(p).names) for p in old.glob("parquet/**/*.parquet")}
+    assert len(schemas) == 1 and "learner_prob" in next(iter(schemas)), schemas
+    import datasets
+
+    loaded = datasets.load_dataset("parquet", data_dir=str(old / "parquet"), split="train")
+    assert len(loaded) == sum(1 for r in dataset(old)["records"] if r[1] == "kept")
     fresh = tmp_path / "fresh"
     assert cli("generate", *SPEC, "--out", fresh).exit_code == 0
     a, b = dataset(old), dataset(fresh)

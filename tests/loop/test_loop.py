@@ -139,6 +139,10 @@ def test_killed_during_a_round_and_between_rounds_it_resumes_to_the_same_figures
     (["--learner", "svm"], "--learner svm: choose one of"),
     (["--compare", "focused"], "--compare focused: the only comparison is 'uniform'"),
     (["--groups", "nowhere.jsonl"], "--groups nowhere.jsonl: no such file"),
+    (["--select", "closest"], "--select closest: the only selection is 'uncertain'"),
+    (["--candidates", "3"], "--candidates shapes --select: add --select uncertain"),
+    (["--select", "uncertain", "--learner", "linear"], "--select uncertain asks the loop's learner"),
+    (["--select", "uncertain", "--candidates", "1"], "--candidates 1: give from 2 to 64"),
 ])
 def test_bad_options_are_one_line_errors_before_anything_is_written(world: Path, tmp_path: Path, extra: list[str],
                                                                     message: str) -> None:
@@ -180,3 +184,34 @@ def test_a_folder_that_is_not_a_loop_is_refused(world: Path, tmp_path: Path) -> 
     code, output = run_in_process(loop_args(world, tmp_path / "busy"))
     assert code == 2 and "is not a dalle-data loop" in output, output
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"], "nothing written into it, not even a lock"
+
+
+def test_select_uncertain_picks_each_focused_round_by_the_learner_before_it(world: Path, tmp_path: Path) -> None:
+    from dalle_data.rundir import open_run
+    from dalle_data.scoring.learner import OnnxLearner
+
+    out = tmp_path / "select"
+    code, output = run_in_process(loop_args(world, out, "--select", "uncertain", "--candidates", "2", "--json"))
+    assert code == 0, output
+    steps = figures(out)["focused"]
+    assert [s["round"] for s in steps] == [0, 1, 2]
+    for r in (1, 2):
+        run = open_run(out / "focused" / f"round-{r}")
+        learner = out / "focused" / f"learner-{r - 1}.onnx"
+        assert run.spec.select == "uncertain" and run.spec.candidates == 2 and run.spec.learner == str(learner)
+        assert OnnxLearner.load(learner).labels == CLASSES.split(",")
+        summary = json.loads((out / "focused" / f"round-{r}" / "summary.json").read_text())
+        assert summary["select"]["learner"] == f"learner-{r - 1}.onnx"
+        assert summary["select"]["passed"] >= 2 * summary["select"]["kept"] - 2  # about 2 candidates per kept image
+        assert all(rec.learner_prob is not None for rec in run.records() if rec.status == "kept")
+    assert not (out / "focused" / "learner-2.onnx").exists(), "no round after the last to pick"
+
+
+def test_a_loop_without_select_keeps_the_key_it_had_before_select_existed() -> None:
+    from dataclasses import asdict
+
+    from dalle_data.loop import LoopSettings
+
+    s = LoopSettings(real_train="a", val="b", test="c", budget=8, rounds=2, spec={"model": "shapes-demo"})
+    assert s.key() == "0b0b31a911a82501", "the key main's loop (stop 32) gave these settings: its loops resume"
+    assert LoopSettings(**{**asdict(s), "select": "uncertain"}).key() != s.key()

@@ -126,6 +126,7 @@ def focus_from(predict: Any, x_val: Any, val: list[Any], target: Path, learner: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="--loop: seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--per-class", type=int, default=72, help="synthetic images generated per class")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--json", action="store_true")
@@ -320,7 +321,7 @@ def loop_benchmark(args: Any) -> None:
         (world / "spec.yaml").write_text(json.dumps(spec))  # JSON is YAML
         if args.generate_args:
             print("--generate-args is not passed to the loop's rounds (put it in the spec)", file=sys.stderr)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             extra = ["--epochs", str(args.epochs)] if args.epochs else []
             if args.select:
                 extra += ["--select", "uncertain", "--candidates", str(args.select)]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dalle_data import __version__
+from dalle_data.analysis.lookalike import save_vocabulary, vocabulary_for
 from dalle_data.backends import BACKENDS, capable_hint
 from dalle_data.config import RunSpec, dump_spec
 from dalle_data.device import resolve_device
@@ -26,6 +27,7 @@ from dalle_data.execution.driver import Interrupted
 from dalle_data.execution.executors import executor_kind
 from dalle_data.execution.parts import Part
 from dalle_data.execution.run import default_writers, regenerate as redo, run
+from dalle_data.demo.world import CLASSES as WORLD_CLASSES
 from dalle_data.generators.base import capabilities_of
 from dalle_data.generators.registry import check_model_name
 from dalle_data.hub import check_offline
@@ -43,6 +45,7 @@ from dalle_data.review.apply import recover
 from dalle_data.rundir import RunDir
 from dalle_data.scoring import load_scorer
 from dalle_data.scoring.learner import learner_of
+from dalle_data.scoring.vocabulary import negatives_for
 from dalle_data.scoring.registry import check_scorer_name, hub_pieces as scorer_pieces, resolve_scorer_name
 from dalle_data.rundir.shards import ShardStore
 from dalle_data.verify import quick_check, repair_locked
@@ -121,6 +124,7 @@ def run_generate(
                     renumber(writer.ctx)
         summary = _run_logged(spec, the_plan, rundir, state, generator, scorer, writers,
                               progress or make_progress(quiet), mirror)
+        keep_vocabulary(spec, rundir.layout, scorer)
         if part is None:
             write_report(spec.out, mirror)
         if mirror is not None:
@@ -238,6 +242,23 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def keep_vocabulary(spec: RunSpec, layout: Any, scorer: Any) -> None:
+    """The scorer's text embeddings of a wider vocabulary than the run's classes (``analysis.lookalike``): the
+    report finds there the classes the model drew as something else. Only with a scorer in this process (not
+    on Ray, not for a hosted scorer); a failure only costs the warning."""
+    if not hasattr(scorer, "label_embeddings"):
+        return
+    # a model whose world is known is asked about that world; another, about the generic negative vocabulary
+    known = list(WORLD_CLASSES) if spec.model == "shapes-demo" else []
+    names = vocabulary_for(list(spec.classes), known, [] if known else negatives_for(list(spec.classes)))
+    try:
+        rows = scorer.label_embeddings(names).float().cpu().numpy()
+        save_vocabulary(layout.vocabulary, names, rows, str(scorer.name))
+    except Exception as err:  # noqa: BLE001 - the run is made; only the look-alike warning is lost
+        log.warning("the wider vocabulary was not embedded (%s): the report cannot say which classes look like "
+                    "something else", err)
 
 
 def load_models(spec: RunSpec) -> tuple[Any, Any]:

@@ -226,9 +226,11 @@ class Mirror:
         self.push([layout.marker(shard)])
 
     def push_run(self, layout: Layout, part_home: Path | None = None) -> None:
-        """The run-level files (the indexes, the summary, ``_SUCCESS`` last; a part's own summary)."""
+        """The run-level files (the indexes, the text embeddings the report's look-alike check reads, the summary,
+        ``_SUCCESS`` last; a part's own summary)."""
         files = [layout.spec, layout.run, layout.labels, layout.manifest, layout.card, layout.metadata("dataset"),
-                 layout.metadata("rejected"), layout.dataset_card, layout.report_html, layout.report_json]
+                 layout.metadata("rejected"), layout.vocabulary, layout.dataset_card, layout.report_html,
+                 layout.report_json]
         if part_home is not None:
             files += [part_home / "runlog.jsonl", part_home / "summary.json", part_home / "_SUCCESS"]
         else:

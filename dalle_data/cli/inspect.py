@@ -37,7 +37,7 @@ DEDUP_EPILOG = epilog(
 def report(
     out: Path = typer.Argument(..., metavar="OUT", help="Output directory of a finished run."),
     json_output: bool = typer.Option(False, "--json", help="Print the figures as JSON (also written to OUT/report/report.json)."),
-    fail_if: list[str] = typer.Option([], "--fail-if", metavar="GATE", help="Exit 5 when GATE holds (repeatable): short, warnings, acceptance<X, vendi<X, diversity<X, duplicates>X, images<N."),
+    fail_if: list[str] = typer.Option([], "--fail-if", metavar="GATE", help="Exit 5 when GATE holds (repeatable): short, warnings, acceptance<X, vendi<X, diversity<X, duplicates>X, images<N, lookalike."),
     threshold: float = typer.Option(DEFAULT_THRESHOLD, "--threshold", min=0.01, max=1.0, help="Cosine at or above which two images of a label are near-duplicates."),
 ) -> None:
     """Write the dataset card and the visual report of a run; gate CI on its figures."""

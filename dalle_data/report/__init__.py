@@ -77,6 +77,8 @@ def build_report(out: Path | str, *, threshold: float = DEFAULT_THRESHOLD, compu
         run = open_run(out)
         review_run = review_run_of(run)
         emb, computed, missing = load_embeddings(review_run, run.spec, compute=compute, scorer=scorer, fetch=fetch)
+        if fetch is not None:  # the parts' text embeddings, on the object store (the look-alike check reads them)
+            fetch([run.layout.vocabulary])
         probe = read_json_object(run.layout.probe_json)
         try:
             pack = template_pack(run.spec) if not run.spec.llm and not run.spec.prompts else None

@@ -19,6 +19,7 @@ import numpy as np
 from dalle_data import __version__
 from dalle_data.analysis import DEFAULT_THRESHOLD, diversity, duplicate_groups
 from dalle_data.analysis.duplicates import cross_label_copies
+from dalle_data.analysis.lookalike import load_vocabulary, look_alikes
 from dalle_data.records import Record
 from dalle_data.rundir.directory import read_json_object
 
@@ -188,6 +189,8 @@ def compute(run: ReviewRun, emb: EmbeddingSet | None, *, pack: Any = None, thres
     if missing_embeddings:
         warnings.append(f"{missing_embeddings} image(s) have no stored embedding: diversity and near-duplicates "
                         "leave them out")
+    looks = look_alikes(records, emb, load_vocabulary(run.layout.vocabulary), list(run.spec.classes))
+    warnings[:0] = [look.warning for look in looks]  # first: the images of such a class are not of it at all
     size = len(kept)
     return {
         "schema": SCHEMA,
@@ -210,5 +213,6 @@ def compute(run: ReviewRun, emb: EmbeddingSet | None, *, pack: Any = None, thres
         "embeddings": {"images": len(emb) if emb is not None else 0, "missing": missing_embeddings,
                        "scorer": emb.scorer if emb is not None else None},
         "probe": probe,
+        "look_alikes": [look.as_json() for look in looks],
         "warnings": warnings,
     }

@@ -8,7 +8,10 @@ A gate is ``NAME`` or ``NAME<VALUE`` / ``NAME>VALUE``:
 * ``vendi<X``            a class's Vendi score (effective number of distinct images) is under X;
 * ``diversity<X``        a class's mean pairwise cosine distance is under X (0..2);
 * ``duplicates>X``       near-duplicates would set aside more than X of the kept images (0..1);
-* ``images<N``           the dataset has fewer than N images.
+* ``images<N``           the dataset has fewer than N images;
+* ``lookalike``          most kept images of a class look more like another entry of a wider
+                         vocabulary than like their class (``analysis.lookalike``: a class the
+                         model may not know how to draw).
 
 Several gates may be given; the first that fails is reported.
 """
@@ -70,6 +73,12 @@ def _duplicates(fig: dict[str, Any], gate: Gate) -> str | None:
     return None
 
 
+def _lookalike(fig: dict[str, Any], gate: Gate) -> str | None:
+    looks = fig.get("look_alikes") or []
+    return "; ".join(f"{x['label']!r}: {x['elsewhere']} of {x['images']} images look more like {x['nearest']!r}"
+                     for x in looks) or None
+
+
 def _images(fig: dict[str, Any], gate: Gate) -> str | None:
     return f"the dataset has {fig['images']} images" if fig["images"] < gate.value else None  # type: ignore[operator]
 
@@ -82,6 +91,7 @@ GATES: dict[str, tuple[str | None, Check]] = {
     "diversity": ("<", _per_class("mean_distance", "a mean pairwise distance of")),
     "duplicates": (">", _duplicates),
     "images": ("<", _images),
+    "lookalike": (None, _lookalike),
 }
 
 

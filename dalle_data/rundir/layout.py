@@ -20,6 +20,7 @@ ids, shard ids), and ``contained`` checks that a path stays inside ``OUT``::
     OUT/rejected/parquet/part-<shard>.parquet       rejected images (--keep-rejected, review)
     OUT/rejected/imagefolder/<folder>/<id>.png      rejected images, + metadata.jsonl
     OUT/embeddings/<shard>.npz       the scorer's image embeddings and class probabilities (dalle_data.embeddings)
+    OUT/embeddings/text/vocabulary.npz  the scorer's text embeddings of a wider vocabulary (analysis.lookalike)
     OUT/README.md                    the dataset card (Hugging Face convention; `dalle-data report`)
     OUT/report/index.html            the visual report, + report.json (and probe.json after a probe)
     OUT/review/                      decisions, originals, the apply journal and log; dedup.json
@@ -150,6 +151,10 @@ class Layout:
     def embeddings(self, shard: str) -> Path:
         return self.out / EMBEDDINGS_DIR / f"{_checked(shard, _SHARD, 'shard')}.npz"
 
+    @property
+    def vocabulary(self) -> Path:
+        return self.out / EMBEDDINGS_DIR / "text" / "vocabulary.npz"
+
     # --- report --------------------------------------------------------------------
     @property
     def dataset_card(self) -> Path:
@@ -213,7 +218,8 @@ class Layout:
         have edited it, and it is not the run's own)."""
         return [self.spec, self.run, self.labels, self.summary, self.success, self.runlog, self.manifest,
                 self.card, self.metadata("dataset"), self.metadata("rejected"), self.dataset_card,
-                self.report_html, self.report_json, self.probe_json, self.probe_predictions, self.dedup]
+                self.report_html, self.report_json, self.probe_json, self.probe_predictions, self.dedup,
+                self.vocabulary]
 
     def run_dirs(self, folders: Iterable[str] = ()) -> list[Path]:
         """Folders a run creates, deepest first (removed by ``--overwrite`` when left empty)."""
@@ -221,7 +227,8 @@ class Layout:
         dirs = [self.images_dir(w) / f for w in WHERES for f in folders]
         dirs += [self.images_dir("dataset"), self.images_dir("rejected"), self.imagefolder,
                  self.parquet_dir("dataset"), self.parquet_dir("rejected"), self.out / "parquet",
-                 self.out / "rejected", self.shards, self.out / EMBEDDINGS_DIR, self.report_dir]
+                 self.out / "rejected", self.shards, self.vocabulary.parent, self.out / EMBEDDINGS_DIR,
+                 self.report_dir]
         return dirs
 
     def contained(self, path: Path) -> Path:

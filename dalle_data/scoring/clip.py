@@ -137,16 +137,20 @@ class ClipScorer:
             emb = self.model.encode_image(batch).float()
         return torch.nn.functional.normalize(emb, dim=-1)
 
-    def set_labels(self, labels: Sequence[str]) -> None:
-        """Compute the zero-shot classifier for ``labels`` (template ensemble)."""
+    def label_embeddings(self, labels: Sequence[str]) -> torch.Tensor:
+        """The zero-shot classifier's rows for ``labels`` (template ensemble, normalised); changes nothing."""
         import torch
 
         rows = []
         for label in labels:
             emb = self.encode_text([t.format(label) for t in ZERO_SHOT_TEMPLATES]).mean(dim=0)
             rows.append(torch.nn.functional.normalize(emb, dim=-1))
+        return torch.stack(rows)
+
+    def set_labels(self, labels: Sequence[str]) -> None:
+        """Compute the zero-shot classifier for ``labels`` (template ensemble)."""
         self._labels = tuple(labels)
-        self._label_emb = torch.stack(rows)
+        self._label_emb = self.label_embeddings(labels)
 
     def score(self, images: Sequence[Image], prompts: Sequence[str]) -> ScoreBatch:
         """Cosine to each image's prompt, and class probabilities over the labels."""

@@ -131,6 +131,7 @@ def test_parts_on_two_machines_write_one_run_and_merge(s3, reference, tmp_path: 
     summary = json.loads(merged.stdout)
     fs.invalidate_cache()
     assert summary["parts"] == 2 and summary["kept"] == 6 and fs.exists("bucket/parts/_SUCCESS")
+    assert fs.cat_file("bucket/parts/embeddings/text/vocabulary.npz") == reference["embeddings/text/vocabulary.npz"]
     ids = sorted(json.loads(x)["id"] for x in fs.cat_file("bucket/parts/manifest.jsonl").decode().splitlines())
     assert ids == sorted(json.loads(row)["id"] for row in reference["manifest.jsonl"])
 

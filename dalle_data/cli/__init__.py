@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from dalle_data import __version__
+from dalle_data.advice import review_command
 from dalle_data.cli import backends as _backends
 from dalle_data.cli import demo as _demo
 from dalle_data.cli import focus as _focus
@@ -30,9 +31,9 @@ app = typer.Typer(
         "Turn class names into labeled, CLIP-filtered synthetic image datasets.\n\n"
         "Examples:\n\n\b\n"
         "  dalle-data generate --classes dalmatian --per-class 500\n"
-        "  dalle-data generate --classes \"red circle,blue star\" --per-class 8 --model shapes-demo --out demo-out\n"
-        "  dalle-data review demo-out --lowest-clip 16\n"
-        "  dalle-data verify demo-out\n"
+        "  dalle-data generate --classes \"red circle,blue star\" --per-class 8 --model shapes-demo --out shapes-out\n"
+        f"  {review_command('shapes-out', 16)}\n"
+        "  dalle-data verify shapes-out\n"
         "  dalle-data prompts --classes dalmatian --mode style -n 20"
     ),
     no_args_is_help=True,

@@ -16,7 +16,7 @@ from dalle_data.errors import SpecError
 EPILOG = epilog(
     [
         "dalle-data generate --classes dalmatian --per-class 500",
-        'dalle-data generate --classes "red circle,blue star" --per-class 8 --model shapes-demo --out demo-out --format parquet --format imagefolder',
+        'dalle-data generate --classes "red circle,blue star" --per-class 8 --model shapes-demo --out shapes-out --format parquet --format imagefolder',
         "dalle-data generate --classes-file classes.txt --mode vanilla=0.7,adversarial=0.3 --per-class 100",
         "dalle-data generate --config spec.yaml --seed 7        # a saved spec, one flag overridden",
         "dalle-data generate --resume out                       # continue an interrupted run",

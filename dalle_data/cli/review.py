@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from dalle_data.advice import review_command
 from dalle_data.cli.common import cli_errors, epilog
 from dalle_data.errors import SpecError
 
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
 
 EPILOG = epilog(
     [
-        'dalle-data review out --lowest-clip 50                 # a local page: the 50 lowest CLIP scores',
+        f'{review_command("out", 50)}              # a local page: the likeliest wrong-class images first',
+        'dalle-data review out --lowest-clip 50                 # the 50 lowest CLIP scores (drift from the prompt)',
         'dalle-data review out --lowest-clip 10 --per-class --random 20 --shuffle',
         'dalle-data review out --apply                          # write the decisions into the dataset',
         'dalle-data review out --apply --dry-run --json         # what --apply would change, for CI',
@@ -67,7 +69,12 @@ def _print_table(session: ReviewSession) -> None:
                       "—" if r.class_prob is None else f"{r.class_prob:.1%}", r.mode, decision, r.id, r.prompt)
     console = make_console()
     console.print(table)
-    console.print(f"{progress['reviewed']} of {progress['total']} reviewed; decisions in {session.log.path}")
+    console.print(f"{progress['reviewed']} of {progress['total']} reviewed; {_decisions_where(session)}")
+
+
+def _decisions_where(session: ReviewSession) -> str:
+    """Where the decisions are, named only once there is a file (a path to nothing sends a user looking)."""
+    return f"decisions in {session.log.path}" if session.log.path.is_file() else "no decisions yet"
 
 
 def _listing_json(session: ReviewSession) -> dict[str, Any]:
@@ -127,8 +134,12 @@ def _serve(session: ReviewSession, port: int, browser: bool) -> None:
         server.serve_forever()
     except KeyboardInterrupt:
         progress = session.progress()
-        typer.echo(f"Stopped; {progress['reviewed']} of {progress['total']} reviewed, decisions kept in "
-                   f"{session.log.path}. Apply them: dalle-data review {out} --apply", err=True)
+        if session.log.path.is_file():
+            typer.echo(f"Stopped; {progress['reviewed']} of {progress['total']} reviewed, decisions kept in "
+                       f"{session.log.path}. Apply them: dalle-data review {out} --apply", err=True)
+        else:
+            typer.echo(f"Stopped; {progress['reviewed']} of {progress['total']} reviewed, no decisions made.",
+                       err=True)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from dalle_data.advice import review_command
 from dalle_data.focus import describe as describe_focus
 from dalle_data.writers.formats import formats_of
 from dalle_data.writers.imagefolder import _yaml_features
@@ -40,6 +41,17 @@ SCORER_LICENSES: dict[str, str] = {"ViT-L-14/openai": "mit", "tiny": "apache-2.0
 # What CommonMark and GFM tables read as markup in running text: backslash-escaped, it renders as itself
 # (< > & become entities, as in the HTML report).
 _MARKUP = re.compile(r"([\\`*_\[\]!|#~])")
+
+
+LIMITATIONS = (
+    "Every label comes from the generator and the scorer, not from a person: images the scorer misjudges carry "
+    f"wrong labels. `{review_command('OUT', 50)}` shows the likeliest first.",
+    "The scorer that filters is also the one that measures diversity and near-duplicates here; its blind spots "
+    "are shared by all three figures.",
+    "Synthetic images differ from photographs in texture, composition and bias; check with `dalle-data probe` "
+    "against real images before relying on the data.",
+    "The images inherit the generator's licence terms and its training data's biases.",
+)
 
 
 def one_line(text: str) -> str:
@@ -162,14 +174,7 @@ def card(run: Run, figures: dict[str, Any], fingerprint: str, versions: dict[str
     probe = figures.get("probe")
     if probe:
         lines += probe_lines(probe)
-    lines += ["## Known limitations", "",
-              "- Every label comes from the generator and the scorer, not from a person: images the scorer "
-              "misjudges carry wrong labels. `dalle-data review OUT --lowest-prob 50` shows the likeliest.",
-              "- The scorer that filters is also the one that measures diversity and near-duplicates here; "
-              "its blind spots are shared by all three figures.",
-              "- Synthetic images differ from photographs in texture, composition and bias; check with "
-              "`dalle-data probe` against real images before relying on the data.",
-              "- The images inherit the generator's licence terms and its training data's biases.", ""]
+    lines += ["## Known limitations", "", *(f"- {x}" for x in LIMITATIONS), ""]
     if figures["warnings"]:
         lines += ["## Warnings", ""] + [f"- {md_text(w)}" for w in figures["warnings"]] + [""]
     lines += ["The full report with histograms and image grids: `report/index.html`.", ""]

@@ -18,6 +18,8 @@ from dalle_data.records import Record
 
 THUMB = 96
 GRID = 6  # highest- and lowest-scoring images shown per class
+GLANCE = 2  # of those, shown per class at the top of the page
+WARNINGS_SHOWN = 3  # warnings shown in full on the first screen; the rest one click away
 _KEPT, _REJECTED = "#2e7d32", "#c62828"
 
 CSS = """
@@ -30,7 +32,7 @@ td:first-child,th:first-child,.text{text-align:left}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:8px 12px;margin:6px 0}
 .ok{background:#edf7ed;border-left:4px solid #2e7d32;padding:8px 12px}
 .plots{display:flex;flex-wrap:wrap;gap:12px}.plot{font-size:12px}
-.grid{display:flex;flex-wrap:wrap;gap:4px;margin-bottom:4px}
+.grid{display:flex;flex-wrap:wrap;gap:4px;margin-bottom:4px}.grid-label{font-size:12px;color:#555;margin:6px 0 2px}
 figure{margin:0;width:96px;font-size:11px;text-align:center}
 figure img{width:96px;height:96px;object-fit:cover;image-rendering:pixelated;border:1px solid #ccc}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}
@@ -98,9 +100,11 @@ def extremes(records: Sequence[Record], labels: Sequence[str]) -> dict[str, tupl
     return out
 
 
-def _figure(record: Record, png: Callable[[Record], bytes | None]) -> str:
+def _figure(record: Record, png: Callable[[Record], bytes | None], named: bool = False) -> str:
     uri = thumbnail_uri(png(record))
     caption = f"{record.clip_score:.3f}" if record.clip_score is not None else "–"
+    if named:
+        caption = f"{record.label} · {caption}"
     tip = f"{record.id} · {record.mode} · clip {caption} · p {record.class_prob} · {record.prompt}"
     if uri is None:
         return f'<figure title="{esc(tip)}"><div class="small">(no image)</div>{esc(caption)}</figure>'
@@ -114,9 +118,17 @@ def page(title: str, figures: dict[str, Any], records: Sequence[Record], labels:
                       '<meta name="viewport" content="width=device-width, initial-scale=1">',
                       f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
                       f"<h1>{esc(title)}</h1>"]
+    grids = extremes(records, labels)
+    # the first screen: what the images look like (each class's best-scoring kept images), then the warnings
+    out.append('<section id="glance"><div class="grid">' + "".join(
+        _figure(r, png, named=True) for top, _ in grids.values() for r in top[:GLANCE]) + "</div></section>")
     warnings = figures["warnings"]
     out.append('<section id="warnings"><h2>Warnings</h2>')
-    out += [f'<div class="warn">{esc(w)}</div>' for w in warnings] or ['<div class="ok">No warnings.</div>']
+    out += [f'<div class="warn">{esc(w)}</div>' for w in warnings[:WARNINGS_SHOWN]] or [
+        '<div class="ok">No warnings.</div>']
+    if len(warnings) > WARNINGS_SHOWN:
+        out.append(f"<details><summary>{len(warnings) - WARNINGS_SHOWN} more warning(s)</summary>"
+                   + "".join(f'<div class="warn">{esc(w)}</div>' for w in warnings[WARNINGS_SHOWN:]) + "</details>")
     out.append("</section>")
 
     out.append('<section id="made"><h2>How it was made</h2><table>')
@@ -156,10 +168,12 @@ def page(title: str, figures: dict[str, Any], records: Sequence[Record], labels:
 
     out.append(f'<section id="images"><h2>Highest and lowest CLIP scores per class</h2>'
                f"<p class='small'>Kept images; the {GRID} highest then the {GRID} lowest, score under each.</p>")
-    for label, (top, bottom) in extremes(records, labels).items():
-        out.append(f"<h3>{esc(label)}</h3><div class='grid'>" + "".join(_figure(r, png) for r in top) + "</div>")
+    for label, (top, bottom) in grids.items():
+        out.append(f"<h3>{esc(label)}</h3><p class='grid-label'>highest {len(top)}</p><div class='grid'>"
+                   + "".join(_figure(r, png) for r in top) + "</div>")
         if bottom:
-            out.append("<div class='grid'>" + "".join(_figure(r, png) for r in reversed(bottom)) + "</div>")
+            out.append(f"<p class='grid-label'>lowest {len(bottom)}</p><div class='grid'>"
+                       + "".join(_figure(r, png) for r in reversed(bottom)) + "</div>")
     out.append("</section>")
 
     cov = figures["coverage"]

@@ -19,7 +19,9 @@ from dalle_data.hub import quiet_libraries
 from dalle_data.scoring.clip import ClipScorer, TensorPreprocess
 
 
-def load_hf_towers(model_dir: Path, device: str = "cpu") -> Any:
+def load_hf_towers(model_dir: Path, device: str = "cpu", name: str | None = None) -> Any:
+    """The prior's CLIP towers of a Kandinsky-layout model folder as a scorer, called ``name`` (as the user
+    names the model: the card and report are handed on, a path into one machine's folders is not)."""
     import torch
     from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
@@ -48,7 +50,7 @@ def load_hf_towers(model_dir: Path, device: str = "cpu") -> Any:
     height, width = field(processor.crop_size, "height"), field(processor.crop_size, "width")
     tensor = TensorPreprocess(int(size), (int(height), int(width)), tuple(processor.image_mean),
                               tuple(processor.image_std)) if size and height and width else None
-    return ClipScorer(towers, preprocess, tokenize, name=f"{model_dir} (prior CLIP)", device=device,
+    return ClipScorer(towers, preprocess, tokenize, name=f"{name or model_dir} (prior CLIP)", device=device,
                       tensor_preprocess=tensor)
 
 

@@ -81,13 +81,13 @@ def load_scorer(name: str, device: str = "cpu") -> ClipScorer:
         from dalle_data.generators.registry import shapes_demo_dir
         from dalle_data.scoring.hf_clip import load_hf_towers
 
-        return load_hf_towers(shapes_demo_dir(), device=device)
+        return load_hf_towers(shapes_demo_dir(), device=device, name="shapes-demo")
     path = Path(name).expanduser()
     if path.is_dir() and (path / "prior" / "text_encoder").is_dir():
         # loaded only when this scorer is asked for (it brings its own libraries)
         from dalle_data.scoring.hf_clip import load_hf_towers
 
-        return load_hf_towers(path, device=device)
+        return load_hf_towers(path, device=device, name=name)
     if path.is_dir():
         if not (path / "open_clip_config.json").is_file():
             raise ModelLoadError(f"{path} is not an open_clip model directory (no open_clip_config.json)")

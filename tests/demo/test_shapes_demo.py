@@ -6,6 +6,7 @@ Skipped (not faked) while the weights are not in the checkout: `make demo-model`
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +39,11 @@ def test_preset_generates_classes_the_judge_recognises(tmp_path, cli) -> None:
                  "--max-attempts", "4", "--filter", "none", "--templates", "templates/shapes.yaml",
                  "--format", "imagefolder", "--out", tmp_path / "o", "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["scorer"].endswith("(prior CLIP)")
+    # named as the user names it, never by a path into this clone (the card and report are handed on)
+    assert json.loads(result.stdout)["scorer"] == "shapes-demo (prior CLIP)"
+    here = str(Path(__file__).resolve().parents[2])
+    for shown in ("README.md", "report/report.json", "report/index.html", "summary.json"):
+        assert here not in (tmp_path / "o" / shown).read_text(), f"{shown} names a path in this clone"
     rows = [json.loads(x) for x in (tmp_path / "o" / "manifest.jsonl").read_text().splitlines()]
     images = [Image.open(tmp_path / "o" / "imagefolder" / "train" / r["class_dir"] / f"{r['id']}.png") for r in rows]
     judged = Judge.load(root / "judge.safetensors").predict(images)

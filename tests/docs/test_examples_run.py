@@ -2,7 +2,7 @@
 
 Each line runs through bash (quotes, redirections and comments as a user would
 type them) in a sandbox holding what the examples refer to: a finished run
-`out`, the demo's `demo-out`, real test sets, a photo folder, `classes.txt`. It
+`out`, the demo's `demo-out` (and a copy, `shapes-out`), real test sets, a photo folder, `classes.txt`. It
 must exit 0, or 3 (a short dataset: documented), or fail with one of the
 documented one-line errors of a machine without a network or an API key
 (`not in the local cache`, `OPENAI_API_KEY is not set`, `cannot connect`). A
@@ -87,6 +87,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "--out", "out", "--allow-short", cwd=box)
     _cli("generate", *SHAPES, "--format", "parquet", "--format", "imagefolder", "--out", "demo-out",
          "--allow-short", cwd=box)
+    shutil.copytree(box / "demo-out", box / "shapes-out")  # the run `dalle-data --help`'s own example writes
     for folder, seed in (("real_val", "2"), ("real_train", "3")):
         _cli("demo-real", folder, "--classes", "red circle,blue star", "--per-class", "6", "--seed", seed, cwd=box)
     for cls in ("dalmatian", "nurse"):
@@ -132,9 +133,10 @@ def workdir(line: str, box: Path, n: int) -> Path:
         return box
     fresh = box / f"fresh-{n:03d}"
     fresh.mkdir()
-    reads_demo = "demo-out/" in line and not re.search(r"--out\s+demo-out(\s|$)", line)  # its spec or focus
+    written = set(re.findall(r"--out\s+(\S+)", line))  # a run the line makes is not there yet
+    reads_demo = "demo-out/" in line and "demo-out" not in written  # its spec or focus
     for entry in box.iterdir():
-        if (entry.name not in ("out", "demo-out") or entry.name == "demo-out" and reads_demo) \
+        if (entry.name not in ("out", "demo-out", *written) or entry.name == "demo-out" and reads_demo) \
                 and not entry.name.startswith("fresh-"):
             (fresh / entry.name).symlink_to(entry)
     return fresh

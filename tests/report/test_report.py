@@ -118,6 +118,22 @@ def test_the_card_loads_without_warnings_and_datasets_loads_the_run_through_it(r
     assert "## How it was made" in card.text and "shapes-demo" in card.text
 
 
+def test_the_first_screen_shows_images_and_the_grids_say_which_is_which(run_dir: Path) -> None:
+    import re
+
+    html = (run_dir / "report" / "index.html").read_text()
+    assert html.index("<img") < html.index('id="warnings"'), "the page opens on warnings, not on images"
+    glance = html[html.index('id="glance"'):html.index('id="warnings"')]
+    for label in CLASSES.split(","):
+        assert label in glance  # one image of each class, named
+    images = html[html.index('id="images"'):html.index('id="coverage"')]
+    # 6 kept images a class: the top and bottom grids would be the same images without their labels
+    assert len(re.findall(r"highest \d+", images)) == 3 and len(re.findall(r"lowest \d+", images)) <= 3
+    for section in images.split("<h3>")[1:]:
+        grids = section.count("class='grid'")
+        assert section.count("class='grid-label'") == grids
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: `make test` installs it")
 @pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="the playwright package is not installed")

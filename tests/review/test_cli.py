@@ -49,6 +49,17 @@ def test_table_lists_the_same_selection(base_run: Path, cli) -> None:
     for record_id in lowest_ids(base_run, 3):
         assert record_id in result.stdout
     assert "0 of 3 reviewed" in result.stdout
+    # the decisions file is named only once there is one
+    assert "no decisions yet" in result.stdout and "decisions.jsonl" not in result.stdout
+
+
+def test_table_names_the_decisions_file_once_there_is_one(run_dir: Path, cli) -> None:
+    from tests.review.test_apply import decide
+
+    decide(run_dir, (lowest_ids(run_dir, 1)[0], "reject", None))
+    result = cli("review", run_dir, "--lowest-clip", "3", "--format", "table")
+    assert result.exit_code == 0, result.stderr
+    assert "1 of 3 reviewed" in result.stdout and "decisions.jsonl" in " ".join(result.stdout.split())
 
 
 def test_export_html_is_a_self_contained_contact_sheet(base_run: Path, cli, tmp_path: Path) -> None:

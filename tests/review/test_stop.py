@@ -32,4 +32,6 @@ def test_review_stops_on_a_signal_even_when_sigint_was_ignored_at_start(run_dir:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0 and "Stopped; 0 of 4 reviewed" in proc.stderr.read()
+    err = proc.stderr.read()
+    assert proc.returncode == 0 and "Stopped; 0 of 4 reviewed" in err
+    assert "no decisions made" in err and "--apply" not in err.split("Stopped;")[1]  # nothing to apply
